@@ -1,0 +1,169 @@
+//! Why a datagram or record was refused, as values a daemon turns into labelled metrics.
+
+/// Why a received datagram was dropped. Every drop has exactly one reason and is counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    #[error("datagram shorter than its header")]
+    TooShort,
+    #[error("datagram length differs from header plus payload length")]
+    LengthMismatch,
+    #[error("wrong magic")]
+    BadMagic,
+    #[error("unsupported protocol version")]
+    BadVersion,
+    #[error("unknown datagram kind")]
+    UnknownKind,
+    #[error("unknown flag bits set")]
+    UnknownFlags,
+    #[error("reserved field is not zero")]
+    NonZeroReserved,
+    #[error("CRC32 mismatch")]
+    BadChecksum,
+    #[error("keyed tag mismatch")]
+    BadTag,
+    #[error("tag names a key that is not configured")]
+    UnknownKey,
+    #[error("untagged datagram on a keyed link")]
+    MissingTag,
+    #[error("source block number is not zero")]
+    BadSourceBlockNumber,
+    #[error("symbol size is zero or not a multiple of 8")]
+    BadSymbolSize,
+    #[error("block length is zero or needs too many symbols")]
+    BadBlockLength,
+    #[error("block larger than the receiver accepts")]
+    BlockTooLarge,
+    #[error("symbol disagrees with earlier symbols of its block on size or length")]
+    InconsistentBlock,
+    #[error("beacon body is malformed")]
+    BadBeacon,
+    #[error("epoch older than the current one")]
+    StaleEpoch,
+    #[error("session was replaced and is not accepted again")]
+    RetiredSession,
+    #[error("block sequence is before the point where the receiver joined")]
+    BeforeJoin,
+    #[error("block already delivered or given up")]
+    BlockDone,
+    #[error("symbol already received")]
+    DuplicateSymbol,
+    #[error("block has all the symbols it can use")]
+    SurplusSymbol,
+    #[error("too many blocks in flight")]
+    InFlightLimit,
+    #[error("too many channels")]
+    ChannelLimit,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 25] = [
+        DropReason::TooShort,
+        DropReason::LengthMismatch,
+        DropReason::BadMagic,
+        DropReason::BadVersion,
+        DropReason::UnknownKind,
+        DropReason::UnknownFlags,
+        DropReason::NonZeroReserved,
+        DropReason::BadChecksum,
+        DropReason::BadTag,
+        DropReason::UnknownKey,
+        DropReason::MissingTag,
+        DropReason::BadSourceBlockNumber,
+        DropReason::BadSymbolSize,
+        DropReason::BadBlockLength,
+        DropReason::BlockTooLarge,
+        DropReason::InconsistentBlock,
+        DropReason::BadBeacon,
+        DropReason::StaleEpoch,
+        DropReason::RetiredSession,
+        DropReason::BeforeJoin,
+        DropReason::BlockDone,
+        DropReason::DuplicateSymbol,
+        DropReason::SurplusSymbol,
+        DropReason::InFlightLimit,
+        DropReason::ChannelLimit,
+    ];
+
+    /// A stable snake_case label for metrics.
+    pub const fn label(self) -> &'static str {
+        match self {
+            DropReason::TooShort => "too_short",
+            DropReason::LengthMismatch => "length_mismatch",
+            DropReason::BadMagic => "bad_magic",
+            DropReason::BadVersion => "bad_version",
+            DropReason::UnknownKind => "unknown_kind",
+            DropReason::UnknownFlags => "unknown_flags",
+            DropReason::NonZeroReserved => "non_zero_reserved",
+            DropReason::BadChecksum => "bad_checksum",
+            DropReason::BadTag => "bad_tag",
+            DropReason::UnknownKey => "unknown_key",
+            DropReason::MissingTag => "missing_tag",
+            DropReason::BadSourceBlockNumber => "bad_source_block_number",
+            DropReason::BadSymbolSize => "bad_symbol_size",
+            DropReason::BadBlockLength => "bad_block_length",
+            DropReason::BlockTooLarge => "block_too_large",
+            DropReason::InconsistentBlock => "inconsistent_block",
+            DropReason::BadBeacon => "bad_beacon",
+            DropReason::StaleEpoch => "stale_epoch",
+            DropReason::RetiredSession => "retired_session",
+            DropReason::BeforeJoin => "before_join",
+            DropReason::BlockDone => "block_done",
+            DropReason::DuplicateSymbol => "duplicate_symbol",
+            DropReason::SurplusSymbol => "surplus_symbol",
+            DropReason::InFlightLimit => "in_flight_limit",
+            DropReason::ChannelLimit => "channel_limit",
+        }
+    }
+
+    /// Drops that are the normal cost of redundancy (mirror duplicates, late symbols of a finished
+    /// block), as opposed to damage or attack.
+    pub const fn is_benign(self) -> bool {
+        matches!(self, DropReason::BlockDone | DropReason::DuplicateSymbol | DropReason::SurplusSymbol)
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One counter per [`DropReason`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropCounters {
+    counts: [u64; DropReason::ALL.len()],
+}
+
+impl DropCounters {
+    pub fn add(&mut self, reason: DropReason) {
+        self.counts[reason.index()] += 1;
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.counts[reason.index()]
+    }
+
+    /// Drops that are not benign (see [`DropReason::is_benign`]).
+    pub fn harmful(&self) -> u64 {
+        DropReason::ALL.iter().filter(|r| !r.is_benign()).map(|r| self.get(*r)).sum()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
+        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_counter_and_label() {
+        let mut counters = DropCounters::default();
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(reason.index(), i, "ALL is in declaration order");
+            counters.add(*reason);
+        }
+        assert!(counters.iter().all(|(_, n)| n == 1));
+        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DropReason::ALL.len());
+    }
+}

@@ -1,0 +1,80 @@
+//! What the receiver reports to the daemon that drives it.
+
+use bytes::Bytes;
+
+use crate::beacon::Beacon;
+use crate::record::{AbortReason, StreamMeta};
+
+/// Why a block could not be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReason {
+    /// Its deadline passed with fewer symbols than decoding needs.
+    Timeout { received: u32, needed: u32 },
+    /// No symbol of it ever arrived (a gap before later blocks, or tail loss shown by a beacon).
+    NeverSeen,
+    /// It decoded, but the BLAKE3 of its content did not match.
+    HashMismatch,
+    /// The sender ran so far ahead that the receive window had to move past it.
+    WindowOverrun,
+    /// The session ended (a sender restart or takeover) before the block completed.
+    SessionReplaced,
+}
+
+/// Why a stream will not complete. A broken stream is never delivered as complete: a TCP destination is
+/// reset, a file goes to quarantine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakReason {
+    /// A block that may have held records of this stream was lost, and the stream did not show within
+    /// the suspect timeout that it had nothing in it.
+    BlockLost { seq: u64 },
+    /// A record links to a block other than the one that carried the stream's previous record.
+    Gap { expected_prev: u64, found_prev: u64 },
+    /// Data arrived at an offset other than the next expected byte.
+    OffsetMismatch { expected: u64, found: u64 },
+    /// `End` announced another length than the bytes received.
+    LengthMismatch { announced: u64, received: u64 },
+    /// `End` announced another BLAKE3 than the bytes received.
+    HashMismatch,
+    /// Records arrived for a stream whose `Open` was never seen (lost, or sent before the receiver joined).
+    MissedOpen,
+    /// The channel already has as many open streams as configured.
+    TooManyStreams,
+    /// The stream is (or claims to be) larger than the configured limit.
+    TooLarge { limit: u64 },
+    /// The source ended the stream early.
+    SourceAborted(AbortReason),
+    /// The sender's session ended (restart or takeover) with the stream still open.
+    SessionReplaced,
+    /// A block decoded and verified but its records did not parse: the sender is faulty.
+    MalformedBlock,
+    /// The sender opened a stream id that was already open.
+    DuplicateOpen,
+}
+
+/// Conditions an operator must see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alarm {
+    /// A session that was replaced is still sending: two senders at the same epoch (split brain) or a
+    /// stale sender that did not stop.
+    RetiredSessionActive { session: u64, epoch: u32 },
+}
+
+/// One thing that happened, in the order it happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A new session (first contact, sender restart, or takeover at a higher epoch).
+    SessionStarted { session: u64, epoch: u32, replaced: Option<(u64, u32)> },
+    /// A beacon of the current session (the daemon compares its fingerprint and FEC parameters).
+    BeaconReceived { fiber: u8, beacon: Beacon },
+    /// Blocks `first..=last` of a channel are lost.
+    BlocksLost { channel: u16, first: u64, last: u64, reason: LossReason },
+    StreamOpened { channel: u16, stream: u64, meta: StreamMeta },
+    /// The next bytes of a stream, in order.
+    StreamData { channel: u16, stream: u64, offset: u64, data: Bytes },
+    /// The stream is complete: its length and BLAKE3 matched what the sender announced.
+    StreamEnded { channel: u16, stream: u64, total_len: u64, hash: [u8; 32] },
+    StreamBroken { channel: u16, stream: u64, reason: BreakReason },
+    /// One UDP payload of a datagram channel.
+    Datagram { channel: u16, payload: Bytes },
+    Alarm(Alarm),
+}

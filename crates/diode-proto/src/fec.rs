@@ -1,0 +1,420 @@
+//! The block codec: RaptorQ (RFC 6330) over whole blocks, one source block per block.
+//!
+//! A block's content (records followed by their BLAKE3, see [`crate::block`]) of F bytes is padded to
+//! K = ceil(F / T) source symbols of T bytes. Source symbols are sent as they are (systematic code), then
+//! ceil(K × repair / 10 000) repair symbols. The receiver needs any K (rarely K + 1 or 2) of them; when all
+//! K source symbols arrive it reassembles them without running the decoder at all.
+
+use std::collections::HashMap;
+
+use raptorq::{
+    EncodingPacket, ObjectTransmissionInformation, PayloadId, SourceBlockDecoder, SourceBlockEncoder,
+    SourceBlockEncodingPlan,
+};
+
+use crate::error::DropReason;
+use crate::header::{HEADER_LEN_TAGGED, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT};
+use crate::record::{DATAGRAMS_HEADER_LEN, DATAGRAM_ENTRY_HEADER_LEN};
+
+/// IPv4 (20) and UDP (8) headers, counted when a symbol size is derived from an MTU.
+pub const IP_UDP_OVERHEAD: usize = 28;
+/// The smallest block content: one maximal UDP payload packed as a datagrams record, plus the block hash.
+pub const MIN_BLOCK_LEN: usize = DATAGRAMS_HEADER_LEN + DATAGRAM_ENTRY_HEADER_LEN + u16::MAX as usize + crate::block::HASH_LEN;
+/// Extra repair symbols a receiver keeps beyond K, for the rare K-symbol decoding failure.
+pub const MAX_EXTRA_SYMBOLS: u32 = 16;
+const MIN_SYMBOL_SIZE: u16 = 64;
+const MAX_INTERLEAVE: u16 = 1024;
+const MAX_REPAIR_BASIS_POINTS: u16 = 10_000;
+
+/// FEC parameters shared by sender and receiver (the sender announces them in beacons).
+///
+/// Invariant after [`FecParams::validate`]: symbol size a multiple of 8 and at least 64; a full block
+/// holds at least [`MIN_BLOCK_LEN`] bytes and at most RFC 6330's K'max symbols; repair at most 100 %.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FecParams {
+    /// T: bytes per symbol.
+    pub symbol_size: u16,
+    /// Most source symbols in one block (a full block is `max_block_symbols × symbol_size` bytes).
+    pub max_block_symbols: u16,
+    /// Repair symbols per block in 1/10 000 of K (500 = 5 %).
+    pub repair_basis_points: u16,
+    /// Blocks whose symbols are interleaved on the wire.
+    pub interleave_depth: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FecParamsError {
+    #[error("symbol_size {0} must be a multiple of 8 and at least 64")]
+    SymbolSize(u16),
+    #[error("max_block_symbols {symbols} x symbol_size {symbol_size} = {len} bytes: a block must hold at least {min} bytes")]
+    BlockTooSmall { symbols: u16, symbol_size: u16, len: usize, min: usize },
+    #[error("max_block_symbols {0} exceeds the RaptorQ limit of 56403")]
+    TooManySymbols(u16),
+    #[error("repair_basis_points {0} exceeds 10000 (100 %)")]
+    Repair(u16),
+    #[error("interleave_depth {0} must be between 1 and 1024")]
+    Interleave(u16),
+    #[error("MTU {mtu} leaves no room for a symbol")]
+    Mtu { mtu: usize },
+}
+
+impl FecParams {
+    /// Defaults for a link MTU: the largest aligned symbol that fits a tagged datagram, blocks of at
+    /// least 64 symbols, 5 % repair, 8 blocks interleaved.
+    pub fn for_mtu(mtu: usize) -> FecParams {
+        let room = mtu.saturating_sub(IP_UDP_OVERHEAD + HEADER_LEN_TAGGED).min(usize::from(u16::MAX));
+        let symbol_size = (room as u16 / SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT).max(MIN_SYMBOL_SIZE);
+        let min_symbols = MIN_BLOCK_LEN.div_ceil(usize::from(symbol_size)) as u16;
+        FecParams { symbol_size, max_block_symbols: min_symbols.max(64), repair_basis_points: 500, interleave_depth: 8 }
+    }
+
+    /// The symbol size that fits an MTU, or an error when the MTU is too small.
+    pub fn symbol_size_for_mtu(mtu: usize) -> Result<u16, FecParamsError> {
+        let room = mtu.checked_sub(IP_UDP_OVERHEAD + HEADER_LEN_TAGGED).ok_or(FecParamsError::Mtu { mtu })?;
+        let size = (room.min(usize::from(u16::MAX)) as u16) / SYMBOL_ALIGNMENT * SYMBOL_ALIGNMENT;
+        if size < MIN_SYMBOL_SIZE {
+            return Err(FecParamsError::Mtu { mtu });
+        }
+        Ok(size)
+    }
+
+    pub fn validate(&self) -> Result<(), FecParamsError> {
+        if self.symbol_size < MIN_SYMBOL_SIZE || self.symbol_size % SYMBOL_ALIGNMENT != 0 {
+            return Err(FecParamsError::SymbolSize(self.symbol_size));
+        }
+        if u32::from(self.max_block_symbols) > MAX_SOURCE_SYMBOLS {
+            return Err(FecParamsError::TooManySymbols(self.max_block_symbols));
+        }
+        let len = self.max_block_len();
+        if len < MIN_BLOCK_LEN {
+            return Err(FecParamsError::BlockTooSmall {
+                symbols: self.max_block_symbols,
+                symbol_size: self.symbol_size,
+                len,
+                min: MIN_BLOCK_LEN,
+            });
+        }
+        if self.repair_basis_points > MAX_REPAIR_BASIS_POINTS {
+            return Err(FecParamsError::Repair(self.repair_basis_points));
+        }
+        if self.interleave_depth == 0 || self.interleave_depth > MAX_INTERLEAVE {
+            return Err(FecParamsError::Interleave(self.interleave_depth));
+        }
+        Ok(())
+    }
+
+    /// Largest block content in bytes.
+    pub fn max_block_len(&self) -> usize {
+        usize::from(self.max_block_symbols) * usize::from(self.symbol_size)
+    }
+
+    /// Repair symbols sent for a block of `k` source symbols: at least one whenever repair is on.
+    pub fn repair_symbols(&self, k: u32) -> u32 {
+        if self.repair_basis_points == 0 {
+            return 0;
+        }
+        (u64::from(k) * u64::from(self.repair_basis_points)).div_ceil(10_000).max(1) as u32
+    }
+}
+
+/// A block ready for the wire: padded source symbols and the repair symbols.
+///
+/// Invariant: `source.len() == K × symbol_size`, every repair symbol is `symbol_size` bytes, and
+/// `block_len <= source.len()`.
+#[derive(Clone, Debug)]
+pub struct EncodedBlock {
+    pub channel: u16,
+    pub seq: u64,
+    /// F: content length before padding.
+    pub block_len: u32,
+    pub symbol_size: u16,
+    source: Vec<u8>,
+    repair: Vec<Vec<u8>>,
+}
+
+impl EncodedBlock {
+    /// K: source symbols.
+    pub fn source_symbols(&self) -> u32 {
+        (self.source.len() / usize::from(self.symbol_size)) as u32
+    }
+
+    /// Source plus repair symbols.
+    pub fn symbol_count(&self) -> u32 {
+        self.source_symbols() + self.repair.len() as u32
+    }
+
+    /// Symbol by encoding symbol id, `None` past the last one.
+    pub fn symbol(&self, esi: u32) -> Option<&[u8]> {
+        let k = self.source_symbols();
+        let t = usize::from(self.symbol_size);
+        if esi < k {
+            let start = esi as usize * t;
+            self.source.get(start..start + t)
+        } else {
+            self.repair.get((esi - k) as usize).map(Vec::as_slice)
+        }
+    }
+}
+
+/// Encodes blocks, reusing one RaptorQ encoding plan per block size (the plan is the costly part).
+pub struct BlockEncoder {
+    params: FecParams,
+    plans: HashMap<u16, SourceBlockEncodingPlan>,
+}
+
+/// Distinct block sizes whose plan is kept: full blocks plus a few sizes of flushed partial blocks.
+const PLAN_CACHE_LIMIT: usize = 8;
+
+impl BlockEncoder {
+    /// `params` must have passed [`FecParams::validate`].
+    pub fn new(params: FecParams) -> BlockEncoder {
+        BlockEncoder { params, plans: HashMap::new() }
+    }
+
+    pub fn params(&self) -> &FecParams {
+        &self.params
+    }
+
+    /// Encodes one block's content (as made by [`crate::block::BlockBuilder`]). The content must be
+    /// non-empty and at most [`FecParams::max_block_len`] bytes.
+    pub fn encode(&mut self, channel: u16, seq: u64, mut content: Vec<u8>) -> EncodedBlock {
+        let t = usize::from(self.params.symbol_size);
+        assert!(!content.is_empty() && content.len() <= self.params.max_block_len(), "block content out of range");
+        let block_len = content.len() as u32;
+        let k = content.len().div_ceil(t);
+        content.resize(k * t, 0);
+        let repair_count = self.params.repair_symbols(k as u32);
+        let repair = if repair_count == 0 {
+            Vec::new()
+        } else {
+            let k16 = k as u16;
+            if !self.plans.contains_key(&k16) && self.plans.len() >= PLAN_CACHE_LIMIT {
+                // Keep the full-size plan, which nearly every block uses; forget a partial one.
+                let full = self.params.max_block_symbols;
+                if let Some(victim) = self.plans.keys().copied().find(|size| *size != full) {
+                    self.plans.remove(&victim);
+                }
+            }
+            let plan = self.plans.entry(k16).or_insert_with(|| SourceBlockEncodingPlan::generate(k16));
+            let oti = oti(content.len() as u64, self.params.symbol_size);
+            let encoder = SourceBlockEncoder::with_encoding_plan(0, &oti, &content, plan);
+            encoder.repair_packets(0, repair_count).into_iter().map(|p| p.split().1).collect()
+        };
+        EncodedBlock { channel, seq, block_len, symbol_size: self.params.symbol_size, source: content, repair }
+    }
+}
+
+fn oti(transfer_length: u64, symbol_size: u16) -> ObjectTransmissionInformation {
+    ObjectTransmissionInformation::new(transfer_length, symbol_size, 1, 1, SYMBOL_ALIGNMENT as u8)
+}
+
+/// Collects the symbols of one block until it can be rebuilt.
+///
+/// Invariant: `source` is K × T bytes; `have` marks which source symbols are in it; at most
+/// K + [`MAX_EXTRA_SYMBOLS`] symbols are kept.
+#[derive(Debug)]
+pub struct SymbolCollector {
+    symbol_size: u16,
+    block_len: u32,
+    k: u32,
+    source: Vec<u8>,
+    have: Vec<bool>,
+    source_count: u32,
+    repair: Vec<(u32, Vec<u8>)>,
+    /// Symbols held when the decoder last failed: it is not run again until more arrive.
+    failed_with: u32,
+}
+
+/// How a block was rebuilt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// K: source symbols the block has.
+    pub source_symbols: u32,
+    /// Source symbols that arrived.
+    pub source_received: u32,
+    /// Repair symbols that arrived before completion.
+    pub repair_received: u32,
+    /// Whether the RaptorQ decoder had to run (a source symbol was missing).
+    pub decoded: bool,
+}
+
+impl SymbolCollector {
+    /// A collector for a block with symbol size `symbol_size` and content length `block_len`. Both come
+    /// from a header that passed [`crate::header::Repr::parse`] (so K is within RFC 6330's limit).
+    pub fn new(symbol_size: u16, block_len: u32) -> SymbolCollector {
+        let k = block_len.div_ceil(u32::from(symbol_size));
+        SymbolCollector {
+            symbol_size,
+            block_len,
+            k,
+            source: vec![0; k as usize * usize::from(symbol_size)],
+            have: vec![false; k as usize],
+            source_count: 0,
+            repair: Vec::new(),
+            failed_with: 0,
+        }
+    }
+
+    pub fn matches(&self, symbol_size: u16, block_len: u32) -> bool {
+        self.symbol_size == symbol_size && self.block_len == block_len
+    }
+
+    /// K: source symbols the block has (any K symbols usually decode it).
+    pub fn source_symbols(&self) -> u32 {
+        self.k
+    }
+
+    pub fn received(&self) -> u32 {
+        self.source_count + self.repair.len() as u32
+    }
+
+    /// Bytes held, for memory accounting.
+    pub fn memory(&self) -> usize {
+        self.source.len() + self.repair.len() * usize::from(self.symbol_size)
+    }
+
+    /// Adds a symbol. The payload length must equal the symbol size.
+    pub fn insert(&mut self, esi: u32, payload: &[u8]) -> Result<(), DropReason> {
+        let t = usize::from(self.symbol_size);
+        if payload.len() != t {
+            return Err(DropReason::InconsistentBlock);
+        }
+        if esi < self.k {
+            let index = esi as usize;
+            if self.have[index] {
+                return Err(DropReason::DuplicateSymbol);
+            }
+            self.have[index] = true;
+            self.source_count += 1;
+            self.source[index * t..(index + 1) * t].copy_from_slice(payload);
+            return Ok(());
+        }
+        if self.repair.iter().any(|(e, _)| *e == esi) {
+            return Err(DropReason::DuplicateSymbol);
+        }
+        if self.received() >= self.k + MAX_EXTRA_SYMBOLS {
+            return Err(DropReason::SurplusSymbol);
+        }
+        self.repair.push((esi, payload.to_vec()));
+        Ok(())
+    }
+
+    /// The block content (F bytes) once enough symbols arrived; `None` while more are needed.
+    pub fn try_complete(&mut self) -> Option<(Vec<u8>, Completion)> {
+        let received = self.received();
+        let mut completion = Completion {
+            source_symbols: self.k,
+            source_received: self.source_count,
+            repair_received: self.repair.len() as u32,
+            decoded: false,
+        };
+        if self.source_count == self.k {
+            let mut content = std::mem::take(&mut self.source);
+            content.truncate(self.block_len as usize);
+            return Some((content, completion));
+        }
+        if received < self.k || received <= self.failed_with {
+            return None;
+        }
+        let t = usize::from(self.symbol_size);
+        let padded_len = self.source.len() as u64;
+        let mut decoder = SourceBlockDecoder::new(0, &oti(padded_len, self.symbol_size), padded_len);
+        let sources = self.have.iter().enumerate().filter(|(_, have)| **have).map(|(i, _)| {
+            EncodingPacket::new(PayloadId::new(0, i as u32), self.source[i * t..(i + 1) * t].to_vec())
+        });
+        let repairs = self.repair.iter().map(|(esi, data)| EncodingPacket::new(PayloadId::new(0, *esi), data.clone()));
+        match decoder.decode(sources.chain(repairs)) {
+            Some(mut content) => {
+                content.truncate(self.block_len as usize);
+                completion.decoded = true;
+                self.source = Vec::new();
+                self.repair = Vec::new();
+                Some((content, completion))
+            }
+            None => {
+                self.failed_with = received;
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> FecParams {
+        FecParams { symbol_size: 1024, max_block_symbols: 80, repair_basis_points: 1000, interleave_depth: 4 }
+    }
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    #[test]
+    fn default_params_for_common_mtus_are_valid() {
+        for mtu in [1280, 1500, 9000, 65535] {
+            let p = FecParams::for_mtu(mtu);
+            assert_eq!(p.validate(), Ok(()), "mtu {mtu}");
+            assert!(usize::from(p.symbol_size) + HEADER_LEN_TAGGED + IP_UDP_OVERHEAD <= mtu);
+        }
+        assert_eq!(FecParams::symbol_size_for_mtu(1500), Ok(1416));
+        assert!(FecParams::symbol_size_for_mtu(100).is_err());
+    }
+
+    #[test]
+    fn invalid_params_name_the_problem() {
+        let mut p = params();
+        p.max_block_symbols = 10;
+        assert!(matches!(p.validate(), Err(FecParamsError::BlockTooSmall { .. })));
+        let mut p = params();
+        p.symbol_size = 1020;
+        assert_eq!(p.validate(), Err(FecParamsError::SymbolSize(1020)));
+        let mut p = params();
+        p.interleave_depth = 0;
+        assert_eq!(p.validate(), Err(FecParamsError::Interleave(0)));
+    }
+
+    #[test]
+    fn all_source_symbols_rebuild_without_the_decoder() {
+        let mut encoder = BlockEncoder::new(params());
+        let data = content(70_001);
+        let block = encoder.encode(1, 0, data.clone());
+        assert_eq!(block.source_symbols(), 69);
+        assert_eq!(block.symbol_count(), 69 + 7);
+        let mut collector = SymbolCollector::new(block.symbol_size, block.block_len);
+        for esi in 0..block.source_symbols() {
+            collector.insert(esi, block.symbol(esi).expect("exists")).expect("new symbol");
+        }
+        let (rebuilt, completion) = collector.try_complete().expect("complete");
+        assert!(!completion.decoded);
+        assert_eq!(rebuilt, data);
+    }
+
+    #[test]
+    fn repair_symbols_replace_lost_source_symbols() {
+        let mut encoder = BlockEncoder::new(params());
+        let data = content(80 * 1024);
+        let block = encoder.encode(1, 0, data.clone());
+        let mut collector = SymbolCollector::new(block.symbol_size, block.block_len);
+        // Lose the first 8 source symbols; the 8 repair symbols stand in for them.
+        for esi in 8..block.symbol_count() {
+            collector.insert(esi, block.symbol(esi).expect("exists")).expect("new symbol");
+        }
+        let (rebuilt, completion) = collector.try_complete().expect("decodable");
+        assert!(completion.decoded);
+        assert_eq!(completion.repair_received, 8);
+        assert_eq!(rebuilt, data);
+    }
+
+    #[test]
+    fn too_few_symbols_wait_and_duplicates_are_refused() {
+        let mut encoder = BlockEncoder::new(params());
+        let block = encoder.encode(1, 0, content(5000));
+        let mut collector = SymbolCollector::new(block.symbol_size, block.block_len);
+        collector.insert(0, block.symbol(0).expect("exists")).expect("new");
+        assert_eq!(collector.insert(0, block.symbol(0).expect("exists")), Err(DropReason::DuplicateSymbol));
+        assert_eq!(collector.insert(1, &[0; 10]), Err(DropReason::InconsistentBlock));
+        assert!(collector.try_complete().is_none());
+    }
+}

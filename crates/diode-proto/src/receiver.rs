@@ -1,0 +1,510 @@
+//! The receiver: datagrams in, verified blocks and stream events out. Sans-IO.
+//!
+//! Drive it with [`Receiver::handle_datagram`] for every datagram from any fiber and
+//! [`Receiver::handle_timeout`] when [`Receiver::poll_timeout`] says; drain [`Receiver::poll_event`] after
+//! each call. Symbols are keyed by (channel, block sequence) whatever fiber they came on, so `stripe`
+//! mode decodes both fibers jointly and `mirror` duplicates are dropped at the cost of a bitmap lookup.
+//!
+//! Memory is bounded by configuration: at most `max_blocks_in_flight` blocks of at most
+//! `max_block_len` bytes (plus [`crate::fec::MAX_EXTRA_SYMBOLS`] symbols each), at most `max_channels`
+//! channels with `max_open_streams` streams each.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::auth::LinkAuth;
+use crate::beacon::Beacon;
+use crate::error::{DropCounters, DropReason};
+use crate::event::{Alarm, BreakReason, Event, LossReason};
+use crate::fec::{Completion, SymbolCollector};
+use crate::header::{Kind, Packet, Repr};
+use crate::stream::{StreamLimits, StreamTable};
+
+/// Fibers the receiver keeps statistics for (a fiber index beyond this counts as the last one).
+pub const MAX_FIBERS: usize = 4;
+
+/// Receiver limits and timers. The defaults suit a 10 Gbit/s link with 1 MiB blocks.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    pub auth: LinkAuth,
+    /// Largest block content accepted, in bytes.
+    pub max_block_len: u32,
+    /// Blocks held (collecting symbols, or decoded and waiting for an earlier block) over all channels.
+    pub max_blocks_in_flight: usize,
+    /// How far ahead of the next block to deliver a channel may run before older blocks are given up.
+    pub channel_window: u64,
+    pub max_channels: usize,
+    /// A block not complete this long after its first symbol (or after it was known missing) is lost.
+    pub block_timeout: Duration,
+    /// How long an open stream may stay silent after a block loss before it is broken.
+    pub stream_suspect_timeout: Duration,
+    pub max_open_streams: usize,
+    /// Largest stream (announced or received), in bytes.
+    pub max_stream_len: u64,
+    /// A channel first seen at a sequence this low is assumed to have started at 0 (its first blocks
+    /// may still be in flight); first seen later, the receiver joined mid-session and starts there.
+    pub join_slack: u64,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> ReceiverConfig {
+        ReceiverConfig {
+            auth: LinkAuth::none(),
+            max_block_len: 8 << 20,
+            max_blocks_in_flight: 256,
+            channel_window: 128,
+            max_channels: 1024,
+            block_timeout: Duration::from_millis(500),
+            stream_suspect_timeout: Duration::from_secs(15),
+            max_open_streams: 1024,
+            max_stream_len: u64::MAX,
+            join_slack: 64,
+        }
+    }
+}
+
+/// Per-fiber counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FiberStats {
+    pub datagrams: u64,
+    pub bytes: u64,
+    /// Datagrams dropped for damage or attack (not mirror duplicates).
+    pub harmful_drops: u64,
+    pub last_seen: Option<Instant>,
+}
+
+/// Receiver counters, for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ReceiverStats {
+    pub drops: DropCounters,
+    pub fibers: [FiberStats; MAX_FIBERS],
+    /// Blocks rebuilt from source symbols alone.
+    pub blocks_without_decoder: u64,
+    /// Blocks that needed the RaptorQ decoder.
+    pub blocks_decoded: u64,
+    pub blocks_lost: u64,
+    /// Source symbols of completed blocks.
+    pub source_symbols: u64,
+    /// Of those, how many were missing and rebuilt from repair symbols (the FEC headroom used).
+    pub source_symbols_missing: u64,
+    pub sessions: u64,
+}
+
+enum Slot {
+    Collecting { collector: SymbolCollector, first_seen: Instant },
+    Ready(Bytes),
+    Failed(LossReason),
+}
+
+struct Channel {
+    /// Next block to hand to the stream table; everything before it is delivered or lost.
+    next_seq: u64,
+    blocks: BTreeMap<u64, Slot>,
+    /// Blocks the sender says it has sent (from beacons).
+    announced: u64,
+    /// When the missing head block (no symbol yet, but later blocks exist) was first noticed.
+    head_missing_since: Option<Instant>,
+    streams: StreamTable,
+}
+
+#[derive(Clone, Copy)]
+struct Current {
+    session: u64,
+    epoch: u32,
+}
+
+/// The receiving protocol state machine.
+pub struct Receiver {
+    config: ReceiverConfig,
+    current: Option<Current>,
+    /// Sessions replaced at the current or an older epoch, and whether their return was already alarmed.
+    retired: VecDeque<(u64, u32, bool)>,
+    channels: HashMap<u16, Channel>,
+    in_flight: usize,
+    events: VecDeque<Event>,
+    stats: ReceiverStats,
+}
+
+const RETIRED_SESSIONS: usize = 16;
+
+impl Receiver {
+    pub fn new(config: ReceiverConfig) -> Receiver {
+        Receiver {
+            config,
+            current: None,
+            retired: VecDeque::new(),
+            channels: HashMap::new(),
+            in_flight: 0,
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &ReceiverConfig {
+        &self.config
+    }
+
+    /// The live (session, epoch), if any.
+    pub fn session(&self) -> Option<(u64, u32)> {
+        self.current.map(|c| (c.session, c.epoch))
+    }
+
+    /// Blocks currently held.
+    pub fn blocks_in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn open_streams(&self) -> usize {
+        self.channels.values().map(|c| c.streams.open_count()).sum()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Handles one datagram received on fiber `fiber` at `now`. Returns why it was dropped, if it was
+    /// (the drop is already counted).
+    pub fn handle_datagram(&mut self, now: Instant, fiber: u8, bytes: &[u8]) -> Result<(), DropReason> {
+        let fiber_index = usize::from(fiber).min(MAX_FIBERS - 1);
+        let fiber_stats = &mut self.stats.fibers[fiber_index];
+        fiber_stats.datagrams += 1;
+        fiber_stats.bytes += bytes.len() as u64;
+        fiber_stats.last_seen = Some(now);
+        let result = self.handle_inner(now, fiber, bytes);
+        if let Err(reason) = result {
+            self.stats.drops.add(reason);
+            if !reason.is_benign() {
+                self.stats.fibers[fiber_index].harmful_drops += 1;
+            }
+        }
+        result
+    }
+
+    fn handle_inner(&mut self, now: Instant, fiber: u8, bytes: &[u8]) -> Result<(), DropReason> {
+        let packet = Packet::new_checked(bytes)?;
+        let repr = Repr::parse(&packet, &self.config.auth)?;
+        // Parse the beacon body before it can change the session: a malformed datagram changes nothing.
+        let beacon = match repr.kind {
+            Kind::Beacon => Some(Beacon::parse(packet.payload()).map_err(|_| DropReason::BadBeacon)?),
+            Kind::Symbol => None,
+        };
+        self.check_session(now, &repr)?;
+        match beacon {
+            Some(beacon) => {
+                self.handle_beacon(now, &beacon);
+                self.events.push_back(Event::BeaconReceived { fiber, beacon });
+                Ok(())
+            }
+            None => self.handle_symbol(now, &repr, packet.payload()),
+        }
+    }
+
+    fn check_session(&mut self, now: Instant, repr: &Repr) -> Result<(), DropReason> {
+        if let Some(current) = self.current {
+            if current.session == repr.session && current.epoch == repr.epoch {
+                return Ok(());
+            }
+            if repr.epoch < current.epoch {
+                return Err(DropReason::StaleEpoch);
+            }
+            if let Some(entry) = self.retired.iter_mut().find(|(s, e, _)| *s == repr.session && *e == repr.epoch) {
+                if !entry.2 {
+                    entry.2 = true;
+                    let alarm = Alarm::RetiredSessionActive { session: repr.session, epoch: repr.epoch };
+                    self.events.push_back(Event::Alarm(alarm));
+                }
+                return Err(DropReason::RetiredSession);
+            }
+            self.retire_current(now, current);
+        }
+        self.current = Some(Current { session: repr.session, epoch: repr.epoch });
+        self.stats.sessions += 1;
+        let replaced = self.retired.back().map(|(s, e, _)| (*s, *e)).filter(|_| self.stats.sessions > 1);
+        self.events.push_back(Event::SessionStarted { session: repr.session, epoch: repr.epoch, replaced });
+        Ok(())
+    }
+
+    /// Delivers what the old session completed, reports the rest lost and breaks its open streams.
+    fn retire_current(&mut self, now: Instant, current: Current) {
+        let mut ids: Vec<u16> = self.channels.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(channel) = self.channels.get_mut(&id) {
+                let end = channel.blocks.keys().next_back().map_or(channel.announced, |last| (last + 1).max(channel.announced));
+                Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, end, LossReason::SessionReplaced, now);
+                channel.streams.break_all(BreakReason::SessionReplaced, &mut self.events);
+            }
+        }
+        self.channels.clear();
+        self.in_flight = 0;
+        self.retired.push_back((current.session, current.epoch, false));
+        if self.retired.len() > RETIRED_SESSIONS {
+            self.retired.pop_front();
+        }
+    }
+
+    fn limits(config: &ReceiverConfig) -> StreamLimits {
+        StreamLimits {
+            max_open: config.max_open_streams,
+            max_stream_len: config.max_stream_len,
+            suspect_timeout: config.stream_suspect_timeout,
+        }
+    }
+
+    fn channel_entry(&mut self, id: u16, first_seq: u64) -> Result<&mut Channel, DropReason> {
+        if !self.channels.contains_key(&id) && self.channels.len() >= self.config.max_channels {
+            return Err(DropReason::ChannelLimit);
+        }
+        let slack = self.config.join_slack;
+        Ok(self.channels.entry(id).or_insert_with(|| Channel {
+            next_seq: if first_seq <= slack { 0 } else { first_seq },
+            blocks: BTreeMap::new(),
+            announced: 0,
+            head_missing_since: None,
+            streams: StreamTable::new(id),
+        }))
+    }
+
+    fn handle_beacon(&mut self, now: Instant, beacon: &Beacon) {
+        for progress in &beacon.channels {
+            // A beacon that cannot get a channel slot is still useful for the channels that have one.
+            let Ok(channel) = self.channel_entry(progress.channel, progress.blocks_sent) else {
+                continue;
+            };
+            channel.announced = channel.announced.max(progress.blocks_sent);
+            let id = progress.channel;
+            self.enforce_window(now, id, channel_last(self.channels.get(&id)));
+            self.deliver_ready(now, id);
+        }
+    }
+
+    /// Moves a channel's window so that `newest` fits, giving up blocks that fall out of it.
+    fn enforce_window(&mut self, now: Instant, id: u16, newest: u64) {
+        let window = self.config.channel_window.max(1);
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if newest >= channel.next_seq + window {
+            let new_start = newest + 1 - window;
+            Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, new_start, LossReason::WindowOverrun, now);
+        }
+    }
+
+    fn handle_symbol(&mut self, now: Instant, repr: &Repr, payload: &[u8]) -> Result<(), DropReason> {
+        if repr.block_len > self.config.max_block_len {
+            return Err(DropReason::BlockTooLarge);
+        }
+        let seq = repr.block_seq;
+        let id = repr.channel;
+        let next_seq = self.channel_entry(id, seq)?.next_seq;
+        if seq < next_seq {
+            return Err(DropReason::BlockDone);
+        }
+        self.enforce_window(now, id, seq);
+        let in_flight_full = self.in_flight >= self.config.max_blocks_in_flight;
+        let channel = self.channels.get_mut(&id).ok_or(DropReason::ChannelLimit)?;
+        let slot = match channel.blocks.get_mut(&seq) {
+            Some(slot) => slot,
+            None => {
+                if in_flight_full {
+                    return Err(DropReason::InFlightLimit);
+                }
+                self.in_flight += 1;
+                let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
+                channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now })
+            }
+        };
+        let Slot::Collecting { collector, .. } = slot else {
+            return Err(DropReason::BlockDone);
+        };
+        if !collector.matches(repr.payload_len, repr.block_len) {
+            return Err(DropReason::InconsistentBlock);
+        }
+        collector.insert(repr.esi, payload)?;
+        if let Some((content, completion)) = collector.try_complete() {
+            *slot = Self::verify(&mut self.stats, content, completion);
+        }
+        self.deliver_ready(now, id);
+        Ok(())
+    }
+
+    fn verify(stats: &mut ReceiverStats, content: Vec<u8>, completion: Completion) -> Slot {
+        if completion.decoded {
+            stats.blocks_decoded += 1;
+        } else {
+            stats.blocks_without_decoder += 1;
+        }
+        stats.source_symbols += u64::from(completion.source_symbols);
+        stats.source_symbols_missing += u64::from(completion.source_symbols - completion.source_received);
+        if crate::block::open(&content).is_none() {
+            return Slot::Failed(LossReason::HashMismatch);
+        }
+        let body_len = content.len() - crate::block::HASH_LEN;
+        let mut content = Bytes::from(content);
+        content.truncate(body_len);
+        Slot::Ready(content)
+    }
+
+    /// Delivers every block from the head of the channel that is ready or failed.
+    fn deliver_ready(&mut self, now: Instant, id: u16) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let limits = Self::limits(&self.config);
+        loop {
+            let head = channel.next_seq;
+            let Some(entry) = channel.blocks.first_entry() else {
+                break;
+            };
+            if *entry.key() != head || matches!(entry.get(), Slot::Collecting { .. }) {
+                break;
+            }
+            let slot = entry.remove();
+            self.in_flight -= 1;
+            channel.next_seq += 1;
+            match slot {
+                Slot::Ready(body) => {
+                    // A malformed body already broke the channel's streams; the error needs no more.
+                    let _ = channel.streams.apply_block(head, &body, &limits, &mut self.events);
+                }
+                Slot::Failed(reason) => {
+                    Self::lose(&mut self.stats, &mut self.events, id, channel, head, head, reason, now, &limits);
+                }
+                Slot::Collecting { .. } => {}
+            }
+        }
+        let head_missing = !channel.blocks.contains_key(&channel.next_seq)
+            && (!channel.blocks.is_empty() || channel.announced > channel.next_seq);
+        if !head_missing {
+            channel.head_missing_since = None;
+        } else if channel.head_missing_since.is_none() {
+            channel.head_missing_since = Some(now);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lose(
+        stats: &mut ReceiverStats,
+        events: &mut VecDeque<Event>,
+        id: u16,
+        channel: &mut Channel,
+        first: u64,
+        last: u64,
+        reason: LossReason,
+        now: Instant,
+        limits: &StreamLimits,
+    ) {
+        stats.blocks_lost += last - first + 1;
+        events.push_back(Event::BlocksLost { channel: id, first, last, reason });
+        channel.streams.on_blocks_lost(first, now, limits);
+    }
+
+    /// Advances a channel's head to `end`, delivering ready blocks and losing everything else before it.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        config: &ReceiverConfig,
+        stats: &mut ReceiverStats,
+        in_flight: &mut usize,
+        events: &mut VecDeque<Event>,
+        id: u16,
+        channel: &mut Channel,
+        end: u64,
+        reason: LossReason,
+        now: Instant,
+    ) {
+        let limits = Self::limits(config);
+        while channel.next_seq < end {
+            let head = channel.next_seq;
+            match channel.blocks.first_key_value().map(|(k, _)| *k) {
+                Some(first) if first == head => {
+                    let Some(slot) = channel.blocks.remove(&head) else { break };
+                    *in_flight -= 1;
+                    channel.next_seq += 1;
+                    match slot {
+                        Slot::Ready(body) => {
+                            let _ = channel.streams.apply_block(head, &body, &limits, events);
+                        }
+                        Slot::Failed(failed) => Self::lose(stats, events, id, channel, head, head, failed, now, &limits),
+                        Slot::Collecting { .. } => Self::lose(stats, events, id, channel, head, head, reason, now, &limits),
+                    }
+                }
+                next => {
+                    // A run of blocks with no symbol at all: one event for the whole run.
+                    let run_end = next.map_or(end, |n| n.min(end));
+                    let why = if reason == LossReason::SessionReplaced { reason } else { LossReason::NeverSeen };
+                    Self::lose(stats, events, id, channel, head, run_end - 1, why, now, &limits);
+                    channel.next_seq = run_end;
+                }
+            }
+        }
+        channel.head_missing_since = None;
+    }
+
+    /// Gives up blocks whose deadline passed and breaks suspect streams that stayed silent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.config.block_timeout;
+        let mut ids: Vec<u16> = self.channels.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            loop {
+                let Some(channel) = self.channels.get_mut(&id) else { break };
+                let head = channel.next_seq;
+                match channel.blocks.get_mut(&head) {
+                    Some(slot @ Slot::Collecting { .. }) => {
+                        let Slot::Collecting { collector, first_seen } = &*slot else { break };
+                        if *first_seen + timeout > now {
+                            break;
+                        }
+                        let received = collector.received();
+                        let needed = collector.source_symbols();
+                        *slot = Slot::Failed(LossReason::Timeout { received, needed });
+                        self.deliver_ready(now, id);
+                    }
+                    Some(_) => break,
+                    None => {
+                        let Some(since) = channel.head_missing_since else { break };
+                        if since + timeout > now {
+                            break;
+                        }
+                        let end = channel.blocks.keys().next().copied().unwrap_or(channel.announced);
+                        if end <= head {
+                            channel.head_missing_since = None;
+                            break;
+                        }
+                        Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, end, LossReason::NeverSeen, now);
+                        self.deliver_ready(now, id);
+                    }
+                }
+            }
+            if let Some(channel) = self.channels.get_mut(&id) {
+                channel.streams.handle_timeout(now, &mut self.events);
+            }
+        }
+    }
+
+    /// When [`Receiver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.config.block_timeout;
+        self.channels
+            .values()
+            .flat_map(|channel| {
+                let head = match channel.blocks.get(&channel.next_seq) {
+                    Some(Slot::Collecting { first_seen, .. }) => Some(*first_seen + timeout),
+                    Some(_) => None,
+                    None => channel.head_missing_since.map(|since| since + timeout),
+                };
+                head.into_iter().chain(channel.streams.next_deadline())
+            })
+            .min()
+    }
+}
+
+fn channel_last(channel: Option<&Channel>) -> u64 {
+    channel.map_or(0, |c| c.announced.saturating_sub(1).max(c.next_seq))
+}
