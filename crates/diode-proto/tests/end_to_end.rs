@@ -1,0 +1,349 @@
+//! Sender to receiver through a link the test controls: loss, bursts, reordering, duplication,
+//! corruption, sender restarts and takeovers.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use diode_proto::{AbortReason, Alarm, BreakReason, DropReason, Event, LossReason, ReceiverConfig, StreamMeta};
+
+fn meta(name: &str) -> StreamMeta {
+    StreamMeta { peer: "127.0.0.1:9".into(), name: name.into(), size: None, mtime: None }
+}
+
+#[test]
+fn streams_and_datagrams_arrive_intact_without_running_the_decoder() {
+    let mut tx = sender(1, 0, fec(1000, 4));
+    let a = payload(1, 300_000);
+    let b = payload(2, 5);
+    tx.channel(1).open(10, meta("a")).unwrap();
+    tx.channel(2).open(20, meta("b")).unwrap();
+    tx.channel(1).data(10, &a[..100_000]).unwrap();
+    tx.channel(2).data(20, &b).unwrap();
+    tx.channel(1).data(10, &a[100_000..]).unwrap();
+    tx.channel(3).datagram(b"ping").unwrap();
+    tx.channel(3).datagram(b"").unwrap();
+    tx.channel(1).end(10).unwrap();
+    tx.channel(2).end(20).unwrap();
+    let wire = drain(&mut tx);
+
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    assert!(rig.delivered.ended_intact(1, 10, &a));
+    assert!(rig.delivered.ended_intact(2, 20, &b));
+    assert_eq!(rig.delivered.datagrams[&3], vec![b"ping".to_vec(), Vec::new()]);
+    assert_eq!(rig.delivered.names[&(1, 10)], "a");
+    let stats = rig.receiver.stats();
+    assert_eq!(stats.blocks_decoded, 0, "no loss must not run the RaptorQ decoder");
+    assert!(stats.blocks_without_decoder >= 5);
+    assert_eq!(rig.receiver.blocks_in_flight(), 0);
+}
+
+#[test]
+fn mirrored_fibers_cost_only_duplicate_drops() {
+    let mut tx = sender(1, 0, fec(500, 4));
+    let data = payload(3, 200_000);
+    tx.channel(1).open(1, meta("m")).unwrap();
+    tx.channel(1).data(1, &data).unwrap();
+    tx.channel(1).end(1).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    for datagram in &wire {
+        rig.feed(0, [datagram]);
+        rig.feed(1, [datagram]);
+    }
+    assert!(rig.delivered.ended_intact(1, 1, &data));
+    let drops = &rig.receiver.stats().drops;
+    assert_eq!(drops.harmful(), 0);
+    assert!(drops.get(DropReason::DuplicateSymbol) + drops.get(DropReason::BlockDone) >= wire.len() as u64 - 1);
+}
+
+#[test]
+fn striped_fibers_are_decoded_jointly() {
+    // Each fiber carries half the symbols and loses some: neither alone could rebuild a block.
+    let mut tx = sender(1, 0, fec(2000, 1));
+    let data = payload(4, 150_000);
+    tx.channel(1).open(1, meta("s")).unwrap();
+    tx.channel(1).data(1, &data).unwrap();
+    tx.channel(1).end(1).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    for (i, datagram) in wire.iter().enumerate() {
+        if i % 13 == 5 {
+            continue;
+        }
+        rig.feed((i % 2) as u8, [datagram]);
+    }
+    assert!(rig.delivered.ended_intact(1, 1, &data));
+    assert!(rig.receiver.stats().blocks_decoded > 0);
+}
+
+#[test]
+fn loss_beyond_repair_breaks_streams_and_never_delivers_wrong_bytes() {
+    let mut tx = sender(1, 0, fec(500, 1));
+    let data = payload(5, 400_000);
+    tx.channel(1).open(1, meta("big")).unwrap();
+    tx.channel(1).data(1, &data).unwrap();
+    tx.channel(1).end(1).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    // Block 2 loses a third of its symbols: far beyond 5 % repair.
+    let kept: Vec<_> = wire.iter().filter(|d| !(header(d).block_seq == 2 && header(d).esi % 3 == 0)).collect();
+    rig.feed(0, kept);
+    rig.advance(Duration::from_secs(1));
+    assert_eq!(rig.delivered.ended.len(), 0);
+    assert!(matches!(rig.delivered.broken[&(1, 1)], BreakReason::Gap { expected_prev: 1, found_prev: 2 }));
+    let got = &rig.delivered.bytes[&(1, 1)];
+    assert!(got.len() < data.len() && data.starts_with(got), "only a correct prefix was delivered");
+    assert!(rig.delivered.events.iter().any(|e| matches!(
+        e,
+        Event::BlocksLost { channel: 1, first: 2, last: 2, reason: LossReason::Timeout { .. } }
+    )));
+}
+
+#[test]
+fn lost_block_breaks_only_the_streams_it_carried() {
+    let mut tx = sender(1, 0, fec(0, 1));
+    let x = payload(6, 1000);
+    let y = payload(7, 100_000);
+    tx.channel(1).open(1, meta("x")).unwrap();
+    tx.channel(1).open(2, meta("y")).unwrap();
+    tx.channel(1).data(1, &x[..500]).unwrap();
+    tx.channel(1).flush(); // block 0: both opens and x's first half
+    tx.channel(1).data(2, &y).unwrap();
+    tx.channel(1).end(2).unwrap();
+    tx.channel(1).flush(); // blocks 1 and 2: all of y
+    tx.channel(1).data(1, &x[500..]).unwrap();
+    tx.channel(1).end(1).unwrap(); // block 3: x's second half, linked back to block 0
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, wire.iter().filter(|d| header(d).block_seq != 1));
+    rig.advance(Duration::from_secs(5));
+    assert!(rig.delivered.ended_intact(1, 1, &x), "x had nothing in the lost block");
+    assert!(matches!(rig.delivered.broken[&(1, 2)], BreakReason::Gap { .. }));
+}
+
+#[test]
+fn silent_stream_after_a_loss_is_broken_after_the_suspect_timeout() {
+    let mut tx = sender(1, 0, fec(0, 1));
+    tx.channel(1).open(1, meta("quiet")).unwrap();
+    tx.channel(1).flush(); // block 0
+    tx.channel(1).data(1, b"lost end").unwrap();
+    tx.channel(1).end(1).unwrap(); // block 1, lost: the receiver never hears of stream 1 again
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, wire.iter().filter(|d| header(d).block_seq == 0));
+    rig.beacon(&tx); // tail loss: the beacon says two blocks were sent
+    rig.advance(Duration::from_millis(500));
+    assert_eq!(rig.delivered.lost_blocks(), 1);
+    assert!(rig.delivered.broken.is_empty(), "not broken before the suspect timeout");
+    rig.advance(Duration::from_secs(3));
+    assert_eq!(rig.delivered.broken[&(1, 1)], BreakReason::BlockLost { seq: 1 });
+}
+
+#[test]
+fn keepalive_clears_suspicion_of_an_idle_stream() {
+    let mut tx = sender(1, 0, fec(0, 1));
+    tx.channel(1).open(1, meta("idle")).unwrap();
+    tx.channel(1).open(2, meta("other")).unwrap();
+    tx.channel(1).flush(); // block 0
+    tx.channel(1).data(2, b"only stream 2").unwrap();
+    tx.channel(1).flush(); // block 1, lost
+    tx.channel(1).keepalive(1).unwrap(); // block 2
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, wire.iter().filter(|d| header(d).block_seq != 1));
+    rig.advance(Duration::from_secs(10));
+    assert!(!rig.delivered.broken.contains_key(&(1, 1)));
+    assert_eq!(rig.delivered.broken[&(1, 2)], BreakReason::BlockLost { seq: 1 });
+    assert_eq!(rig.receiver.open_streams(), 1);
+}
+
+#[test]
+fn reordered_duplicated_and_corrupted_datagrams_still_deliver() {
+    let mut tx = sender(1, 0, fec(1500, 4));
+    let data = payload(8, 500_000);
+    tx.channel(7).open(1, meta("r")).unwrap();
+    tx.channel(7).data(1, &data).unwrap();
+    tx.channel(7).end(1).unwrap();
+    let mut wire = drain(&mut tx);
+    // Reverse every window of 16, duplicate every 5th, corrupt every 23rd.
+    for chunk in wire.chunks_mut(16) {
+        chunk.reverse();
+    }
+    let mut rig = Rig::new(Rig::config());
+    for (i, datagram) in wire.iter().enumerate() {
+        let mut d = datagram.clone();
+        if i % 23 == 0 {
+            let at = d.len() / 2;
+            d[at] ^= 0x10;
+        }
+        rig.feed(0, [&d]);
+        if i % 5 == 0 {
+            rig.feed(1, [datagram]);
+        }
+    }
+    assert!(rig.delivered.ended_intact(7, 1, &data));
+    let drops = &rig.receiver.stats().drops;
+    assert_eq!(drops.get(DropReason::BadChecksum), wire.len().div_ceil(23) as u64);
+}
+
+#[test]
+fn burst_is_spread_over_interleaved_blocks() {
+    let depth = 8;
+    let mut tx = sender(1, 0, fec(600, depth)); // 72 symbols per block, 5 repair each
+    let data = payload(9, 72 * 1024 * 16);
+    tx.channel(1).open(1, meta("burst")).unwrap();
+    tx.channel(1).data(1, &data).unwrap();
+    tx.channel(1).end(1).unwrap();
+    let wire = drain(&mut tx);
+    // A burst of 24 consecutive datagrams in the steady state costs each of 8 blocks 3 symbols.
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, wire[..200].iter().chain(&wire[224..]));
+    assert!(rig.delivered.ended_intact(1, 1, &data));
+
+    // Without interleaving the same burst lands in one block and exceeds its repair.
+    let mut tx = sender(1, 0, fec(600, 1));
+    tx.channel(1).open(1, meta("burst")).unwrap();
+    tx.channel(1).data(1, &data).unwrap();
+    tx.channel(1).end(1).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, wire[..10].iter().chain(&wire[34..]));
+    rig.advance(Duration::from_secs(5));
+    assert!(rig.delivered.broken.contains_key(&(1, 1)));
+}
+
+#[test]
+fn sender_restart_replaces_the_session_and_old_session_is_not_readopted() {
+    let mut old = sender(100, 3, fec(500, 2));
+    old.channel(1).open(1, meta("interrupted")).unwrap();
+    old.channel(1).data(1, &payload(10, 50_000)).unwrap();
+    let old_wire = drain(&mut old);
+    let mut new = sender(200, 3, fec(500, 2));
+    let fresh = payload(11, 80_000);
+    new.channel(1).open(1, meta("fresh")).unwrap();
+    new.channel(1).data(1, &fresh).unwrap();
+    new.channel(1).end(1).unwrap();
+    let new_wire = drain(&mut new);
+
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &old_wire);
+    assert_eq!(rig.delivered.bytes[&(1, 1)].len(), 50_000);
+    rig.feed(0, &new_wire[..1]);
+    assert_eq!(rig.delivered.broken[&(1, 1)], BreakReason::SessionReplaced);
+    assert!(rig.delivered.events.iter().any(|e| matches!(
+        e,
+        Event::SessionStarted { session: 200, epoch: 3, replaced: Some((100, 3)) }
+    )));
+    // A straggler of the old session: dropped, alarmed once, and it does not flip the session back.
+    rig.feed(0, &old_wire[..2]);
+    let alarms = rig.delivered.events.iter().filter(|e| matches!(e, Event::Alarm(Alarm::RetiredSessionActive { session: 100, .. }))).count();
+    assert_eq!(alarms, 1);
+    assert_eq!(rig.receiver.stats().drops.get(DropReason::RetiredSession), 2);
+
+    rig.delivered.bytes.remove(&(1, 1));
+    rig.delivered.broken.clear();
+    rig.feed(0, &new_wire[1..]);
+    assert!(rig.delivered.ended_intact(1, 1, &fresh));
+    assert_eq!(rig.receiver.session(), Some((200, 3)));
+}
+
+#[test]
+fn higher_epoch_takes_over_and_lower_epoch_is_stale() {
+    let mut a = sender(1, 5, fec(500, 1));
+    a.channel(1).datagram(b"from epoch 5").unwrap();
+    let a_wire = drain(&mut a);
+    let mut b = sender(2, 6, fec(500, 1));
+    b.channel(1).datagram(b"from epoch 6").unwrap();
+    let b_wire = drain(&mut b);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &b_wire);
+    rig.feed(0, &a_wire);
+    assert_eq!(rig.receiver.session(), Some((2, 6)));
+    assert_eq!(rig.delivered.datagrams[&1], vec![b"from epoch 6".to_vec()]);
+    assert_eq!(rig.receiver.stats().drops.get(DropReason::StaleEpoch), a_wire.len() as u64);
+}
+
+#[test]
+fn source_abort_is_reported_with_its_reason() {
+    let mut tx = sender(1, 0, fec(500, 1));
+    tx.channel(1).open(4, meta("reset")).unwrap();
+    tx.channel(1).data(4, b"partial").unwrap();
+    tx.channel(1).abort(4, AbortReason::SourceReset).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    assert_eq!(rig.delivered.broken[&(1, 4)], BreakReason::SourceAborted(AbortReason::SourceReset));
+}
+
+#[test]
+fn stream_over_the_size_limit_is_refused() {
+    let mut tx = sender(1, 0, fec(500, 1));
+    tx.channel(1).open(1, StreamMeta { size: Some(1 << 40), ..meta("huge") }).unwrap();
+    tx.channel(1).open(2, meta("grows")).unwrap();
+    tx.channel(1).data(2, &payload(12, 20_000)).unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(ReceiverConfig { max_stream_len: 10_000, ..Rig::config() });
+    rig.feed(0, &wire);
+    assert_eq!(rig.delivered.broken[&(1, 1)], BreakReason::TooLarge { limit: 10_000 });
+    assert_eq!(rig.delivered.broken[&(1, 2)], BreakReason::TooLarge { limit: 10_000 });
+}
+
+#[test]
+fn too_many_open_streams_are_refused_not_stored() {
+    let mut tx = sender(1, 0, fec(500, 1));
+    for id in 0..50 {
+        tx.channel(1).open(id, meta("flood")).unwrap();
+    }
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(ReceiverConfig { max_open_streams: 8, ..Rig::config() });
+    rig.feed(0, &wire);
+    assert_eq!(rig.receiver.open_streams(), 8);
+    let refused = rig.delivered.broken.values().filter(|r| **r == BreakReason::TooManyStreams).count();
+    assert_eq!(refused, 42);
+}
+
+#[test]
+fn memory_stays_bounded_under_a_flood_of_partial_blocks() {
+    let mut rig = Rig::new(ReceiverConfig { max_blocks_in_flight: 32, max_channels: 4, channel_window: 16, ..Rig::config() });
+    let fec = fec(500, 1);
+    // One symbol of many different blocks and channels: nothing ever completes.
+    for channel in 0..10u16 {
+        let mut tx = sender(9, 0, fec);
+        for _ in 0..40 {
+            tx.channel(channel).datagram(&payload(u64::from(channel), 65_000)).unwrap();
+        }
+        let wire = drain(&mut tx);
+        let first_symbols: Vec<_> = wire.iter().filter(|d| is_symbol(d) && header(d).esi == 0).collect();
+        rig.feed(0, first_symbols);
+        assert!(rig.receiver.blocks_in_flight() <= 32);
+    }
+    let drops = &rig.receiver.stats().drops;
+    assert!(drops.get(DropReason::ChannelLimit) > 0);
+    rig.advance(Duration::from_secs(2));
+    assert_eq!(rig.receiver.blocks_in_flight(), 0, "every partial block is given up after its deadline");
+}
+
+#[test]
+fn beacon_reports_progress_and_fec_parameters() {
+    let mut tx = sender(1, 0, fec(500, 2));
+    tx.channel(5).datagram(b"x").unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    rig.beacon(&tx);
+    let beacon = rig.delivered.events.iter().find_map(|e| match e {
+        Event::BeaconReceived { beacon, .. } => Some(beacon.clone()),
+        _ => None,
+    });
+    let beacon = beacon.unwrap();
+    assert_eq!(beacon.fec, fec(500, 2));
+    assert_eq!(beacon.config_fingerprint, [0xAA; 16]);
+    let progress: HashMap<u16, u64> = beacon.channels.iter().map(|c| (c.channel, c.blocks_sent)).collect();
+    assert_eq!(progress[&5], 1);
+}
