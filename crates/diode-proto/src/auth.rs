@@ -147,9 +147,6 @@ mod tests {
     fn bad_key_configuration_is_refused() {
         assert_eq!(LinkAuth::keyed(vec![], 1).err(), Some(AuthConfigError::UnknownSendKey { id: 1 }));
         let k = LinkKey { id: 3, key: [0; 32] };
-        assert_eq!(
-            LinkAuth::keyed(vec![k.clone(), k], 3).err(),
-            Some(AuthConfigError::DuplicateKeyId { id: 3 })
-        );
+        assert_eq!(LinkAuth::keyed(vec![k.clone(), k], 3).err(), Some(AuthConfigError::DuplicateKeyId { id: 3 }));
     }
 }

@@ -163,7 +163,10 @@ mod tests {
             fec: FecParams::for_mtu(1500),
             interval_ms: 100,
             config_fingerprint: [0xC0; 16],
-            channels: vec![ChannelProgress { channel: 1, blocks_sent: 10 }, ChannelProgress { channel: 7, blocks_sent: 0 }],
+            channels: vec![
+                ChannelProgress { channel: 1, blocks_sent: 10 },
+                ChannelProgress { channel: 7, blocks_sent: 0 },
+            ],
         }
     }
 

@@ -63,18 +63,51 @@ pub enum Alarm {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A new session (first contact, sender restart, or takeover at a higher epoch).
-    SessionStarted { session: u64, epoch: u32, replaced: Option<(u64, u32)> },
+    SessionStarted {
+        session: u64,
+        epoch: u32,
+        replaced: Option<(u64, u32)>,
+    },
     /// A beacon of the current session (the daemon compares its fingerprint and FEC parameters).
-    BeaconReceived { fiber: u8, beacon: Beacon },
+    BeaconReceived {
+        fiber: u8,
+        beacon: Beacon,
+    },
     /// Blocks `first..=last` of a channel are lost.
-    BlocksLost { channel: u16, first: u64, last: u64, reason: LossReason },
-    StreamOpened { channel: u16, stream: u64, meta: StreamMeta },
+    BlocksLost {
+        channel: u16,
+        first: u64,
+        last: u64,
+        reason: LossReason,
+    },
+    StreamOpened {
+        channel: u16,
+        stream: u64,
+        meta: StreamMeta,
+    },
     /// The next bytes of a stream, in order.
-    StreamData { channel: u16, stream: u64, offset: u64, data: Bytes },
+    StreamData {
+        channel: u16,
+        stream: u64,
+        offset: u64,
+        data: Bytes,
+    },
     /// The stream is complete: its length and BLAKE3 matched what the sender announced.
-    StreamEnded { channel: u16, stream: u64, total_len: u64, hash: [u8; 32] },
-    StreamBroken { channel: u16, stream: u64, reason: BreakReason },
+    StreamEnded {
+        channel: u16,
+        stream: u64,
+        total_len: u64,
+        hash: [u8; 32],
+    },
+    StreamBroken {
+        channel: u16,
+        stream: u64,
+        reason: BreakReason,
+    },
     /// One UDP payload of a datagram channel.
-    Datagram { channel: u16, payload: Bytes },
+    Datagram {
+        channel: u16,
+        payload: Bytes,
+    },
     Alarm(Alarm),
 }

@@ -2,8 +2,9 @@
 //!
 //! A block's content (records followed by their BLAKE3, see [`crate::block`]) of F bytes is padded to
 //! K = ceil(F / T) source symbols of T bytes. Source symbols are sent as they are (systematic code), then
-//! ceil(K × repair / 10 000) repair symbols. The receiver needs any K (rarely K + 1 or 2) of them; when all
-//! K source symbols arrive it reassembles them without running the decoder at all.
+//! the repair symbols of a full block (see [`FecParams::repair_symbols`]). The receiver needs any K
+//! (rarely K + 1 or 2) of them; when all K source symbols arrive it reassembles them without running the
+//! decoder at all.
 
 use std::collections::HashMap;
 
@@ -19,7 +20,8 @@ use crate::record::{DATAGRAMS_HEADER_LEN, DATAGRAM_ENTRY_HEADER_LEN};
 /// IPv4 (20) and UDP (8) headers, counted when a symbol size is derived from an MTU.
 pub const IP_UDP_OVERHEAD: usize = 28;
 /// The smallest block content: one maximal UDP payload packed as a datagrams record, plus the block hash.
-pub const MIN_BLOCK_LEN: usize = DATAGRAMS_HEADER_LEN + DATAGRAM_ENTRY_HEADER_LEN + u16::MAX as usize + crate::block::HASH_LEN;
+pub const MIN_BLOCK_LEN: usize =
+    DATAGRAMS_HEADER_LEN + DATAGRAM_ENTRY_HEADER_LEN + u16::MAX as usize + crate::block::HASH_LEN;
 /// Extra repair symbols a receiver keeps beyond K, for the rare K-symbol decoding failure.
 pub const MAX_EXTRA_SYMBOLS: u32 = 16;
 const MIN_SYMBOL_SIZE: u16 = 64;
@@ -46,7 +48,9 @@ pub struct FecParams {
 pub enum FecParamsError {
     #[error("symbol_size {0} must be a multiple of 8 and at least 64")]
     SymbolSize(u16),
-    #[error("max_block_symbols {symbols} x symbol_size {symbol_size} = {len} bytes: a block must hold at least {min} bytes")]
+    #[error(
+        "max_block_symbols {symbols} x symbol_size {symbol_size} = {len} bytes: a block must hold at least {min} bytes"
+    )]
     BlockTooSmall { symbols: u16, symbol_size: u16, len: usize, min: usize },
     #[error("max_block_symbols {0} exceeds the RaptorQ limit of 56403")]
     TooManySymbols(u16),
@@ -108,12 +112,16 @@ impl FecParams {
         usize::from(self.max_block_symbols) * usize::from(self.symbol_size)
     }
 
-    /// Repair symbols sent for a block of `k` source symbols: at least one whenever repair is on.
-    pub fn repair_symbols(&self, k: u32) -> u32 {
+    /// Repair symbols sent with every block: the share of a full block, at least one when repair is on.
+    ///
+    /// A partial block (flushed early) gets as many repair symbols as a full one. A burst of loss
+    /// costs each interleaved block an absolute number of symbols whatever its size, so a share of a
+    /// small block's K would leave it defenceless; partial blocks only occur when the link has room.
+    pub fn repair_symbols(&self) -> u32 {
         if self.repair_basis_points == 0 {
             return 0;
         }
-        (u64::from(k) * u64::from(self.repair_basis_points)).div_ceil(10_000).max(1) as u32
+        (u64::from(self.max_block_symbols) * u64::from(self.repair_basis_points)).div_ceil(10_000).max(1) as u32
     }
 }
 
@@ -183,7 +191,7 @@ impl BlockEncoder {
         let block_len = content.len() as u32;
         let k = content.len().div_ceil(t);
         content.resize(k * t, 0);
-        let repair_count = self.params.repair_symbols(k as u32);
+        let repair_count = self.params.repair_symbols();
         let repair = if repair_count == 0 {
             Vec::new()
         } else {
@@ -319,9 +327,10 @@ impl SymbolCollector {
         let t = usize::from(self.symbol_size);
         let padded_len = self.source.len() as u64;
         let mut decoder = SourceBlockDecoder::new(0, &oti(padded_len, self.symbol_size), padded_len);
-        let sources = self.have.iter().enumerate().filter(|(_, have)| **have).map(|(i, _)| {
-            EncodingPacket::new(PayloadId::new(0, i as u32), self.source[i * t..(i + 1) * t].to_vec())
-        });
+        let sources =
+            self.have.iter().enumerate().filter(|(_, have)| **have).map(|(i, _)| {
+                EncodingPacket::new(PayloadId::new(0, i as u32), self.source[i * t..(i + 1) * t].to_vec())
+            });
         let repairs = self.repair.iter().map(|(esi, data)| EncodingPacket::new(PayloadId::new(0, *esi), data.clone()));
         match decoder.decode(sources.chain(repairs)) {
             Some(mut content) => {
@@ -381,7 +390,8 @@ mod tests {
         let data = content(70_001);
         let block = encoder.encode(1, 0, data.clone());
         assert_eq!(block.source_symbols(), 69);
-        assert_eq!(block.symbol_count(), 69 + 7);
+        // 10 % of a full block's 80 symbols, although this block has only 69.
+        assert_eq!(block.symbol_count(), 69 + 8);
         let mut collector = SymbolCollector::new(block.symbol_size, block.block_len);
         for esi in 0..block.source_symbols() {
             collector.insert(esi, block.symbol(esi).expect("exists")).expect("new symbol");

@@ -9,7 +9,7 @@
 //! `max_block_len` bytes (plus [`crate::fec::MAX_EXTRA_SYMBOLS`] symbols each), at most `max_channels`
 //! channels with `max_open_streams` streams each.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -99,6 +99,7 @@ enum Slot {
 }
 
 struct Channel {
+    id: u16,
     /// Next block to hand to the stream table; everything before it is delivered or lost.
     next_seq: u64,
     blocks: BTreeMap<u64, Slot>,
@@ -115,39 +116,48 @@ struct Current {
     epoch: u32,
 }
 
+/// What every channel shares: limits, counters, the event queue and the in-flight count. Kept apart
+/// from the channel map so a channel can be borrowed mutably beside it.
+struct Shared {
+    config: ReceiverConfig,
+    limits: StreamLimits,
+    stats: ReceiverStats,
+    events: VecDeque<Event>,
+    in_flight: usize,
+}
+
 /// The receiving protocol state machine.
 pub struct Receiver {
-    config: ReceiverConfig,
+    shared: Shared,
     current: Option<Current>,
     /// Sessions replaced at the current or an older epoch, and whether their return was already alarmed.
     retired: VecDeque<(u64, u32, bool)>,
-    channels: HashMap<u16, Channel>,
-    in_flight: usize,
-    events: VecDeque<Event>,
-    stats: ReceiverStats,
+    channels: BTreeMap<u16, Channel>,
 }
 
 const RETIRED_SESSIONS: usize = 16;
 
 impl Receiver {
     pub fn new(config: ReceiverConfig) -> Receiver {
+        let limits = StreamLimits {
+            max_open: config.max_open_streams,
+            max_stream_len: config.max_stream_len,
+            suspect_timeout: config.stream_suspect_timeout,
+        };
         Receiver {
-            config,
+            shared: Shared { config, limits, stats: ReceiverStats::default(), events: VecDeque::new(), in_flight: 0 },
             current: None,
             retired: VecDeque::new(),
-            channels: HashMap::new(),
-            in_flight: 0,
-            events: VecDeque::new(),
-            stats: ReceiverStats::default(),
+            channels: BTreeMap::new(),
         }
     }
 
     pub fn stats(&self) -> &ReceiverStats {
-        &self.stats
+        &self.shared.stats
     }
 
     pub fn config(&self) -> &ReceiverConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// The live (session, epoch), if any.
@@ -157,7 +167,7 @@ impl Receiver {
 
     /// Blocks currently held.
     pub fn blocks_in_flight(&self) -> usize {
-        self.in_flight
+        self.shared.in_flight
     }
 
     pub fn open_streams(&self) -> usize {
@@ -165,22 +175,23 @@ impl Receiver {
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.shared.events.pop_front()
     }
 
     /// Handles one datagram received on fiber `fiber` at `now`. Returns why it was dropped, if it was
     /// (the drop is already counted).
     pub fn handle_datagram(&mut self, now: Instant, fiber: u8, bytes: &[u8]) -> Result<(), DropReason> {
         let fiber_index = usize::from(fiber).min(MAX_FIBERS - 1);
-        let fiber_stats = &mut self.stats.fibers[fiber_index];
+        let fiber_stats = &mut self.shared.stats.fibers[fiber_index];
         fiber_stats.datagrams += 1;
         fiber_stats.bytes += bytes.len() as u64;
         fiber_stats.last_seen = Some(now);
         let result = self.handle_inner(now, fiber, bytes);
         if let Err(reason) = result {
-            self.stats.drops.add(reason);
+            let stats = &mut self.shared.stats;
+            stats.drops.add(reason);
             if !reason.is_benign() {
-                self.stats.fibers[fiber_index].harmful_drops += 1;
+                stats.fibers[fiber_index].harmful_drops += 1;
             }
         }
         result
@@ -188,7 +199,7 @@ impl Receiver {
 
     fn handle_inner(&mut self, now: Instant, fiber: u8, bytes: &[u8]) -> Result<(), DropReason> {
         let packet = Packet::new_checked(bytes)?;
-        let repr = Repr::parse(&packet, &self.config.auth)?;
+        let repr = Repr::parse(&packet, &self.shared.config.auth)?;
         // Parse the beacon body before it can change the session: a malformed datagram changes nothing.
         let beacon = match repr.kind {
             Kind::Beacon => Some(Beacon::parse(packet.payload()).map_err(|_| DropReason::BadBeacon)?),
@@ -198,7 +209,7 @@ impl Receiver {
         match beacon {
             Some(beacon) => {
                 self.handle_beacon(now, &beacon);
-                self.events.push_back(Event::BeaconReceived { fiber, beacon });
+                self.shared.events.push_back(Event::BeaconReceived { fiber, beacon });
                 Ok(())
             }
             None => self.handle_symbol(now, &repr, packet.payload()),
@@ -217,52 +228,41 @@ impl Receiver {
                 if !entry.2 {
                     entry.2 = true;
                     let alarm = Alarm::RetiredSessionActive { session: repr.session, epoch: repr.epoch };
-                    self.events.push_back(Event::Alarm(alarm));
+                    self.shared.events.push_back(Event::Alarm(alarm));
                 }
                 return Err(DropReason::RetiredSession);
             }
             self.retire_current(now, current);
         }
         self.current = Some(Current { session: repr.session, epoch: repr.epoch });
-        self.stats.sessions += 1;
-        let replaced = self.retired.back().map(|(s, e, _)| (*s, *e)).filter(|_| self.stats.sessions > 1);
-        self.events.push_back(Event::SessionStarted { session: repr.session, epoch: repr.epoch, replaced });
+        self.shared.stats.sessions += 1;
+        let replaced = self.retired.back().map(|(s, e, _)| (*s, *e)).filter(|_| self.shared.stats.sessions > 1);
+        self.shared.events.push_back(Event::SessionStarted { session: repr.session, epoch: repr.epoch, replaced });
         Ok(())
     }
 
     /// Delivers what the old session completed, reports the rest lost and breaks its open streams.
     fn retire_current(&mut self, now: Instant, current: Current) {
-        let mut ids: Vec<u16> = self.channels.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            if let Some(channel) = self.channels.get_mut(&id) {
-                let end = channel.blocks.keys().next_back().map_or(channel.announced, |last| (last + 1).max(channel.announced));
-                Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, end, LossReason::SessionReplaced, now);
-                channel.streams.break_all(BreakReason::SessionReplaced, &mut self.events);
-            }
+        let channels = std::mem::take(&mut self.channels);
+        for (_, mut channel) in channels {
+            let end = channel.blocks.keys().next_back().map_or(0, |last| last + 1).max(channel.announced);
+            self.shared.advance(&mut channel, end, LossReason::SessionReplaced, now);
+            channel.streams.break_all(BreakReason::SessionReplaced, &mut self.shared.events);
         }
-        self.channels.clear();
-        self.in_flight = 0;
+        self.shared.in_flight = 0;
         self.retired.push_back((current.session, current.epoch, false));
         if self.retired.len() > RETIRED_SESSIONS {
             self.retired.pop_front();
         }
     }
 
-    fn limits(config: &ReceiverConfig) -> StreamLimits {
-        StreamLimits {
-            max_open: config.max_open_streams,
-            max_stream_len: config.max_stream_len,
-            suspect_timeout: config.stream_suspect_timeout,
-        }
-    }
-
     fn channel_entry(&mut self, id: u16, first_seq: u64) -> Result<&mut Channel, DropReason> {
-        if !self.channels.contains_key(&id) && self.channels.len() >= self.config.max_channels {
+        if !self.channels.contains_key(&id) && self.channels.len() >= self.shared.config.max_channels {
             return Err(DropReason::ChannelLimit);
         }
-        let slack = self.config.join_slack;
+        let slack = self.shared.config.join_slack;
         Ok(self.channels.entry(id).or_insert_with(|| Channel {
+            id,
             next_seq: if first_seq <= slack { 0 } else { first_seq },
             blocks: BTreeMap::new(),
             announced: 0,
@@ -274,48 +274,36 @@ impl Receiver {
     fn handle_beacon(&mut self, now: Instant, beacon: &Beacon) {
         for progress in &beacon.channels {
             // A beacon that cannot get a channel slot is still useful for the channels that have one.
-            let Ok(channel) = self.channel_entry(progress.channel, progress.blocks_sent) else {
+            if self.channel_entry(progress.channel, progress.blocks_sent).is_err() {
                 continue;
-            };
+            }
+            let Some(channel) = self.channels.get_mut(&progress.channel) else { continue };
             channel.announced = channel.announced.max(progress.blocks_sent);
-            let id = progress.channel;
-            self.enforce_window(now, id, channel_last(self.channels.get(&id)));
-            self.deliver_ready(now, id);
-        }
-    }
-
-    /// Moves a channel's window so that `newest` fits, giving up blocks that fall out of it.
-    fn enforce_window(&mut self, now: Instant, id: u16, newest: u64) {
-        let window = self.config.channel_window.max(1);
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return;
-        };
-        if newest >= channel.next_seq + window {
-            let new_start = newest + 1 - window;
-            Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, new_start, LossReason::WindowOverrun, now);
+            let newest = channel.announced.saturating_sub(1);
+            self.shared.enforce_window(channel, newest, now);
+            self.shared.deliver_ready(channel, now);
         }
     }
 
     fn handle_symbol(&mut self, now: Instant, repr: &Repr, payload: &[u8]) -> Result<(), DropReason> {
-        if repr.block_len > self.config.max_block_len {
+        if repr.block_len > self.shared.config.max_block_len {
             return Err(DropReason::BlockTooLarge);
         }
         let seq = repr.block_seq;
-        let id = repr.channel;
-        let next_seq = self.channel_entry(id, seq)?.next_seq;
-        if seq < next_seq {
+        self.channel_entry(repr.channel, seq)?;
+        let shared = &mut self.shared;
+        let channel = self.channels.get_mut(&repr.channel).ok_or(DropReason::ChannelLimit)?;
+        if seq < channel.next_seq {
             return Err(DropReason::BlockDone);
         }
-        self.enforce_window(now, id, seq);
-        let in_flight_full = self.in_flight >= self.config.max_blocks_in_flight;
-        let channel = self.channels.get_mut(&id).ok_or(DropReason::ChannelLimit)?;
+        shared.enforce_window(channel, seq, now);
         let slot = match channel.blocks.get_mut(&seq) {
             Some(slot) => slot,
             None => {
-                if in_flight_full {
+                if shared.in_flight >= shared.config.max_blocks_in_flight {
                     return Err(DropReason::InFlightLimit);
                 }
-                self.in_flight += 1;
+                shared.in_flight += 1;
                 let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
                 channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now })
             }
@@ -328,13 +316,70 @@ impl Receiver {
         }
         collector.insert(repr.esi, payload)?;
         if let Some((content, completion)) = collector.try_complete() {
-            *slot = Self::verify(&mut self.stats, content, completion);
+            *slot = shared.verify(content, completion);
         }
-        self.deliver_ready(now, id);
+        shared.deliver_ready(channel, now);
         Ok(())
     }
 
-    fn verify(stats: &mut ReceiverStats, content: Vec<u8>, completion: Completion) -> Slot {
+    /// Gives up blocks whose deadline passed and breaks suspect streams that stayed silent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let timeout = self.shared.config.block_timeout;
+        let shared = &mut self.shared;
+        for channel in self.channels.values_mut() {
+            loop {
+                let head = channel.next_seq;
+                match channel.blocks.get_mut(&head) {
+                    Some(slot @ Slot::Collecting { .. }) => {
+                        let Slot::Collecting { collector, first_seen } = &*slot else { break };
+                        if *first_seen + timeout > now {
+                            break;
+                        }
+                        let reason =
+                            LossReason::Timeout { received: collector.received(), needed: collector.source_symbols() };
+                        *slot = Slot::Failed(reason);
+                        shared.deliver_ready(channel, now);
+                    }
+                    Some(_) => break,
+                    None => {
+                        let Some(since) = channel.head_missing_since else { break };
+                        if since + timeout > now {
+                            break;
+                        }
+                        let end = channel.blocks.keys().next().copied().unwrap_or(channel.announced);
+                        if end <= head {
+                            channel.head_missing_since = None;
+                            break;
+                        }
+                        shared.advance(channel, end, LossReason::NeverSeen, now);
+                        shared.deliver_ready(channel, now);
+                    }
+                }
+            }
+            channel.streams.handle_timeout(now, &mut shared.events);
+        }
+    }
+
+    /// When [`Receiver::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timeout = self.shared.config.block_timeout;
+        self.channels
+            .values()
+            .flat_map(|channel| {
+                let head = match channel.blocks.get(&channel.next_seq) {
+                    Some(Slot::Collecting { first_seen, .. }) => Some(*first_seen + timeout),
+                    Some(_) => None,
+                    None => channel.head_missing_since.map(|since| since + timeout),
+                };
+                head.into_iter().chain(channel.streams.next_deadline())
+            })
+            .min()
+    }
+}
+
+impl Shared {
+    fn verify(&mut self, content: Vec<u8>, completion: Completion) -> Slot {
+        let stats = &mut self.stats;
         if completion.decoded {
             stats.blocks_decoded += 1;
         } else {
@@ -351,33 +396,37 @@ impl Receiver {
         Slot::Ready(content)
     }
 
-    /// Delivers every block from the head of the channel that is ready or failed.
-    fn deliver_ready(&mut self, now: Instant, id: u16) {
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return;
-        };
-        let limits = Self::limits(&self.config);
-        loop {
-            let head = channel.next_seq;
-            let Some(entry) = channel.blocks.first_entry() else {
-                break;
-            };
-            if *entry.key() != head || matches!(entry.get(), Slot::Collecting { .. }) {
+    /// Moves a channel's window so that `newest` fits, giving up blocks that fall out of it.
+    fn enforce_window(&mut self, channel: &mut Channel, newest: u64, now: Instant) {
+        let window = self.config.channel_window.max(1);
+        if newest >= channel.next_seq + window {
+            self.advance(channel, newest + 1 - window, LossReason::WindowOverrun, now);
+        }
+    }
+
+    /// Hands the head block to the stream table (ready) or reports it lost (failed), and moves on.
+    fn pop_head(&mut self, channel: &mut Channel, slot: Slot, lost_reason: LossReason, now: Instant) {
+        let head = channel.next_seq;
+        self.in_flight -= 1;
+        channel.next_seq += 1;
+        match slot {
+            // A malformed body already broke the channel's streams; the error needs nothing more.
+            Slot::Ready(body) => {
+                let _ = channel.streams.apply_block(head, &body, &self.limits, &mut self.events);
+            }
+            Slot::Failed(reason) => self.lose(channel, head, head, reason, now),
+            Slot::Collecting { .. } => self.lose(channel, head, head, lost_reason, now),
+        }
+    }
+
+    /// Delivers every block at the head of the channel that is ready or failed.
+    fn deliver_ready(&mut self, channel: &mut Channel, now: Instant) {
+        while let Some(entry) = channel.blocks.first_entry() {
+            if *entry.key() != channel.next_seq || matches!(entry.get(), Slot::Collecting { .. }) {
                 break;
             }
             let slot = entry.remove();
-            self.in_flight -= 1;
-            channel.next_seq += 1;
-            match slot {
-                Slot::Ready(body) => {
-                    // A malformed body already broke the channel's streams; the error needs no more.
-                    let _ = channel.streams.apply_block(head, &body, &limits, &mut self.events);
-                }
-                Slot::Failed(reason) => {
-                    Self::lose(&mut self.stats, &mut self.events, id, channel, head, head, reason, now, &limits);
-                }
-                Slot::Collecting { .. } => {}
-            }
+            self.pop_head(channel, slot, LossReason::NeverSeen, now);
         }
         let head_missing = !channel.blocks.contains_key(&channel.next_seq)
             && (!channel.blocks.is_empty() || channel.announced > channel.next_seq);
@@ -388,123 +437,30 @@ impl Receiver {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn lose(
-        stats: &mut ReceiverStats,
-        events: &mut VecDeque<Event>,
-        id: u16,
-        channel: &mut Channel,
-        first: u64,
-        last: u64,
-        reason: LossReason,
-        now: Instant,
-        limits: &StreamLimits,
-    ) {
-        stats.blocks_lost += last - first + 1;
-        events.push_back(Event::BlocksLost { channel: id, first, last, reason });
-        channel.streams.on_blocks_lost(first, now, limits);
+    fn lose(&mut self, channel: &mut Channel, first: u64, last: u64, reason: LossReason, now: Instant) {
+        self.stats.blocks_lost += last - first + 1;
+        self.events.push_back(Event::BlocksLost { channel: channel.id, first, last, reason });
+        channel.streams.on_blocks_lost(first, now, &self.limits);
     }
 
     /// Advances a channel's head to `end`, delivering ready blocks and losing everything else before it.
-    #[allow(clippy::too_many_arguments)]
-    fn advance(
-        config: &ReceiverConfig,
-        stats: &mut ReceiverStats,
-        in_flight: &mut usize,
-        events: &mut VecDeque<Event>,
-        id: u16,
-        channel: &mut Channel,
-        end: u64,
-        reason: LossReason,
-        now: Instant,
-    ) {
-        let limits = Self::limits(config);
+    fn advance(&mut self, channel: &mut Channel, end: u64, reason: LossReason, now: Instant) {
         while channel.next_seq < end {
             let head = channel.next_seq;
-            match channel.blocks.first_key_value().map(|(k, _)| *k) {
+            match channel.blocks.first_key_value().map(|(seq, _)| *seq) {
                 Some(first) if first == head => {
                     let Some(slot) = channel.blocks.remove(&head) else { break };
-                    *in_flight -= 1;
-                    channel.next_seq += 1;
-                    match slot {
-                        Slot::Ready(body) => {
-                            let _ = channel.streams.apply_block(head, &body, &limits, events);
-                        }
-                        Slot::Failed(failed) => Self::lose(stats, events, id, channel, head, head, failed, now, &limits),
-                        Slot::Collecting { .. } => Self::lose(stats, events, id, channel, head, head, reason, now, &limits),
-                    }
+                    self.pop_head(channel, slot, reason, now);
                 }
                 next => {
                     // A run of blocks with no symbol at all: one event for the whole run.
                     let run_end = next.map_or(end, |n| n.min(end));
                     let why = if reason == LossReason::SessionReplaced { reason } else { LossReason::NeverSeen };
-                    Self::lose(stats, events, id, channel, head, run_end - 1, why, now, &limits);
+                    self.lose(channel, head, run_end - 1, why, now);
                     channel.next_seq = run_end;
                 }
             }
         }
         channel.head_missing_since = None;
     }
-
-    /// Gives up blocks whose deadline passed and breaks suspect streams that stayed silent.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let timeout = self.config.block_timeout;
-        let mut ids: Vec<u16> = self.channels.keys().copied().collect();
-        ids.sort_unstable();
-        for id in ids {
-            loop {
-                let Some(channel) = self.channels.get_mut(&id) else { break };
-                let head = channel.next_seq;
-                match channel.blocks.get_mut(&head) {
-                    Some(slot @ Slot::Collecting { .. }) => {
-                        let Slot::Collecting { collector, first_seen } = &*slot else { break };
-                        if *first_seen + timeout > now {
-                            break;
-                        }
-                        let received = collector.received();
-                        let needed = collector.source_symbols();
-                        *slot = Slot::Failed(LossReason::Timeout { received, needed });
-                        self.deliver_ready(now, id);
-                    }
-                    Some(_) => break,
-                    None => {
-                        let Some(since) = channel.head_missing_since else { break };
-                        if since + timeout > now {
-                            break;
-                        }
-                        let end = channel.blocks.keys().next().copied().unwrap_or(channel.announced);
-                        if end <= head {
-                            channel.head_missing_since = None;
-                            break;
-                        }
-                        Self::advance(&self.config, &mut self.stats, &mut self.in_flight, &mut self.events, id, channel, end, LossReason::NeverSeen, now);
-                        self.deliver_ready(now, id);
-                    }
-                }
-            }
-            if let Some(channel) = self.channels.get_mut(&id) {
-                channel.streams.handle_timeout(now, &mut self.events);
-            }
-        }
-    }
-
-    /// When [`Receiver::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        let timeout = self.config.block_timeout;
-        self.channels
-            .values()
-            .flat_map(|channel| {
-                let head = match channel.blocks.get(&channel.next_seq) {
-                    Some(Slot::Collecting { first_seen, .. }) => Some(*first_seen + timeout),
-                    Some(_) => None,
-                    None => channel.head_missing_since.map(|since| since + timeout),
-                };
-                head.into_iter().chain(channel.streams.next_deadline())
-            })
-            .min()
-    }
-}
-
-fn channel_last(channel: Option<&Channel>) -> u64 {
-    channel.map_or(0, |c| c.announced.saturating_sub(1).max(c.next_seq))
 }

@@ -12,7 +12,7 @@
 //! `prev` is the sequence of the block that carried the stream's previous record (its `Open` for the
 //! first one). A receiver that last saw the stream in another block knows a block with records of this
 //! stream was lost, even when the lost record was the `End`. Open flags: bit 0 size present, bit 1 mtime
-//! present; other bits must be zero. Every length is checked against the bytes that remain and against
+//! present; other bits must be zero, and an absent size or mtime must be encoded as zero. Every length is checked against the bytes that remain and against
 //! the limits below before anything is read.
 
 use crate::wire::{Reader, WireError};
@@ -254,6 +254,13 @@ impl<'a> RecordReader<'a> {
                 if nanos >= 1_000_000_000 {
                     return Err(WireError::BadValue { what: "mtime nanoseconds" });
                 }
+                // Absent fields must be zero, so every record has exactly one encoding.
+                if flags & OPEN_FLAG_SIZE == 0 && size != 0 {
+                    return Err(WireError::BadValue { what: "size without its flag" });
+                }
+                if flags & OPEN_FLAG_MTIME == 0 && (secs != 0 || nanos != 0) {
+                    return Err(WireError::BadValue { what: "mtime without its flag" });
+                }
                 let peer = get_text(r, "peer", MAX_PEER_LEN)?;
                 let name = get_text(r, "name", MAX_NAME_LEN)?;
                 let meta = StreamMeta {
@@ -373,7 +380,8 @@ mod tests {
 
     #[test]
     fn oversized_names_and_bad_counts_are_refused() {
-        let long = Record::Open { stream: 1, meta: StreamMeta { name: "x".repeat(MAX_NAME_LEN + 1), ..Default::default() } };
+        let long =
+            Record::Open { stream: 1, meta: StreamMeta { name: "x".repeat(MAX_NAME_LEN + 1), ..Default::default() } };
         assert!(long.check_limits().is_err());
         let mut out = Vec::new();
         long.emit(&mut out);
@@ -383,6 +391,15 @@ mod tests {
         let bogus = [KIND_DATAGRAMS, 0x10, 0x00, 0, 1, 0xAA];
         assert_eq!(RecordReader::new(&bogus).next(), Some(Err(WireError::Truncated)));
         assert_eq!(RecordReader::new(&[0x77]).next(), Some(Err(WireError::UnknownRecord { kind: 0x77 })));
+    }
+
+    #[test]
+    fn absent_open_fields_must_be_zero_so_encoding_is_canonical() {
+        let mut out = Vec::new();
+        Record::Open { stream: 2, meta: StreamMeta::default() }.emit(&mut out);
+        // The size field (bytes 10..18) carries a value although its flag is clear.
+        out[17] = 16;
+        assert_eq!(RecordReader::new(&out).next(), Some(Err(WireError::BadValue { what: "size without its flag" })));
     }
 
     #[test]

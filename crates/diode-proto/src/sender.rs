@@ -76,7 +76,10 @@ impl Sender {
 
     fn refill(&mut self) {
         while self.interleaver.has_room() {
-            let next = self.builders.range(self.next_channel..).chain(self.builders.range(..self.next_channel))
+            let next = self
+                .builders
+                .range(self.next_channel..)
+                .chain(self.builders.range(..self.next_channel))
                 .find(|(_, b)| b.sealed_len() > 0)
                 .map(|(id, _)| *id);
             let Some(id) = next else { return };

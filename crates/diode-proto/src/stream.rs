@@ -106,7 +106,14 @@ impl StreamTable {
         Ok(())
     }
 
-    fn apply(&mut self, seq: u64, record: Record<'_>, body: &Bytes, limits: &StreamLimits, events: &mut VecDeque<Event>) {
+    fn apply(
+        &mut self,
+        seq: u64,
+        record: Record<'_>,
+        body: &Bytes,
+        limits: &StreamLimits,
+        events: &mut VecDeque<Event>,
+    ) {
         let channel = self.channel;
         if let Record::Datagrams { payloads } = record {
             for payload in payloads {

@@ -99,10 +99,11 @@ fn loss_beyond_repair_breaks_streams_and_never_delivers_wrong_bytes() {
     assert!(matches!(rig.delivered.broken[&(1, 1)], BreakReason::Gap { expected_prev: 1, found_prev: 2 }));
     let got = &rig.delivered.bytes[&(1, 1)];
     assert!(got.len() < data.len() && data.starts_with(got), "only a correct prefix was delivered");
-    assert!(rig.delivered.events.iter().any(|e| matches!(
-        e,
-        Event::BlocksLost { channel: 1, first: 2, last: 2, reason: LossReason::Timeout { .. } }
-    )));
+    assert!(rig
+        .delivered
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BlocksLost { channel: 1, first: 2, last: 2, reason: LossReason::Timeout { .. } })));
 }
 
 #[test]
@@ -236,13 +237,19 @@ fn sender_restart_replaces_the_session_and_old_session_is_not_readopted() {
     assert_eq!(rig.delivered.bytes[&(1, 1)].len(), 50_000);
     rig.feed(0, &new_wire[..1]);
     assert_eq!(rig.delivered.broken[&(1, 1)], BreakReason::SessionReplaced);
-    assert!(rig.delivered.events.iter().any(|e| matches!(
-        e,
-        Event::SessionStarted { session: 200, epoch: 3, replaced: Some((100, 3)) }
-    )));
+    assert!(rig
+        .delivered
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::SessionStarted { session: 200, epoch: 3, replaced: Some((100, 3)) })));
     // A straggler of the old session: dropped, alarmed once, and it does not flip the session back.
     rig.feed(0, &old_wire[..2]);
-    let alarms = rig.delivered.events.iter().filter(|e| matches!(e, Event::Alarm(Alarm::RetiredSessionActive { session: 100, .. }))).count();
+    let alarms = rig
+        .delivered
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Alarm(Alarm::RetiredSessionActive { session: 100, .. })))
+        .count();
     assert_eq!(alarms, 1);
     assert_eq!(rig.receiver.stats().drops.get(DropReason::RetiredSession), 2);
 
@@ -310,7 +317,8 @@ fn too_many_open_streams_are_refused_not_stored() {
 
 #[test]
 fn memory_stays_bounded_under_a_flood_of_partial_blocks() {
-    let mut rig = Rig::new(ReceiverConfig { max_blocks_in_flight: 32, max_channels: 4, channel_window: 16, ..Rig::config() });
+    let mut rig =
+        Rig::new(ReceiverConfig { max_blocks_in_flight: 32, max_channels: 4, channel_window: 16, ..Rig::config() });
     let fec = fec(500, 1);
     // One symbol of many different blocks and channels: nothing ever completes.
     for channel in 0..10u16 {

@@ -45,7 +45,7 @@ proptest! {
         let kept: Vec<&Vec<u8>> = wire.iter().filter(|d| {
             rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17;
             let h = header(d);
-            let budget = params.repair_symbols(h.source_symbols()).saturating_sub(2);
+            let budget = params.repair_symbols().saturating_sub(2);
             let lost = lost_per_block.entry(h.block_seq).or_insert(0u32);
             let drop_it = rng % 8 == 0 && *lost < budget;
             *lost += u32::from(drop_it);

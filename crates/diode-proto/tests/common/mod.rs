@@ -82,7 +82,9 @@ impl Delivered {
                     assert!(!self.ended.contains_key(&(*channel, *stream)), "broken after ended");
                     self.broken.insert((*channel, *stream), *reason);
                 }
-                Event::Datagram { channel, payload } => self.datagrams.entry(*channel).or_default().push(payload.to_vec()),
+                Event::Datagram { channel, payload } => {
+                    self.datagrams.entry(*channel).or_default().push(payload.to_vec())
+                }
                 _ => {}
             }
             self.events.push(event);
@@ -117,7 +119,11 @@ impl Rig {
     }
 
     pub fn config() -> ReceiverConfig {
-        ReceiverConfig { block_timeout: Duration::from_millis(200), stream_suspect_timeout: Duration::from_secs(2), ..ReceiverConfig::default() }
+        ReceiverConfig {
+            block_timeout: Duration::from_millis(200),
+            stream_suspect_timeout: Duration::from_secs(2),
+            ..ReceiverConfig::default()
+        }
     }
 
     /// Feeds datagrams one per 10 µs on `fiber`.
