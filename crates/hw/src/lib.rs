@@ -1,4 +1,17 @@
-//! Everything that touches the machine: fiber links over UDP (batching, buffer sizing, pacing), the
-//! fiber simulator, VIP add/remove and gratuitous ARP, link state and kernel drop counters.
+//! Everything that touches the machine for the data path: fiber links over UDP with batched
+//! syscalls, buffer sizing and kernel drop counters ([`fiber`]), pacing on wire bits ([`pacer`]), link
+//! state for metrics ([`link`]), and the fiber simulator that stands in for the optics ([`sim`], run as a
+//! process by [`forwarder`] and the `fiber-sim` binary).
 //!
-//! Not yet built: see the issue "Fiber links, pacing, and the loopback fiber simulator".
+//! Not here yet: VIP add/remove and gratuitous ARP (issue "ha-carp").
+
+pub mod fiber;
+pub mod forwarder;
+pub mod link;
+pub mod pacer;
+pub mod sim;
+mod sys;
+
+pub use fiber::{BufferWarning, FiberError, FiberRx, FiberTx, RxConfig, TxConfig};
+pub use pacer::Pacer;
+pub use sim::{LinkSim, SimConfig, SimStats};

@@ -1,0 +1,117 @@
+//! FiberTx → FiberRx on loopback: datagrams/s and Gbit/s for 1 472- and 8 972-byte payloads, sent one
+//! per syscall, in sendmmsg batches, and in sendmmsg batches with UDP GSO; the ratio to the
+//! one-per-syscall baseline is what matters (absolute figures depend on the machine).
+//!
+//! `cargo bench -p hw --bench fiber` (set FIBER_BENCH_SECONDS to change the 2 s per case).
+
+// A benchmark that cannot open its sockets has nothing to measure: failing loudly is the point.
+#![allow(clippy::panic)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hw::fiber::{FiberRx, FiberTx, RxConfig, TxConfig};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Single,
+    Batched,
+    BatchedGso,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Mode::Single => "one per syscall",
+            Mode::Batched => "sendmmsg x64",
+            Mode::BatchedGso => "sendmmsg + GSO",
+        }
+    }
+}
+
+struct Figures {
+    sent: u64,
+    received: u64,
+    kernel_drops: u64,
+    seconds: f64,
+}
+
+fn run(payload: usize, mode: Mode, seconds: f64) -> Figures {
+    let mut rx_config = RxConfig::new("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!()));
+    rx_config.recv_buffer = 64 << 20;
+    rx_config.force_buffer = true;
+    rx_config.timeout = Duration::from_millis(20);
+    let mut rx = match FiberRx::open(&rx_config) {
+        Ok(rx) => rx,
+        Err(error) => panic!("cannot open receiver: {error}"),
+    };
+    let target = rx.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let done = Arc::new(AtomicBool::new(false));
+    let receiver_done = Arc::clone(&done);
+    let receiver = std::thread::spawn(move || {
+        let mut idle_after_done = 0;
+        while idle_after_done < 3 {
+            let empty = rx.recv_batch(Instant::now()).map(|b| b.is_empty()).unwrap_or(true);
+            if empty && receiver_done.load(Ordering::SeqCst) {
+                idle_after_done += 1;
+            }
+        }
+        rx.counters().clone()
+    });
+    let mut tx_config = TxConfig::new(target);
+    tx_config.send_buffer = 16 << 20;
+    tx_config.force_buffer = true;
+    tx_config.gso = mode == Mode::BatchedGso;
+    let mut tx = FiberTx::open(&tx_config).unwrap_or_else(|e| panic!("cannot open transmitter: {e}"));
+    let datagram = vec![0xA5u8; payload];
+    let batch: Vec<&[u8]> = (0..64).map(|_| datagram.as_slice()).collect();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(seconds);
+    let mut sent = 0u64;
+    while Instant::now() < deadline {
+        match mode {
+            Mode::Single => {
+                for _ in 0..64 {
+                    tx.send_one(&datagram).unwrap_or_else(|e| panic!("send: {e}"));
+                }
+            }
+            Mode::Batched | Mode::BatchedGso => tx.send_batch(&batch).unwrap_or_else(|e| panic!("send: {e}")),
+        }
+        sent += 64;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::SeqCst);
+    let counters = receiver.join().unwrap_or_else(|_| panic!("receiver thread"));
+    Figures { sent, received: counters.datagrams, kernel_drops: counters.kernel_drops, seconds: elapsed }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that quick.
+    let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
+    let seconds: f64 =
+        std::env::var("FIBER_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if quick { 0.1 } else { 2.0 });
+    println!(
+        "{:<7} {:<16} {:>12} {:>9} {:>12} {:>12} {:>8}",
+        "payload", "mode", "sent dgram/s", "Gbit/s", "received", "kernel drop", "ratio"
+    );
+    for payload in [1_472usize, 8_972] {
+        let mut baseline = None;
+        for mode in [Mode::Single, Mode::Batched, Mode::BatchedGso] {
+            let figures = run(payload, mode, seconds);
+            let rate = figures.sent as f64 / figures.seconds;
+            let gbps = rate * payload as f64 * 8.0 / 1e9;
+            let base = *baseline.get_or_insert(rate);
+            println!(
+                "{:<7} {:<16} {:>12.0} {:>9.2} {:>12} {:>12} {:>7.2}x",
+                payload,
+                mode.label(),
+                rate,
+                gbps,
+                figures.received,
+                figures.kernel_drops,
+                rate / base
+            );
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The few Linux socket calls that std and socket2 do not wrap: `sendmmsg` with UDP GSO, `recvmmsg`
+//! with UDP GRO and the `SO_RXQ_OVFL` drop counter.
+//!
+//! This is the only module of the workspace with `unsafe`. Every block builds the C structures on the
+//! stack from slices whose lifetimes outlive the call, and reads back only what the kernel reports it
+//! wrote.
+
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::os::fd::RawFd;
+
+/// `SOL_UDP` options (linux/udp.h); not exported by the libc crate for glibc targets.
+const SOL_UDP: libc::c_int = 17;
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+/// `SO_RXQ_OVFL` (asm-generic/socket.h).
+const SO_RXQ_OVFL: libc::c_int = 40;
+
+/// Most messages handed to one `sendmmsg`/`recvmmsg` call.
+pub const MAX_MESSAGES: usize = 64;
+/// Most datagrams in one `send_batch` call.
+pub const MAX_SEND_DATAGRAMS: usize = 512;
+/// The kernel's limit on segments in one GSO send (UDP_MAX_SEGMENTS).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// A GSO send must fit one UDP datagram before segmentation.
+const MAX_GSO_BYTES: usize = 65_000;
+const CMSG_SPACE: usize = 64;
+
+fn set_int_option(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: `value` lives across the call and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Asks the kernel to report the socket's receive-queue drop counter with every datagram.
+pub fn enable_rxq_overflow(fd: RawFd) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, SO_RXQ_OVFL, 1)
+}
+
+/// Asks the kernel to coalesce received datagrams of one flow (UDP GRO).
+pub fn enable_gro(fd: RawFd) -> io::Result<()> {
+    set_int_option(fd, SOL_UDP, UDP_GRO, 1)
+}
+
+/// Forces a receive buffer beyond `net.core.rmem_max` (needs CAP_NET_ADMIN).
+pub fn force_recv_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes.min(i32::MAX as usize) as libc::c_int)
+}
+
+/// Forces a send buffer beyond `net.core.wmem_max` (needs CAP_NET_ADMIN).
+pub fn force_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
+    set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes.min(i32::MAX as usize) as libc::c_int)
+}
+
+/// Sends `datagrams` on a connected socket with as few syscalls as possible. With `gso`, runs of
+/// equal-sized datagrams go out as one GSO message each (the kernel cuts them); without, one message
+/// per datagram. Returns how many datagrams the kernel took (a prefix of `datagrams`).
+pub fn send_batch(fd: RawFd, datagrams: &[&[u8]], gso: bool) -> io::Result<usize> {
+    let datagrams = &datagrams[..datagrams.len().min(MAX_SEND_DATAGRAMS)];
+    if datagrams.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: all-zero is a valid value for these plain C structs (null pointers, zero lengths).
+    let mut iovecs: [libc::iovec; MAX_SEND_DATAGRAMS] = unsafe { zeroed() };
+    let mut headers: [libc::mmsghdr; MAX_MESSAGES] = unsafe { zeroed() };
+    let mut controls = [[0u64; CMSG_SPACE / 8]; MAX_MESSAGES];
+    // Datagrams covered by each message, to translate the kernel's message count back.
+    let mut covered = [0usize; MAX_MESSAGES];
+    let mut messages = 0;
+    let mut next = 0;
+    while next < datagrams.len() && messages < MAX_MESSAGES {
+        let segment = datagrams[next].len();
+        let mut count = 1;
+        if gso {
+            let mut bytes = segment;
+            while next + count < datagrams.len()
+                && count < MAX_GSO_SEGMENTS
+                && bytes + datagrams[next + count].len() <= MAX_GSO_BYTES
+                && datagrams[next + count].len() == segment
+            {
+                bytes += segment;
+                count += 1;
+            }
+            // A shorter datagram may end a GSO run (the kernel allows a short last segment).
+            if next + count < datagrams.len()
+                && count < MAX_GSO_SEGMENTS
+                && datagrams[next + count].len() < segment
+                && bytes + datagrams[next + count].len() <= MAX_GSO_BYTES
+                && count > 1
+            {
+                count += 1;
+            }
+        }
+        for (i, datagram) in datagrams[next..next + count].iter().enumerate() {
+            iovecs[next + i] =
+                libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: datagram.len() };
+        }
+        let header = &mut headers[messages].msg_hdr;
+        header.msg_iov = iovecs[next..].as_mut_ptr();
+        header.msg_iovlen = count;
+        if count > 1 {
+            let control = &mut controls[messages];
+            header.msg_control = control.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE of a u16 is far below the 64 bytes of `control`.
+            header.msg_controllen = unsafe { libc::CMSG_SPACE(size_of::<u16>() as u32) } as usize;
+            // SAFETY: msg_control points at `control`, sized above; CMSG_FIRSTHDR is non-null for a
+            // control buffer at least one header long.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(header);
+                (*cmsg).cmsg_level = SOL_UDP;
+                (*cmsg).cmsg_type = UDP_SEGMENT;
+                (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as usize;
+                std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment as u16);
+            }
+        }
+        covered[messages] = count;
+        messages += 1;
+        next += count;
+    }
+    // SAFETY: `headers[..messages]` point into `iovecs` and `controls`, which outlive the call, and
+    // the iovecs point into `datagrams`, borrowed for the whole function.
+    let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), messages as libc::c_uint, 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(covered[..sent as usize].iter().sum())
+}
+
+/// Sends one datagram with one syscall (the unbatched baseline).
+pub fn send_one(fd: RawFd, datagram: &[u8]) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe `datagram`, borrowed for the call.
+    let rc = unsafe { libc::send(fd, datagram.as_ptr().cast(), datagram.len(), 0) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// One received message: its length, the GRO segment size when the kernel coalesced several
+/// datagrams, and the socket's drop counter when the kernel reported it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecvMeta {
+    pub len: usize,
+    pub segment: Option<usize>,
+    pub drops: Option<u32>,
+    pub truncated: bool,
+}
+
+/// Receives up to `buffers.len()` messages, waiting for the first (up to the socket's read timeout)
+/// but not for the rest. Fills `meta[i]` for every message received and returns their number.
+pub fn recv_batch(fd: RawFd, buffers: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> io::Result<usize> {
+    let count = buffers.len().min(meta.len()).min(MAX_MESSAGES);
+    // SAFETY: all-zero is a valid value for these plain C structs.
+    let mut iovecs: [libc::iovec; MAX_MESSAGES] = unsafe { zeroed() };
+    let mut headers: [libc::mmsghdr; MAX_MESSAGES] = unsafe { zeroed() };
+    let mut controls = [[0u64; CMSG_SPACE / 8]; MAX_MESSAGES];
+    for i in 0..count {
+        iovecs[i] = libc::iovec { iov_base: buffers[i].as_mut_ptr().cast(), iov_len: buffers[i].len() };
+        let header = &mut headers[i].msg_hdr;
+        header.msg_iov = &mut iovecs[i];
+        header.msg_iovlen = 1;
+        header.msg_control = controls[i].as_mut_ptr().cast();
+        header.msg_controllen = CMSG_SPACE;
+    }
+    // SAFETY: every header points at an iovec over a live buffer and a live control array; the
+    // timeout is null (the socket's SO_RCVTIMEO applies to the first message).
+    let received = unsafe {
+        libc::recvmmsg(fd, headers.as_mut_ptr(), count as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+    };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let received = received as usize;
+    for i in 0..received {
+        let header = &headers[i].msg_hdr;
+        let mut entry = RecvMeta {
+            len: headers[i].msg_len as usize,
+            truncated: header.msg_flags & libc::MSG_TRUNC != 0,
+            ..RecvMeta::default()
+        };
+        // SAFETY: the kernel set msg_controllen to what it wrote into the control buffer; the CMSG
+        // macros walk only within it, and each value is read unaligned from its data area.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(header);
+            while !cmsg.is_null() {
+                let data = libc::CMSG_DATA(cmsg);
+                match ((*cmsg).cmsg_level, (*cmsg).cmsg_type) {
+                    (libc::SOL_SOCKET, SO_RXQ_OVFL) => entry.drops = Some(std::ptr::read_unaligned(data.cast::<u32>())),
+                    (SOL_UDP, UDP_GRO) => {
+                        let size = std::ptr::read_unaligned(data.cast::<libc::c_int>());
+                        if size > 0 {
+                            entry.segment = Some(size as usize);
+                        }
+                    }
+                    _ => {}
+                }
+                cmsg = libc::CMSG_NXTHDR(header, cmsg);
+            }
+        }
+        meta[i] = entry;
+    }
+    Ok(received)
+}
