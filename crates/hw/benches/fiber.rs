@@ -1,6 +1,7 @@
 //! FiberTx → FiberRx on loopback: datagrams/s and Gbit/s for 1 472- and 8 972-byte payloads, sent one
 //! per syscall, in sendmmsg batches, and in sendmmsg batches with UDP GSO; the ratio to the
-//! one-per-syscall baseline is what matters (absolute figures depend on the machine).
+//! one-per-syscall baseline is what matters (absolute figures depend on the machine). Then the pacer
+//! driving a real FiberTx: the wire rate achieved against the rate asked for.
 //!
 //! `cargo bench -p hw --bench fiber` (set FIBER_BENCH_SECONDS to change the 2 s per case).
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hw::fiber::{FiberRx, FiberTx, RxConfig, TxConfig};
+use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -86,6 +88,35 @@ fn run(payload: usize, mode: Mode, seconds: f64) -> Figures {
     Figures { sent, received: counters.datagrams, kernel_drops: counters.kernel_drops, seconds: elapsed }
 }
 
+/// Sends through the pacer at `rate_bps` for `seconds` and returns the wire bit rate achieved.
+fn paced(rate_bps: u64, payload: usize, seconds: f64) -> f64 {
+    let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let mut tx_config = TxConfig::new(sink.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    tx_config.gso = true;
+    let mut tx = FiberTx::open(&tx_config).unwrap_or_else(|e| panic!("{e}"));
+    let datagram = vec![0u8; payload];
+    let start = Instant::now();
+    let mut pacer = Pacer::new(rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(200), start);
+    let end = start + Duration::from_secs_f64(seconds);
+    let mut wire_bits = 0u64;
+    let mut batch: Vec<&[u8]> = Vec::with_capacity(64);
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        sleep_until(pacer.ready_at(now, payload));
+        let now = Instant::now();
+        while batch.len() < 64 && pacer.try_send(now, payload) {
+            batch.push(&datagram);
+            wire_bits += pacer.wire_bits(payload);
+        }
+        tx.send_batch(&batch).unwrap_or_else(|e| panic!("send: {e}"));
+        batch.clear();
+    }
+    wire_bits as f64 / start.elapsed().as_secs_f64()
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` runs this too: keep that quick.
     let quick = std::env::args().any(|a| a == "--test") || !std::env::args().any(|a| a == "--bench");
@@ -111,6 +142,20 @@ fn main() {
                 figures.received,
                 figures.kernel_drops,
                 rate / base
+            );
+        }
+    }
+    println!();
+    println!("{:<7} {:>14} {:>14} {:>8}", "payload", "paced at", "achieved", "ratio");
+    for payload in [1_472usize, 8_972] {
+        for rate in [50_000_000u64, 1_000_000_000, 5_000_000_000] {
+            let achieved = paced(rate, payload, seconds.max(0.2));
+            println!(
+                "{:<7} {:>11.3} Gb {:>11.3} Gb {:>8.4}",
+                payload,
+                rate as f64 / 1e9,
+                achieved / 1e9,
+                achieved / rate as f64
             );
         }
     }
