@@ -1,4 +1,13 @@
-//! Sources (TCP/UDP listeners, HTTP vault upload, drop-folder watcher) and sinks (TCP/UDP destinations
-//! with health checks, output folders, HTTP vault server, spool).
+//! The diode's connectors: BLUE sources that turn client traffic into stream events, and RED sinks
+//! that deliver verified streams and datagrams to destination pools with health checks.
 //!
-//! Not yet built: see the issues "blue-tx and red-rx" and "Files and the HTTP vault".
+//! What is here: channel configuration and its checks ([`config`]), TCP and UDP sources ([`source`]),
+//! destination pools with TCP/HTTP health checks ([`pool`]), TCP and UDP sinks ([`sink`]). Not yet:
+//! drop folders, output folders, the HTTP vault and the spool (issue "Files and the HTTP vault").
+//! Connectors never depend on a daemon; the daemons wire them to the protocol.
+
+pub mod config;
+pub mod pool;
+pub mod runtime;
+pub mod sink;
+pub mod source;

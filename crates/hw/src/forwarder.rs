@@ -62,10 +62,13 @@ impl Forwarder {
         let mut rx_config = RxConfig::new(config.listen);
         rx_config.timeout = Duration::from_millis(1);
         rx_config.gro = false;
+        // The simulator must not add losses of its own: take a large buffer where the process may.
+        rx_config.force_buffer = true;
         let rx = FiberRx::open(&rx_config).map_err(io::Error::other)?;
         let local = rx.local_addr()?;
         let mut tx_config = TxConfig::new(config.forward);
         tx_config.gso = false;
+        tx_config.force_buffer = true;
         let tx = FiberTx::open(&tx_config).map_err(io::Error::other)?;
         let control_socket = match config.control {
             Some(addr) => {

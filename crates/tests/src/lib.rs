@@ -1,7 +1,11 @@
-//! The integration harness: starts processes, builds topologies on loopback and in network namespaces,
-//! and holds the `diode-lab` demo and benchmarks.
+//! The integration harness: starts blue-tx, red-rx and fiber-sim as real processes on loopback, feeds
+//! them from in-process sources and checks what in-process destinations received.
 //!
-//! For now it holds the protocol round trip ([`roundtrip`]) that `diode-lab roundtrip` runs: real
-//! sender and receiver protocol code with a seeded lossy link between them, in one process.
+//! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`demo`] is
+//! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
+//! roundtrip`). Network-namespace topologies join with HA (issue "ha-carp").
 
+pub mod bins;
+pub mod demo;
+pub mod lab;
 pub mod roundtrip;

@@ -1,12 +1,14 @@
 //! diode-lab: the demo and benchmark driver.
 //!
-//! Today it runs the protocol round trip; the full BLUE/RED HA demo and the loopback benchmark will
-//! join it as further subcommands.
+//! `demo` runs the product end to end as real processes on loopback; `roundtrip` runs the protocol
+//! alone in one process. HA failover and the benchmark join in later issues.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use diode_proto::FecParams;
+use tests::demo::DemoOptions;
+use tests::lab::LinkPlan;
 use tests::roundtrip::{run, Plan};
 
 #[derive(Parser)]
@@ -18,6 +20,34 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Starts blue-tx, red-rx and two fiber-sim processes on loopback (no root needed), sends
+    /// concurrent TCP streams of mixed sizes and a flow of UDP datagrams through them, and checks that
+    /// every TCP stream arrived byte-identical and cleanly closed, and how many datagrams arrived.
+    /// Exits non-zero unless every stream is intact. Cleans up every process and temporary file.
+    Demo {
+        /// Concurrent TCP streams (sizes from 1 byte to --max-stream-bytes).
+        #[arg(long, default_value_t = 24)]
+        streams: usize,
+        #[arg(long, default_value_t = 8 << 20)]
+        max_stream_bytes: usize,
+        /// UDP datagrams to send.
+        #[arg(long, default_value_t = 2000)]
+        datagrams: usize,
+        /// Uniform loss on each fiber, in percent.
+        #[arg(long, default_value_t = 0.5)]
+        loss: f64,
+        /// Repair in percent of a block's source symbols.
+        #[arg(long, default_value_t = 10.0)]
+        repair: f64,
+        /// Fiber rate in Mbit/s.
+        #[arg(long, default_value_t = 1000.0)]
+        rate_mbps: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Sends a TCP-like stream, a folder of files and UDP datagrams through the real protocol code
     /// (block builder, RaptorQ encoder, interleaver, receiver) over a seeded lossy link in this
     /// process, then checks every byte. Exits non-zero unless every stream and file is intact.
@@ -56,8 +86,92 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Command::Roundtrip { bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json } =
-        Cli::parse().command;
+    match Cli::parse().command {
+        Command::Demo { streams, max_stream_bytes, datagrams, loss, repair, rate_mbps, seed, json } => {
+            let options = DemoOptions {
+                streams,
+                max_stream_bytes,
+                datagrams,
+                link: LinkPlan {
+                    loss_percent: loss,
+                    burst: Some((0.2, 25.0)),
+                    repair_percent: repair,
+                    rate_mbps,
+                    seed,
+                },
+                ..DemoOptions::default()
+            };
+            demo(&options, json)
+        }
+        Command::Roundtrip { bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json } => {
+            roundtrip(bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json)
+        }
+    }
+}
+
+fn demo(options: &DemoOptions, json: bool) -> ExitCode {
+    if !json {
+        println!(
+            "diode-lab demo: blue-tx -> 2 x fiber-sim ({} % loss, bursts) -> red-rx, {} TCP streams up to {} bytes, {} UDP datagrams",
+            options.link.loss_percent, options.streams, options.max_stream_bytes, options.datagrams
+        );
+    }
+    let report = match tests::demo::run(options) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("diode-lab demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{}", report.json());
+    } else {
+        println!("{:<8} {:>16} {:>16} {:>9} {:>9}", "channel", "sent", "delivered", "items", "intact");
+        println!(
+            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+            "tcp",
+            format!("{} B", report.tcp_sent_bytes),
+            format!("{} B", report.tcp_delivered_bytes),
+            report.tcp_streams,
+            report.tcp_intact_streams
+        );
+        println!(
+            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+            "udp",
+            format!("{} dgrams", report.udp_sent),
+            format!("{} dgrams", report.udp_delivered),
+            report.udp_sent,
+            "-"
+        );
+        println!(
+            "fibers dropped {} datagrams; {} UDP datagrams lost (counted, best effort); clean shutdown: {}; {:.1} s",
+            report.fiber_dropped,
+            report.udp_sent.saturating_sub(report.udp_delivered),
+            report.clean_shutdown,
+            report.elapsed.as_secs_f64()
+        );
+        println!("{}", if report.ok() { "OK: every TCP stream intact" } else { "FAILED: not every TCP stream intact" });
+    }
+    if !report.ok() {
+        eprintln!("{}", report.logs);
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+#[allow(clippy::too_many_arguments)]
+fn roundtrip(
+    bytes: usize,
+    files: usize,
+    datagrams: usize,
+    loss: f64,
+    burst: usize,
+    repair: f64,
+    mtu: usize,
+    interleave: u16,
+    seed: u64,
+    json: bool,
+) -> ExitCode {
     if !(0.0..=100.0).contains(&repair) || !(0.0..=100.0).contains(&loss) {
         eprintln!("diode-lab: --repair and --loss are percentages between 0 and 100");
         return ExitCode::from(2);

@@ -1,0 +1,263 @@
+//! Encoding and transmission: RaptorQ on a pool of threads, then the interleaver, the pacer and the
+//! fibers on one thread that owns the wire.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use diode_proto::beacon::{Beacon, ChannelProgress, SenderState};
+use diode_proto::block::SealedBlock;
+use diode_proto::fec::{BlockEncoder, EncodedBlock, FecParams};
+use diode_proto::header::{write_datagram, Kind, Repr};
+use diode_proto::interleave::Interleaver;
+use diode_proto::{FiberMode, LinkAuth};
+use hw::fiber::FiberTx;
+use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD};
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+/// Starts `threads` encoders that take sealed blocks from `input` and hand encoded ones to `output`.
+pub fn spawn_encoders(
+    threads: usize,
+    fec: FecParams,
+    input: mpsc::Receiver<SealedBlock>,
+    output: SyncSender<EncodedBlock>,
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let input = Arc::new(Mutex::new(input));
+    (0..threads.max(1))
+        .map(|index| {
+            let input = Arc::clone(&input);
+            let output = output.clone();
+            std::thread::Builder::new().name(format!("encode-{index}")).spawn(move || {
+                let mut encoder = BlockEncoder::new(fec);
+                loop {
+                    // One thread waits on the queue at a time; the others wait for the lock.
+                    let block = match input.lock() {
+                        Ok(mut queue) => queue.blocking_recv(),
+                        Err(_) => None,
+                    };
+                    let Some(block) = block else { return };
+                    let encoded = encoder.encode(block.channel, block.seq, block.content);
+                    if output.send(encoded).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Counters of the transmitter.
+#[derive(Debug, Default)]
+pub struct TxStats {
+    pub datagrams: AtomicU64,
+    pub wire_bytes: AtomicU64,
+    pub blocks: AtomicU64,
+    pub beacons: AtomicU64,
+    pub send_errors: AtomicU64,
+}
+
+pub struct Transmitter {
+    pub session: u64,
+    pub epoch: u32,
+    pub fec: FecParams,
+    pub mode: FiberMode,
+    pub rate_bps: u64,
+    pub beacon_interval: Duration,
+    pub fingerprint: [u8; 16],
+    pub fibers: Vec<FiberTx>,
+    pub encoded: Receiver<EncodedBlock>,
+    pub stats: Arc<TxStats>,
+    /// Set when the daemon is stopping, so the last beacons say so.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Datagrams sent with one batch call per fiber.
+const BATCH: usize = 64;
+
+struct Outgoing {
+    buffers: Vec<Vec<u8>>,
+    len: usize,
+    /// In stripe mode, which fiber each buffered datagram goes to.
+    fiber_of: Vec<usize>,
+}
+
+impl Transmitter {
+    /// Runs until the encoders are gone and everything they produced is on the wire.
+    pub fn run(mut self) {
+        let auth = LinkAuth::none();
+        let start = Instant::now();
+        let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
+        let mut interleaver: Interleaver<EncodedBlock> = Interleaver::new(self.fec.interleave_depth);
+        let mut blocks_sent: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut out = Outgoing {
+            buffers: (0..BATCH).map(|_| Vec::with_capacity(9_000)).collect(),
+            len: 0,
+            fiber_of: vec![0; BATCH],
+        };
+        let mut next_beacon = start;
+        let mut next_fiber = 0usize;
+        let mut closed = false;
+        loop {
+            let mut queue_empty = false;
+            while interleaver.has_room() {
+                match self.encoded.try_recv() {
+                    Ok(block) => {
+                        if let Err(block) = interleaver.push(block) {
+                            warn!(channel = block.channel, seq = block.seq, "interleaver refused a block");
+                        }
+                    }
+                    Err(TryRecvError::Empty) => {
+                        queue_empty = true;
+                        break;
+                    }
+                    Err(TryRecvError::Disconnected) => {
+                        closed = true;
+                        queue_empty = true;
+                        break;
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_beacon {
+                self.flush(&mut out);
+                let state =
+                    if self.stopping.load(Ordering::SeqCst) { SenderState::Draining } else { SenderState::Active };
+                self.beacon(&auth, &mut pacer, &blocks_sent, state);
+                next_beacon = now + self.beacon_interval;
+            }
+            // Drain the lanes only when no encoded block is waiting: a full interleaver spreads bursts.
+            let Some((block, esi)) = interleaver.next(queue_empty) else {
+                self.flush(&mut out);
+                if closed && interleaver.is_empty() {
+                    break;
+                }
+                let wait = next_beacon.saturating_duration_since(Instant::now()).min(Duration::from_millis(5));
+                match self.encoded.recv_timeout(wait) {
+                    Ok(block) => {
+                        let _ = interleaver.push(block);
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => closed = true,
+                }
+                continue;
+            };
+            let repr = Repr {
+                kind: Kind::Symbol,
+                session: self.session,
+                epoch: self.epoch,
+                channel: block.channel,
+                block_seq: block.seq,
+                esi,
+                block_len: block.block_len,
+                payload_len: block.symbol_size,
+                key_id: auth.send_key_id(),
+            };
+            let Some(payload) = block.symbol(esi) else { continue };
+            let last_symbol = esi + 1 == block.symbol_count();
+            let (channel, seq) = (block.channel, block.seq);
+            let len = repr.buffer_len();
+            if !pacer.try_send(Instant::now(), len) {
+                self.flush(&mut out);
+                sleep_until(pacer.ready_at(Instant::now(), len));
+                while !pacer.try_send(Instant::now(), len) {
+                    std::thread::yield_now();
+                }
+            }
+            write_datagram(&repr, payload, &auth, &mut out.buffers[out.len]);
+            out.fiber_of[out.len] = next_fiber;
+            if self.mode == FiberMode::Stripe {
+                next_fiber = (next_fiber + 1) % self.fibers.len();
+            }
+            out.len += 1;
+            if out.len == BATCH {
+                self.flush(&mut out);
+            }
+            if last_symbol {
+                self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+                let sent = blocks_sent.entry(channel).or_insert(0);
+                *sent = (*sent).max(seq + 1);
+            }
+        }
+        self.flush(&mut out);
+        // Repeated so a receiver that loses one still learns the final block counts.
+        for _ in 0..3 {
+            self.beacon(&auth, &mut pacer, &blocks_sent, SenderState::Stopping);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn flush(&mut self, out: &mut Outgoing) {
+        if out.len == 0 {
+            return;
+        }
+        let mut wire = 0u64;
+        for (index, fiber) in self.fibers.iter_mut().enumerate() {
+            let datagrams: Vec<&[u8]> = out.buffers[..out.len]
+                .iter()
+                .zip(&out.fiber_of)
+                .filter(|(_, f)| self.mode == FiberMode::Mirror || **f == index)
+                .map(|(d, _)| d.as_slice())
+                .collect();
+            wire += datagrams.iter().map(|d| d.len() as u64 + IP_UDP_OVERHEAD).sum::<u64>();
+            if let Err(error) = fiber.send_batch(&datagrams) {
+                let count = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
+                if count.is_power_of_two() {
+                    error!(fiber = index + 1, %error, count, "fiber send failed");
+                }
+            }
+        }
+        self.stats.datagrams.fetch_add(out.len as u64, Ordering::Relaxed);
+        self.stats.wire_bytes.fetch_add(wire, Ordering::Relaxed);
+        out.len = 0;
+    }
+
+    fn beacon(&mut self, auth: &LinkAuth, pacer: &mut Pacer, blocks_sent: &BTreeMap<u16, u64>, state: SenderState) {
+        let timestamp_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let max_channels = Beacon::max_channels(usize::from(self.fec.symbol_size));
+        // Rotate through the channels when they do not all fit in one beacon.
+        let offset = self.stats.beacons.load(Ordering::Relaxed) as usize * max_channels;
+        let channels: Vec<ChannelProgress> = blocks_sent
+            .iter()
+            .cycle()
+            .skip(if blocks_sent.is_empty() { 0 } else { offset % blocks_sent.len() })
+            .take(blocks_sent.len().min(max_channels))
+            .map(|(channel, sent)| ChannelProgress { channel: *channel, blocks_sent: *sent })
+            .collect();
+        let beacon = Beacon {
+            timestamp_us,
+            state,
+            fiber_mode: self.mode,
+            fec: self.fec,
+            interval_ms: self.beacon_interval.as_millis().min(u128::from(u16::MAX)) as u16,
+            config_fingerprint: self.fingerprint,
+            channels,
+        };
+        let mut body = Vec::with_capacity(beacon.encoded_len());
+        beacon.emit(&mut body);
+        let repr = Repr {
+            kind: Kind::Beacon,
+            session: self.session,
+            epoch: self.epoch,
+            channel: 0,
+            block_seq: 0,
+            esi: 0,
+            block_len: 0,
+            payload_len: body.len() as u16,
+            key_id: auth.send_key_id(),
+        };
+        let mut datagram = Vec::with_capacity(repr.buffer_len());
+        write_datagram(&repr, &body, auth, &mut datagram);
+        // Beacons are paced like everything else, but never wait: they are small and must be regular.
+        let _ = pacer.try_send(Instant::now(), datagram.len());
+        for fiber in &mut self.fibers {
+            if fiber.send_batch(&[datagram.as_slice()]).is_err() {
+                self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.stats.beacons.fetch_add(1, Ordering::Relaxed);
+    }
+}

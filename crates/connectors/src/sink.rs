@@ -1,0 +1,249 @@
+//! RED sinks: TCP and UDP destinations.
+//!
+//! A TCP stream is delivered on its own connection to a destination from the channel's pool. It is
+//! closed cleanly only when the receiver reported it complete (length and BLAKE3 matched); every other
+//! ending (a lost block, a source abort, no destination, a destination too slow) resets the
+//! connection (SO_LINGER 0), so the destination never mistakes a truncated stream for a whole one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use diode_proto::StreamMeta;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::pool::Pool;
+
+/// What the receiver hands a channel's sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkEvent {
+    Open {
+        stream: u64,
+        meta: StreamMeta,
+    },
+    Data {
+        stream: u64,
+        data: Bytes,
+    },
+    /// The stream is complete and verified.
+    End {
+        stream: u64,
+    },
+    /// The stream will not complete; the reason is logged and counted.
+    Broken {
+        stream: u64,
+        reason: String,
+    },
+    Datagram(Bytes),
+}
+
+/// Counters of one sink channel.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub streams_opened: AtomicU64,
+    pub streams_completed: AtomicU64,
+    pub bytes: AtomicU64,
+    pub datagrams: AtomicU64,
+    /// Aborted streams by reason.
+    pub aborted: Mutex<BTreeMap<String, u64>>,
+    /// Datagrams not delivered, by reason.
+    pub datagrams_dropped: Mutex<BTreeMap<String, u64>>,
+}
+
+impl SinkStats {
+    fn abort(&self, reason: &str) {
+        if let Ok(mut map) = self.aborted.lock() {
+            *map.entry(reason.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    fn drop_datagram(&self, reason: &str) {
+        if let Ok(mut map) = self.datagrams_dropped.lock() {
+            *map.entry(reason.to_string()).or_insert(0) += 1;
+        }
+    }
+
+    pub fn aborted_total(&self) -> u64 {
+        self.aborted.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+}
+
+/// How long a connection to a destination may take before the next one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Delivers a TCP channel's streams until the event channel closes.
+pub async fn run_tcp_sink(
+    channel: u16,
+    mut events: mpsc::Receiver<SinkEvent>,
+    pool: Arc<Pool>,
+    queue: usize,
+    stats: Arc<SinkStats>,
+) {
+    let mut streams: HashMap<u64, mpsc::Sender<SinkEvent>> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        let stream = match &event {
+            SinkEvent::Open { stream, meta } => {
+                let (tx, rx) = mpsc::channel(queue);
+                streams.insert(*stream, tx);
+                stats.streams_opened.fetch_add(1, Ordering::Relaxed);
+                let task =
+                    deliver_stream(channel, *stream, meta.peer.clone(), rx, Arc::clone(&pool), Arc::clone(&stats));
+                tokio::spawn(task);
+                continue;
+            }
+            SinkEvent::Data { stream, .. } | SinkEvent::End { stream } | SinkEvent::Broken { stream, .. } => *stream,
+            SinkEvent::Datagram(_) => continue,
+        };
+        let last = matches!(event, SinkEvent::End { .. } | SinkEvent::Broken { .. });
+        let Some(sender) = streams.get(&stream) else { continue };
+        match sender.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Dropping the sender without an End makes the stream's task reset its connection.
+                warn!(channel, stream, queue, "destination too slow: stream aborted");
+                stats.abort("destination too slow");
+                streams.remove(&stream);
+                continue;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                streams.remove(&stream);
+                continue;
+            }
+        }
+        if last {
+            streams.remove(&stream);
+        }
+    }
+}
+
+/// Resets a connection: the destination sees an error, never a clean end.
+fn reset(connection: TcpStream) {
+    let _ = socket2::SockRef::from(&connection).set_linger(Some(Duration::ZERO));
+    drop(connection);
+}
+
+async fn connect(pool: &Pool) -> Option<(TcpStream, SocketAddr)> {
+    let mut tried = Vec::new();
+    while let Some(addr) = pool.pick_excluding(&tried) {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(connection)) => {
+                let _ = connection.set_nodelay(true);
+                return Some((connection, addr));
+            }
+            Ok(Err(error)) => pool.report_failure(addr, &error.to_string()),
+            Err(_) => pool.report_failure(addr, "connect timed out"),
+        }
+        tried.push(addr);
+    }
+    None
+}
+
+async fn deliver_stream(
+    channel: u16,
+    stream: u64,
+    peer: String,
+    mut events: mpsc::Receiver<SinkEvent>,
+    pool: Arc<Pool>,
+    stats: Arc<SinkStats>,
+) {
+    let Some((mut connection, destination)) = connect(&pool).await else {
+        warn!(channel, stream, %peer, "no destination up: stream aborted");
+        stats.abort("no destination");
+        // Consume the rest so the dispatcher never sees this queue fill.
+        while events.recv().await.is_some() {}
+        return;
+    };
+    debug!(channel, stream, %peer, %destination, "delivering stream");
+    while let Some(event) = events.recv().await {
+        match event {
+            SinkEvent::Data { data, .. } => {
+                if let Err(error) = connection.write_all(&data).await {
+                    warn!(channel, stream, %destination, %error, "destination failed mid-stream: stream lost");
+                    pool.report_failure(destination, &error.to_string());
+                    stats.abort("destination failed");
+                    reset(connection);
+                    while events.recv().await.is_some() {}
+                    return;
+                }
+                stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            SinkEvent::End { .. } => {
+                match connection.shutdown().await {
+                    Ok(()) => {
+                        stats.streams_completed.fetch_add(1, Ordering::Relaxed);
+                        debug!(channel, stream, %destination, "stream delivered complete");
+                    }
+                    Err(error) => {
+                        warn!(channel, stream, %destination, %error, "destination failed at the end: stream lost");
+                        stats.abort("destination failed");
+                    }
+                }
+                return;
+            }
+            SinkEvent::Broken { reason, .. } => {
+                info!(channel, stream, %destination, %reason, "stream broken: destination connection reset");
+                stats.abort(&reason);
+                reset(connection);
+                return;
+            }
+            SinkEvent::Open { .. } | SinkEvent::Datagram(_) => {}
+        }
+    }
+    // The channel closed without an end: shutting down, or the dispatcher gave up on this stream.
+    reset(connection);
+}
+
+/// Delivers a UDP channel's datagrams until the event channel closes.
+pub async fn run_udp_sink(
+    channel: u16,
+    mut events: mpsc::Receiver<SinkEvent>,
+    pool: Arc<Pool>,
+    multicast: (Option<u32>, Option<std::net::Ipv4Addr>),
+    stats: Arc<SinkStats>,
+) {
+    let (multicast_ttl, multicast_interface) = multicast;
+    let socket = match UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await {
+        Ok(socket) => socket,
+        Err(error) => {
+            warn!(channel, %error, "cannot open the UDP sink socket: the channel's datagrams are dropped");
+            while let Some(event) = events.recv().await {
+                if matches!(event, SinkEvent::Datagram(_)) {
+                    stats.drop_datagram("sink socket");
+                }
+            }
+            return;
+        }
+    };
+    if let Some(ttl) = multicast_ttl {
+        let _ = socket.set_multicast_ttl_v4(ttl);
+    }
+    let _ = socket.set_multicast_loop_v4(true);
+    if let Some(interface) = multicast_interface {
+        if let Err(error) = socket2::SockRef::from(&socket).set_multicast_if_v4(&interface) {
+            warn!(channel, %interface, %error, "cannot send multicast through this interface");
+        }
+    }
+    while let Some(event) = events.recv().await {
+        let SinkEvent::Datagram(payload) = event else { continue };
+        let Some(destination) = pool.pick() else {
+            stats.drop_datagram("no destination");
+            continue;
+        };
+        match socket.send_to(&payload, destination).await {
+            Ok(_) => {
+                stats.datagrams.fetch_add(1, Ordering::Relaxed);
+                stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                debug!(channel, %destination, %error, "datagram not delivered");
+                stats.drop_datagram("send failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! red-rx configuration: node, receiver limits, fibers and sink channels, with checks that name the
+//! file, the field and the reason.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use connectors::config::{
+    check_identities, check_sink, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError, SinkChannel,
+};
+use diode_proto::ReceiverConfig;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedConfig {
+    pub node: NodeConfig,
+    #[serde(default)]
+    pub receiver: ReceiverSection,
+    #[serde(default, rename = "fiber")]
+    pub fibers: Vec<FiberIn>,
+    #[serde(default, rename = "channel")]
+    pub channels: Vec<SinkChannel>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    /// A JSON file rewritten every second with the daemon's state, counters and alarms.
+    pub status_file: Option<PathBuf>,
+}
+
+fn default_block_timeout_ms() -> u64 {
+    500
+}
+fn default_blocks_in_flight() -> usize {
+    512
+}
+fn default_suspect_timeout_s() -> u64 {
+    15
+}
+fn default_max_block_bytes() -> u32 {
+    8 << 20
+}
+fn default_max_open_streams() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverSection {
+    /// A block not rebuilt this long after its first symbol is lost.
+    #[serde(default = "default_block_timeout_ms")]
+    pub block_timeout_ms: u64,
+    /// Blocks held at once over all channels (bounds memory with max_block_bytes).
+    #[serde(default = "default_blocks_in_flight")]
+    pub max_blocks_in_flight: usize,
+    /// How long an open stream may stay silent after a block loss before it is aborted.
+    #[serde(default = "default_suspect_timeout_s")]
+    pub suspect_timeout_s: u64,
+    #[serde(default = "default_max_block_bytes")]
+    pub max_block_bytes: u32,
+    #[serde(default = "default_max_open_streams")]
+    pub max_open_streams: usize,
+}
+
+impl Default for ReceiverSection {
+    fn default() -> ReceiverSection {
+        ReceiverSection {
+            block_timeout_ms: default_block_timeout_ms(),
+            max_blocks_in_flight: default_blocks_in_flight(),
+            suspect_timeout_s: default_suspect_timeout_s(),
+            max_block_bytes: default_max_block_bytes(),
+            max_open_streams: default_max_open_streams(),
+        }
+    }
+}
+
+fn default_recv_buffer() -> usize {
+    32 << 20
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiberIn {
+    /// Where this fiber's datagrams arrive (`ip:port`).
+    pub listen: String,
+    #[serde(default = "default_recv_buffer")]
+    pub recv_buffer: usize,
+    /// Take the whole buffer even beyond the kernel's default cap (net.core.rmem_max) when the
+    /// process has CAP_NET_ADMIN; without it the cap applies and a warning says how to raise it.
+    #[serde(default = "default_force_buffer")]
+    pub force_buffer: bool,
+}
+
+fn default_force_buffer() -> bool {
+    true
+}
+
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub config: RedConfig,
+    pub receiver: ReceiverConfig,
+    pub fibers: Vec<SocketAddr>,
+    pub sinks: Vec<CheckedSink>,
+    pub fingerprint: [u8; 16],
+}
+
+pub fn load(path: &Path) -> Result<Checked, ConfigError> {
+    let config: RedConfig = load_toml(path)?;
+    check(path, config)
+}
+
+pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
+    let err = |field: &str, reason: &str| ConfigError::new(path, field, reason);
+    if config.node.name.is_empty() {
+        return Err(err("node: name", "must not be empty"));
+    }
+    let r = &config.receiver;
+    if r.block_timeout_ms == 0 {
+        return Err(err("receiver: block_timeout_ms", "must be at least 1"));
+    }
+    if r.max_blocks_in_flight < 8 {
+        return Err(err("receiver: max_blocks_in_flight", "must be at least 8"));
+    }
+    if r.max_block_bytes < diode_proto::fec::MIN_BLOCK_LEN as u32 {
+        return Err(err("receiver: max_block_bytes", &format!("must be at least {}", diode_proto::fec::MIN_BLOCK_LEN)));
+    }
+    if r.max_open_streams == 0 {
+        return Err(err("receiver: max_open_streams", "must be at least 1"));
+    }
+    if config.fibers.is_empty() || config.fibers.len() > 2 {
+        return Err(err(
+            "fiber",
+            &format!("{} fibers configured: give one or two [[fiber]] sections", config.fibers.len()),
+        ));
+    }
+    let mut fibers = Vec::new();
+    for (index, fiber) in config.fibers.iter().enumerate() {
+        fibers.push(parse_addr(&fiber.listen).map_err(|reason| err(&format!("fiber {}: listen", index + 1), &reason))?);
+    }
+    check_identities(path, &config.channels)?;
+    let sinks = config.channels.iter().map(|c| check_sink(path, c)).collect::<Result<Vec<_>, _>>()?;
+    let receiver = ReceiverConfig {
+        max_block_len: r.max_block_bytes,
+        max_blocks_in_flight: r.max_blocks_in_flight,
+        channel_window: (r.max_blocks_in_flight / 2).max(4) as u64,
+        max_channels: config.channels.len().max(1) * 2 + 8,
+        block_timeout: Duration::from_millis(r.block_timeout_ms),
+        stream_suspect_timeout: Duration::from_secs(r.suspect_timeout_s),
+        max_open_streams: r.max_open_streams,
+        ..ReceiverConfig::default()
+    };
+    Ok(Checked { fingerprint: fingerprint(&config.channels), receiver, fibers, sinks, config })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connectors::config::parse_toml;
+
+    fn checked(text: &str) -> Result<Checked, ConfigError> {
+        let path = Path::new("red.toml");
+        check(path, parse_toml(path, text)?)
+    }
+
+    #[test]
+    fn a_channel_without_destination_is_named() {
+        let text = "[node]\nname = \"red1\"\n[[fiber]]\nlisten = \"127.0.0.1:7001\"\n[[channel]]\nnumber = 3\nkind = \"tcp\"\nname = \"h\"\n";
+        assert_eq!(checked(text).unwrap_err().to_string(), "red.toml: channel 3: has no destination");
+        let with = format!("{text}[[channel.destination]]\naddress = \"127.0.0.1:6001\"\n");
+        assert_eq!(checked(&with).map(|c| c.sinks.len()), Ok(1));
+    }
+}

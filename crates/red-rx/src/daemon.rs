@@ -1,0 +1,407 @@
+//! Wiring: fibers → receive threads → the protocol thread (reassembly, decoding, verification) →
+//! per-channel sinks → destinations, plus health checks and the status file.
+//!
+//! Nothing here can send on a fiber: the fibers are [`FiberRx`], which has no send method.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver as StdReceiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use connectors::config::ChannelKind;
+use connectors::pool::Pool;
+use connectors::runtime::write_json;
+use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
+use diode_proto::{Event, Receiver};
+use hw::fiber::{FiberRx, RxConfig, RxCounters};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::config::Checked;
+
+/// Datagrams of one receive batch, copied out of the fiber's buffers.
+struct FiberBatch {
+    fiber: u8,
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+/// What the protocol thread shares with the status writer.
+#[derive(Default)]
+struct Shared {
+    session: Option<(u64, u32)>,
+    config_mismatch: bool,
+    blue_fingerprint: Option<[u8; 16]>,
+    unknown_channels: HashSet<u16>,
+    streams_ended: u64,
+    streams_broken: BTreeMap<String, u64>,
+    blocks_lost: u64,
+    blocks_decoded: u64,
+    blocks_without_decoder: u64,
+    drops: BTreeMap<&'static str, u64>,
+    datagrams_delivered: u64,
+    fiber_harmful_drops: Vec<u64>,
+}
+
+struct SinkHandle {
+    number: u16,
+    name: String,
+    kind: ChannelKind,
+    events: mpsc::Sender<SinkEvent>,
+    stats: Arc<SinkStats>,
+    pool: Arc<Pool>,
+}
+
+pub fn run(checked: Checked) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("red-rx")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(run_async(checked))
+}
+
+async fn run_async(checked: Checked) -> Result<(), String> {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut sinks = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for sink in &checked.sinks {
+        let channel = sink.config.number;
+        let pool = Pool::new(channel, &sink.destinations, sink.config.mode, sink.health.clone());
+        tokio::spawn(Arc::clone(&pool).run_health_checks(shutdown_rx.clone()));
+        let (events_tx, events_rx) = mpsc::channel(sink.config.queue);
+        let stats = Arc::new(SinkStats::default());
+        let task = match sink.config.kind {
+            ChannelKind::Tcp => {
+                tokio::spawn(run_tcp_sink(channel, events_rx, Arc::clone(&pool), sink.config.queue, Arc::clone(&stats)))
+            }
+            ChannelKind::Udp => {
+                let multicast = (sink.config.multicast_ttl, sink.multicast_interface);
+                tokio::spawn(run_udp_sink(channel, events_rx, Arc::clone(&pool), multicast, Arc::clone(&stats)))
+            }
+            ChannelKind::Files | ChannelKind::Vault => {
+                return Err(format!("channel {channel}: kind not supported yet"))
+            }
+        };
+        sink_tasks.push(task);
+        info!(channel, name = %sink.config.name, kind = sink.config.kind.as_str(), destinations = sink.destinations.len(), "channel ready");
+        sinks.push(SinkHandle {
+            number: channel,
+            name: sink.config.name.clone(),
+            kind: sink.config.kind,
+            events: events_tx,
+            stats,
+            pool,
+        });
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (batch_tx, batch_rx) = sync_channel::<FiberBatch>(256);
+    let mut fiber_threads = Vec::new();
+    let mut fiber_counters = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, listen) in checked.fibers.iter().enumerate() {
+        let mut config = RxConfig::new(*listen);
+        config.recv_buffer = checked.config.fibers[index].recv_buffer;
+        config.force_buffer = checked.config.fibers[index].force_buffer;
+        config.timeout = Duration::from_millis(20);
+        let fiber = FiberRx::open(&config).map_err(|e| format!("fiber {}: {e}", index + 1))?;
+        for warning in fiber.warnings() {
+            warn!(fiber = index + 1, "{warning}");
+            warnings.push(warning.to_string());
+        }
+        let counters = Arc::new(Mutex::new(RxCounters::default()));
+        fiber_counters.push((*listen, Arc::clone(&counters)));
+        let (tx, stop) = (batch_tx.clone(), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name(format!("fiber-{}", index + 1))
+            .spawn(move || receive_fiber(index as u8, fiber, tx, counters, &stop))
+            .map_err(|e| format!("cannot start fiber {} thread: {e}", index + 1))?;
+        fiber_threads.push(thread);
+    }
+    drop(batch_tx);
+
+    let shared =
+        Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
+    let routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)> =
+        sinks.iter().map(|s| (s.number, (s.kind, s.events.clone()))).collect();
+    let protocol = {
+        let (shared, receiver_config, fingerprint) =
+            (Arc::clone(&shared), checked.receiver.clone(), checked.fingerprint);
+        std::thread::Builder::new()
+            .name("protocol".into())
+            .spawn(move || protocol_loop(Receiver::new(receiver_config), fingerprint, batch_rx, routes, &shared))
+            .map_err(|e| format!("cannot start the protocol thread: {e}"))?
+    };
+    info!(node = %checked.config.node.name, fibers = checked.fibers.len(), "red-rx running");
+
+    let status_file = checked.config.node.status_file.clone();
+    let write_status = |state: &str| {
+        if let Some(path) = &status_file {
+            write_json(path, &status_json(&checked, state, &shared, &sinks, &fiber_counters, &warnings));
+        }
+    };
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => write_status("active"),
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    info!("stopping");
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in fiber_threads {
+            let _ = thread.join();
+        }
+        let _ = protocol.join();
+    })
+    .await;
+    let _ = shutdown_tx.send(true);
+    write_status("stopped");
+    drop(sinks);
+    for task in sink_tasks {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn receive_fiber(
+    fiber: u8,
+    mut rx: FiberRx,
+    out: SyncSender<FiberBatch>,
+    counters: Arc<Mutex<RxCounters>>,
+    stop: &AtomicBool,
+) {
+    let mut last_refresh = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let batch = match rx.recv_batch(Instant::now()) {
+            Ok(batch) => batch,
+            Err(error) => {
+                error!(fiber = fiber + 1, %error, "fiber receive failed");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        if !batch.is_empty() {
+            let mut data = Vec::new();
+            let mut ends = Vec::with_capacity(batch.len());
+            for datagram in batch.iter() {
+                data.extend_from_slice(datagram);
+                ends.push(data.len());
+            }
+            if out.send(FiberBatch { fiber, data, ends }).is_err() {
+                return;
+            }
+        }
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            let _ = rx.refresh_kernel_drops();
+            last_refresh = Instant::now();
+        }
+        if let Ok(mut shared) = counters.lock() {
+            shared.clone_from(rx.counters());
+        }
+    }
+}
+
+fn protocol_loop(
+    mut receiver: Receiver,
+    own_fingerprint: [u8; 16],
+    batches: StdReceiver<FiberBatch>,
+    routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
+    shared: &Mutex<Shared>,
+) {
+    let mut last_publish = Instant::now();
+    let mut local = Shared::default();
+    loop {
+        let wait = receiver
+            .poll_timeout()
+            .map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()))
+            .min(Duration::from_millis(50));
+        match batches.recv_timeout(wait) {
+            Ok(batch) => {
+                let now = Instant::now();
+                let mut start = 0;
+                for end in &batch.ends {
+                    let _ = receiver.handle_datagram(now, batch.fiber, &batch.data[start..*end]);
+                    start = *end;
+                    dispatch(&mut receiver, own_fingerprint, &routes, &mut local);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        receiver.handle_timeout(Instant::now());
+        dispatch(&mut receiver, own_fingerprint, &routes, &mut local);
+        if last_publish.elapsed() >= Duration::from_millis(200) {
+            publish(&receiver, &local, shared);
+            last_publish = Instant::now();
+        }
+    }
+    publish(&receiver, &local, shared);
+}
+
+fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
+    let Ok(mut out) = shared.lock() else { return };
+    let stats = receiver.stats();
+    out.session = receiver.session();
+    out.config_mismatch = local.config_mismatch;
+    out.blue_fingerprint = local.blue_fingerprint;
+    out.unknown_channels.clone_from(&local.unknown_channels);
+    out.streams_ended = local.streams_ended;
+    out.streams_broken.clone_from(&local.streams_broken);
+    out.datagrams_delivered = local.datagrams_delivered;
+    out.blocks_lost = stats.blocks_lost;
+    out.blocks_decoded = stats.blocks_decoded;
+    out.blocks_without_decoder = stats.blocks_without_decoder;
+    out.drops = stats.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.label(), n)).collect();
+    for (index, harmful) in out.fiber_harmful_drops.iter_mut().enumerate() {
+        *harmful = stats.fibers.get(index).map_or(0, |f| f.harmful_drops);
+    }
+}
+
+fn dispatch(
+    receiver: &mut Receiver,
+    own_fingerprint: [u8; 16],
+    routes: &HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
+    local: &mut Shared,
+) {
+    while let Some(event) = receiver.poll_event() {
+        let (channel, sink_event) = match event {
+            Event::BeaconReceived { beacon, .. } => {
+                let mismatch = beacon.config_fingerprint != own_fingerprint;
+                if mismatch && !local.config_mismatch {
+                    error!(
+                        blue = hex(&beacon.config_fingerprint),
+                        red = hex(&own_fingerprint),
+                        "ALARM configuration mismatch: BLUE's channel table differs from this RED's (number, kind or name)"
+                    );
+                } else if !mismatch && local.config_mismatch {
+                    info!("configuration mismatch cleared: BLUE's channel table matches again");
+                }
+                local.config_mismatch = mismatch;
+                local.blue_fingerprint = Some(beacon.config_fingerprint);
+                continue;
+            }
+            Event::SessionStarted { session, epoch, replaced } => {
+                info!(session = format!("{session:016x}"), epoch, replaced = ?replaced, "sender session started");
+                continue;
+            }
+            Event::BlocksLost { channel, first, last, reason } => {
+                warn!(channel, first, last, ?reason, "blocks lost");
+                continue;
+            }
+            Event::Alarm(alarm) => {
+                error!(?alarm, "ALARM");
+                continue;
+            }
+            Event::StreamOpened { channel, stream, meta } => (channel, SinkEvent::Open { stream, meta }),
+            Event::StreamData { channel, stream, data, .. } => (channel, SinkEvent::Data { stream, data }),
+            Event::StreamEnded { channel, stream, .. } => {
+                local.streams_ended += 1;
+                (channel, SinkEvent::End { stream })
+            }
+            Event::StreamBroken { channel, stream, reason } => {
+                let label = format!("{reason:?}");
+                let key = label.split([' ', '{', '(']).next().unwrap_or("").to_string();
+                *local.streams_broken.entry(key).or_insert(0) += 1;
+                warn!(channel, stream, reason = %label, "stream broken");
+                (channel, SinkEvent::Broken { stream, reason: label })
+            }
+            Event::Datagram { channel, payload } => {
+                local.datagrams_delivered += 1;
+                (channel, SinkEvent::Datagram(payload))
+            }
+        };
+        match routes.get(&channel) {
+            Some((_, sender)) => {
+                if sender.blocking_send(sink_event).is_err() {
+                    warn!(channel, "sink gone: event dropped");
+                }
+            }
+            None => {
+                if local.unknown_channels.insert(channel) {
+                    error!(channel, "ALARM data for a channel this RED does not have: dropped");
+                }
+            }
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn status_json(
+    checked: &Checked,
+    state: &str,
+    shared: &Mutex<Shared>,
+    sinks: &[SinkHandle],
+    fibers: &[(SocketAddr, Arc<Mutex<RxCounters>>)],
+    warnings: &[String],
+) -> serde_json::Value {
+    use std::sync::atomic::AtomicU64;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let Ok(shared) = shared.lock() else { return json!({"state": state}) };
+    let mut alarms = Vec::new();
+    if shared.config_mismatch {
+        alarms.push(json!({
+            "kind": "config_mismatch",
+            "message": "BLUE's channel table differs from this RED's",
+            "blue": shared.blue_fingerprint.map(|f| hex(&f)),
+            "red": hex(&checked.fingerprint),
+        }));
+    }
+    for channel in &shared.unknown_channels {
+        alarms.push(json!({"kind": "unknown_channel", "channel": channel}));
+    }
+    let now = Instant::now();
+    json!({
+        "node": checked.config.node.name,
+        "side": "red",
+        "state": state,
+        "session": shared.session.map(|(s, _)| format!("{s:016x}")),
+        "epoch": shared.session.map(|(_, e)| e),
+        "alarms": alarms,
+        "fibers": fibers.iter().enumerate().map(|(index, (listen, counters))| {
+            let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
+            json!({
+                "listen": listen.to_string(),
+                "datagrams": c.datagrams,
+                "bytes": c.bytes,
+                "kernel_drops": c.kernel_drops,
+                "check_failures": shared.fiber_harmful_drops.get(index).copied().unwrap_or(0),
+                "last_datagram_ms_ago": c.last_datagram.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+            })
+        }).collect::<Vec<_>>(),
+        "receiver": {
+            "blocks_without_decoder": shared.blocks_without_decoder,
+            "blocks_decoded": shared.blocks_decoded,
+            "blocks_lost": shared.blocks_lost,
+            "streams_ended": shared.streams_ended,
+            "streams_broken": shared.streams_broken,
+            "datagrams_delivered": shared.datagrams_delivered,
+            "drops": shared.drops,
+        },
+        "channels": sinks.iter().map(|s| json!({
+            "number": s.number,
+            "name": s.name,
+            "kind": s.kind.as_str(),
+            "streams_opened": load(&s.stats.streams_opened),
+            "streams_completed": load(&s.stats.streams_completed),
+            "streams_aborted": s.stats.aborted.lock().map(|m| m.clone()).unwrap_or_default(),
+            "bytes": load(&s.stats.bytes),
+            "datagrams": load(&s.stats.datagrams),
+            "datagrams_dropped": s.stats.datagrams_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
+            "destinations": s.pool.status(),
+        })).collect::<Vec<_>>(),
+        "warnings": warnings,
+    })
+}

@@ -1,0 +1,65 @@
+//! Finding (and if needed building) the binaries the lab starts as real processes.
+//!
+//! The lab runs blue-tx, red-rx and fiber-sim as separate processes, so they must exist beside the
+//! running executable. `cargo test` and `cargo run` only build the binaries of the package they run,
+//! so when a binary is missing or older than its sources the lab asks cargo to build it, once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The daemons and the simulator.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub blue_tx: PathBuf,
+    pub red_rx: PathBuf,
+    pub fiber_sim: PathBuf,
+}
+
+/// The profile directory (`target/<profile>`) the current executable belongs to.
+fn profile_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
+    let parent = exe.parent().ok_or("executable has no directory")?;
+    // Test executables live in target/<profile>/deps; binaries in target/<profile>.
+    Ok(if parent.ends_with("deps") { parent.parent().unwrap_or(parent).to_path_buf() } else { parent.to_path_buf() })
+}
+
+fn build(profile_dir: &Path) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let target_dir = profile_dir.parent().ok_or("profile directory has no parent")?;
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "-q", "-p", "blue-tx", "-p", "red-rx", "-p", "hw", "--bins", "--target-dir"])
+        .arg(target_dir);
+    if profile_dir.ends_with("release") {
+        command.arg("--release");
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status =
+        command.current_dir(workspace).status().map_err(|e| format!("cannot run cargo to build the daemons: {e}"))?;
+    if !status.success() {
+        return Err(format!("building blue-tx, red-rx and fiber-sim failed ({status})"));
+    }
+    Ok(())
+}
+
+/// The binaries, built first if needed (once per process). Binaries that exist are used even when
+/// cargo cannot be run, so an installed lab works without a toolchain.
+pub fn binaries() -> Result<Binaries, String> {
+    static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir()?;
+            let built = build(&dir);
+            let found =
+                Binaries { blue_tx: dir.join("blue-tx"), red_rx: dir.join("red-rx"), fiber_sim: dir.join("fiber-sim") };
+            for path in [&found.blue_tx, &found.red_rx, &found.fiber_sim] {
+                if !path.exists() {
+                    let why = built.clone().err().unwrap_or_else(|| "the build did not produce it".into());
+                    return Err(format!("{} is missing: {why}", path.display()));
+                }
+            }
+            Ok(found)
+        })
+        .clone()
+}

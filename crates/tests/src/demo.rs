@@ -1,0 +1,263 @@
+//! `diode-lab demo`: the product end to end on loopback, as real processes.
+//!
+//! Starts blue-tx, red-rx and two fiber-sim processes (a little loss and bursts), then pushes
+//! concurrent TCP streams of mixed sizes and a run of UDP datagrams through, and checks what the
+//! destinations received: every TCP stream must arrive byte-identical and closed cleanly, and every UDP
+//! loss is counted. HA and the files and vault channels join in later issues.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::lab::{free_port, loopback_net, send_stream, ChannelPlan, Lab, LinkPlan, TcpSink, UdpSink};
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub streams: usize,
+    pub max_stream_bytes: usize,
+    pub datagrams: usize,
+    pub link: LinkPlan,
+    /// Longest the demo waits for everything to arrive.
+    pub timeout: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> DemoOptions {
+        DemoOptions {
+            streams: 24,
+            max_stream_bytes: 8 << 20,
+            datagrams: 2_000,
+            link: LinkPlan {
+                loss_percent: 0.5,
+                burst: Some((0.2, 25.0)),
+                repair_percent: 10.0,
+                rate_mbps: 1000.0,
+                seed: 1,
+            },
+            timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DemoReport {
+    pub tcp_streams: usize,
+    pub tcp_sent_bytes: u64,
+    pub tcp_delivered_bytes: u64,
+    pub tcp_intact_streams: usize,
+    /// Streams a destination saw closed cleanly with wrong content: must always be zero.
+    pub tcp_false_complete: usize,
+    pub udp_sent: u64,
+    pub udp_delivered: u64,
+    pub fiber_dropped: u64,
+    pub clean_shutdown: bool,
+    pub elapsed: Duration,
+    pub logs: String,
+}
+
+impl DemoReport {
+    pub fn tcp_intact(&self) -> bool {
+        self.tcp_intact_streams == self.tcp_streams && self.tcp_false_complete == 0
+    }
+
+    pub fn ok(&self) -> bool {
+        self.tcp_intact() && self.udp_delivered <= self.udp_sent
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "channels": {
+                "tcp": {
+                    "sent_bytes": self.tcp_sent_bytes,
+                    "delivered_bytes": self.tcp_delivered_bytes,
+                    "streams": self.tcp_streams,
+                    "intact_streams": self.tcp_intact_streams,
+                    "intact": self.tcp_intact(),
+                },
+                "udp": {
+                    "sent": self.udp_sent,
+                    "delivered": self.udp_delivered,
+                    "lost": self.udp_sent.saturating_sub(self.udp_delivered),
+                },
+            },
+            "fiber_dropped": self.fiber_dropped,
+            "clean_shutdown": self.clean_shutdown,
+            "elapsed_ms": self.elapsed.as_millis() as u64,
+            "ok": self.ok(),
+        })
+    }
+}
+
+/// Stream sizes from 1 byte to `max`, spread over orders of magnitude.
+pub fn mixed_sizes(count: usize, max: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            match i {
+                0 => 1,
+                1 => max,
+                _ => {
+                    let exponent = (state % 1000) as f64 / 1000.0 * (max.max(2) as f64).log2();
+                    (2f64.powf(exponent) as usize).clamp(1, max)
+                }
+            }
+        })
+        .collect()
+}
+
+/// Sends `sizes` as concurrent streams (at most `parallel` at once). Returns id → (length, hash).
+pub fn send_streams(
+    addr: SocketAddr,
+    sizes: &[usize],
+    parallel: usize,
+) -> Result<HashMap<u64, (u64, [u8; 32])>, String> {
+    let queue = Arc::new(Mutex::new(sizes.iter().copied().enumerate().collect::<Vec<_>>()));
+    let results = Arc::new(Mutex::new(HashMap::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..parallel.max(1))
+        .map(|_| {
+            let (queue, results, errors) = (Arc::clone(&queue), Arc::clone(&results), Arc::clone(&errors));
+            std::thread::spawn(move || loop {
+                let Some((index, size)) = queue.lock().ok().and_then(|mut q| q.pop()) else { return };
+                let id = index as u64 + 1;
+                match send_stream(addr, id, size) {
+                    Ok(sent) => {
+                        if let Ok(mut r) = results.lock() {
+                            r.insert(id, sent);
+                        }
+                    }
+                    Err(error) => {
+                        if let Ok(mut e) = errors.lock() {
+                            e.push(error);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    if let Some(error) = errors.lock().ok().and_then(|e| e.first().cloned()) {
+        return Err(error);
+    }
+    let sent = results.lock().map(|r| r.clone()).unwrap_or_default();
+    Ok(sent)
+}
+
+/// Compares what was sent with what a sink received.
+pub fn compare(sent: &HashMap<u64, (u64, [u8; 32])>, sink: &TcpSink) -> (usize, usize, u64) {
+    let received = sink.received.lock().map(|r| r.clone()).unwrap_or_default();
+    let mut intact = 0;
+    let mut false_complete = 0;
+    let mut delivered = 0;
+    for record in &received {
+        // Health checks connect and close without sending: they are not streams.
+        if record.len == 0 {
+            continue;
+        }
+        delivered += record.len;
+        let matches = sent.get(&record.id).is_some_and(|(len, hash)| *len == record.len && *hash == record.hash);
+        if record.clean && matches {
+            intact += 1;
+        } else if record.clean {
+            false_complete += 1;
+        }
+    }
+    (intact, false_complete, delivered)
+}
+
+/// Runs the demo.
+pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
+    let started = Instant::now();
+    let net = loopback_net();
+    let source_ip = Lab::ip(net, 1);
+    let sink_ip = Lab::ip(net, 4);
+    let tcp_sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip)?)))?;
+    // RED delivers the UDP channel to a multicast group of this lab's own, through loopback.
+    let group = Ipv4Addr::new(239, net[1], net[2], 1);
+    let udp_sink = UdpSink::start(SocketAddr::from((group, free_port(Ipv4Addr::LOCALHOST)?)), Some(group))?;
+    let tcp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
+    let udp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
+    let channels = vec![
+        ChannelPlan {
+            number: 1,
+            kind: "tcp",
+            name: "historian".into(),
+            listen: tcp_listen,
+            multicast_group: None,
+            destinations: vec![tcp_sink.addr],
+            red_extra: String::new(),
+        },
+        ChannelPlan {
+            number: 2,
+            kind: "udp",
+            name: "telemetry".into(),
+            listen: udp_listen,
+            multicast_group: None,
+            destinations: vec![udp_sink.addr],
+            red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
+        },
+    ];
+    let lab = Lab::start(net, &options.link, &channels, None)?;
+
+    let sizes = mixed_sizes(options.streams, options.max_stream_bytes, options.link.seed);
+    let udp_sender = {
+        let count = options.datagrams;
+        std::thread::spawn(move || -> Result<u64, String> {
+            let socket = UdpSocket::bind((source_ip, 0)).map_err(|e| e.to_string())?;
+            for id in 0..count as u64 {
+                let mut payload = id.to_be_bytes().to_vec();
+                payload.resize(64 + (id as usize * 37) % 900, (id % 251) as u8);
+                socket.send_to(&payload, udp_listen).map_err(|e| e.to_string())?;
+                // A steady telemetry-like flow rather than one burst into BLUE's receive buffer.
+                std::thread::sleep(Duration::from_micros(300));
+            }
+            Ok(count as u64)
+        })
+    };
+    let sent = send_streams(tcp_listen, &sizes, 8)?;
+    let udp_sent = udp_sender.join().map_err(|_| "UDP sender panicked".to_string())??;
+
+    let deadline = Instant::now() + options.timeout;
+    while tcp_sink.count() < sizes.len() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // UDP trails by the flush time; wait until it stops growing.
+    let mut last = usize::MAX;
+    while udp_sink.count() != last && Instant::now() < deadline {
+        last = udp_sink.count();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (intact, false_complete, delivered) = compare(&sent, &tcp_sink);
+    let mut lab = lab;
+    let clean_shutdown = lab.stop();
+    let logs = format!("--- blue-tx\n{}\n--- red-rx\n{}", lab.log("blue.log"), lab.log("red.log"));
+    // fiber-sim writes its counts when it stops.
+    let fiber_dropped = (1..=2)
+        .map(|i| Lab::status(&lab.dir.path().join(format!("fiber{i}.json"))))
+        .map(|stats| {
+            ["dropped_loss", "dropped_burst"]
+                .iter()
+                .filter_map(|k| stats.get(*k).and_then(serde_json::Value::as_u64))
+                .sum::<u64>()
+        })
+        .sum();
+    Ok(DemoReport {
+        tcp_streams: sizes.len(),
+        tcp_sent_bytes: sent.values().map(|(len, _)| *len).sum(),
+        tcp_delivered_bytes: delivered,
+        tcp_intact_streams: intact,
+        tcp_false_complete: false_complete,
+        udp_sent,
+        udp_delivered: udp_sink.count() as u64,
+        fiber_dropped,
+        clean_shutdown,
+        elapsed: started.elapsed(),
+        logs,
+    })
+}

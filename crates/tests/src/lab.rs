@@ -1,0 +1,504 @@
+//! A loopback lab: blue-tx, red-rx and one fiber-sim per fiber as real processes, with in-process TCP
+//! and UDP sources and sinks that record exactly what crossed.
+//!
+//! Every lab takes its own 127.x.y.0/24 corner of the loopback range, so labs running in parallel never
+//! collide on ports, and cleans up its processes (by PID, SIGTERM then SIGKILL) and its temporary
+//! folder when dropped, whether the run succeeded, failed or panicked.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::bins::{binaries, Binaries};
+
+/// A process the lab started; stopped (SIGTERM, then SIGKILL after a grace time) when dropped.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
+        let log_file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        let child = Command::new(program)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        Ok(Proc { name: name.to_string(), child: Some(child) })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: kill(2) on the PID of a child this lab started and has not yet reaped.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as libc::pid_t, signal);
+            }
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Asks the process to stop and waits up to `grace` before killing it. Returns whether it exited
+    /// cleanly (status 0) on its own.
+    pub fn stop(&mut self, grace: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return false };
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
+        self.child = Some(child);
+        self.signal(libc::SIGTERM);
+        let Some(mut child) = self.child.take() else { return false };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Kills the process at once (SIGKILL), as a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// A temporary folder removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Result<TempDir, String> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let unique = format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let path = std::env::temp_dir().join(unique);
+        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(TempDir(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        // DIODE_LAB_KEEP=1 keeps configurations, logs and status files for a post-mortem.
+        if std::env::var_os("DIODE_LAB_KEEP").is_some() {
+            eprintln!("diode-lab: kept {}", self.0.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A /24 of loopback addresses of the lab's own, chosen from the process id and a counter.
+pub fn loopback_net() -> [u8; 3] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = u64::from(std::process::id()) * 64 + COUNTER.fetch_add(1, Ordering::SeqCst);
+    [127, (n >> 8 & 0xff) as u8 | 0x40, (n & 0xff) as u8]
+}
+
+/// A free port on `ip` for TCP or UDP (the same port is then free for both on loopback in practice).
+pub fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
+    let tcp = TcpListener::bind((ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
+    let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+    drop(tcp);
+    Ok(port)
+}
+
+/// One stream as the TCP sink received it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// The stream's id: its first 8 bytes.
+    pub id: u64,
+    pub len: u64,
+    pub hash: [u8; 32],
+    /// Ended with a clean close (FIN); false when it was reset.
+    pub clean: bool,
+}
+
+/// A TCP destination that records every connection: id, length, BLAKE3, and how it ended.
+pub struct TcpSink {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TcpSink {
+    pub fn start(addr: SocketAddr) -> Result<TcpSink, String> {
+        let listener = TcpListener::bind(addr).map_err(|e| format!("TCP sink cannot listen on {addr}: {e}"))?;
+        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink_received, sink_stop) = (Arc::clone(&received), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            while !sink_stop.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((connection, _)) => {
+                        let received = Arc::clone(&sink_received);
+                        std::thread::spawn(move || {
+                            let record = read_stream(connection);
+                            if let Ok(mut all) = received.lock() {
+                                all.push(record);
+                            }
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Ok(TcpSink { addr, received, stop, thread: Some(thread) })
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
+    /// Stops accepting: the port closes, as when the destination server dies.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for TcpSink {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_stream(mut connection: TcpStream) -> Received {
+    let _ = connection.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut hasher = blake3::Hasher::new();
+    let mut head = Vec::with_capacity(8);
+    let mut len = 0u64;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let clean = loop {
+        match connection.read(&mut buffer) {
+            Ok(0) => break true,
+            Ok(n) => {
+                if head.len() < 8 {
+                    let take = (8 - head.len()).min(n);
+                    head.extend_from_slice(&buffer[..take]);
+                }
+                hasher.update(&buffer[..n]);
+                len += n as u64;
+            }
+            Err(_) => break false,
+        }
+    };
+    let mut id = [0u8; 8];
+    id[..head.len()].copy_from_slice(&head);
+    Received { id: u64::from_be_bytes(id), len, hash: *hasher.finalize().as_bytes(), clean }
+}
+
+/// Deterministic stream content: 8 bytes of id, then pseudo-random bytes.
+pub fn stream_content(id: u64, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len.max(8));
+    out.extend_from_slice(&id.to_be_bytes());
+    let mut state = id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len.max(8));
+    out
+}
+
+/// Sends one stream to a TCP source and closes it cleanly. Returns its length and BLAKE3.
+pub fn send_stream(addr: SocketAddr, id: u64, len: usize) -> Result<(u64, [u8; 32]), String> {
+    let content = stream_content(id, len);
+    let mut connection = connect_retry(addr, Duration::from_secs(10))?;
+    connection.write_all(&content).map_err(|e| format!("stream {id}: write: {e}"))?;
+    connection.shutdown(Shutdown::Write).map_err(|e| format!("stream {id}: shutdown: {e}"))?;
+    Ok((content.len() as u64, *blake3::hash(&content).as_bytes()))
+}
+
+/// Connects, retrying while the listener is not up yet.
+pub fn connect_retry(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match TcpStream::connect(addr) {
+            Ok(connection) => return Ok(connection),
+            Err(error) if Instant::now() >= deadline => return Err(format!("cannot connect to {addr}: {error}")),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+/// A UDP destination that keeps what it receives.
+pub struct UdpSink {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Vec<u8>>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl UdpSink {
+    /// Receives on `addr`; with `group`, joins that multicast group on 127.0.0.1 (loopback).
+    pub fn start(addr: SocketAddr, group: Option<Ipv4Addr>) -> Result<UdpSink, String> {
+        let socket = match group {
+            Some(group) => {
+                let socket =
+                    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).map_err(|e| format!("UDP sink: {e}"))?;
+                socket
+                    .join_multicast_v4(&group, &Ipv4Addr::LOCALHOST)
+                    .map_err(|e| format!("UDP sink cannot join {group}: {e}"))?;
+                socket
+            }
+            None => UdpSocket::bind(addr).map_err(|e| format!("UDP sink cannot bind {addr}: {e}"))?,
+        };
+        socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink_received, sink_stop) = (Arc::clone(&received), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 65_536];
+            while !sink_stop.load(Ordering::SeqCst) {
+                if let Ok(n) = socket.recv(&mut buffer) {
+                    if let Ok(mut all) = sink_received.lock() {
+                        all.push(buffer[..n].to_vec());
+                    }
+                }
+            }
+        });
+        Ok(UdpSink { addr, received, stop, thread: Some(thread) })
+    }
+
+    pub fn count(&self) -> usize {
+        self.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+}
+
+impl Drop for UdpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the link between the two daemons does.
+#[derive(Clone, Debug)]
+pub struct LinkPlan {
+    pub loss_percent: f64,
+    /// Gilbert-Elliott (enter %, leave %) burst loss, when set.
+    pub burst: Option<(f64, f64)>,
+    pub repair_percent: f64,
+    pub rate_mbps: f64,
+    pub seed: u64,
+}
+
+impl Default for LinkPlan {
+    fn default() -> LinkPlan {
+        LinkPlan { loss_percent: 0.0, burst: None, repair_percent: 5.0, rate_mbps: 1000.0, seed: 1 }
+    }
+}
+
+/// A channel of the lab: its BLUE listen address and its RED destinations.
+#[derive(Clone, Debug)]
+pub struct ChannelPlan {
+    pub number: u16,
+    pub kind: &'static str,
+    pub name: String,
+    pub listen: SocketAddr,
+    pub multicast_group: Option<Ipv4Addr>,
+    pub destinations: Vec<SocketAddr>,
+    /// Extra TOML lines for the RED channel (health, mode).
+    pub red_extra: String,
+}
+
+/// A running BLUE → fiber-sim ×2 → RED topology on loopback.
+pub struct Lab {
+    pub dir: TempDir,
+    pub net: [u8; 3],
+    pub blue: Proc,
+    pub red: Proc,
+    pub fibers: Vec<Proc>,
+    pub blue_status: PathBuf,
+    pub red_status: PathBuf,
+    pub bins: Binaries,
+}
+
+impl Lab {
+    /// An address of this lab's /24 (host part `host`).
+    pub fn ip(net: [u8; 3], host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(net[0], net[1], net[2], host)
+    }
+
+    /// Writes the configurations and starts fiber-sims, red-rx and blue-tx; returns once both daemons
+    /// report their status (they are listening).
+    pub fn start(
+        net: [u8; 3],
+        link: &LinkPlan,
+        channels: &[ChannelPlan],
+        red_channels_override: Option<&[ChannelPlan]>,
+    ) -> Result<Lab, String> {
+        let bins = binaries()?;
+        let dir = TempDir::new("diode-lab")?;
+        let blue_ip = Lab::ip(net, 1);
+        let red_ip = Lab::ip(net, 2);
+        let sim_ip = Lab::ip(net, 3);
+        let mut fibers = Vec::new();
+        let mut blue_fibers = String::new();
+        let mut red_fibers = String::new();
+        for index in 0..2u16 {
+            let sim_port = free_port(sim_ip)?;
+            let red_port = free_port(red_ip)?;
+            blue_fibers += &format!("[[fiber]]\nremote = \"{sim_ip}:{sim_port}\"\n");
+            red_fibers += &format!("[[fiber]]\nlisten = \"{red_ip}:{red_port}\"\n");
+            let mut args = vec![
+                "--listen".to_string(),
+                format!("{sim_ip}:{sim_port}"),
+                "--forward".to_string(),
+                format!("{red_ip}:{red_port}"),
+                "--loss".to_string(),
+                link.loss_percent.to_string(),
+                "--seed".to_string(),
+                (link.seed + u64::from(index)).to_string(),
+                "--stats-json".to_string(),
+                dir.path().join(format!("fiber{}.json", index + 1)).display().to_string(),
+            ];
+            if let Some((enter, leave)) = link.burst {
+                args.extend(["--ge-p".to_string(), enter.to_string(), "--ge-r".to_string(), leave.to_string()]);
+            }
+            let log = dir.path().join(format!("fiber{}.log", index + 1));
+            fibers.push(Proc::spawn(&format!("fiber-sim {}", index + 1), &bins.fiber_sim, &args, &log)?);
+        }
+        let blue_status = dir.path().join("blue-status.json");
+        let red_status = dir.path().join("red-status.json");
+        let mut blue_toml = format!(
+            "[node]\nname = \"blue1\"\nstatus_file = \"{}\"\n\n[fec]\nrepair_percent = {}\n\n[link]\nrate_mbps = {}\n\n{blue_fibers}\n",
+            blue_status.display(),
+            link.repair_percent,
+            link.rate_mbps
+        );
+        for channel in channels {
+            blue_toml += &format!(
+                "[[channel]]\nnumber = {}\nkind = \"{}\"\nname = \"{}\"\nlisten = \"{}\"\n",
+                channel.number, channel.kind, channel.name, channel.listen
+            );
+            if let Some(group) = channel.multicast_group {
+                blue_toml += &format!("multicast_group = \"{group}\"\nmulticast_interface = \"127.0.0.1\"\n");
+            }
+            blue_toml += "\n";
+        }
+        let mut red_toml =
+            format!("[node]\nname = \"red1\"\nstatus_file = \"{}\"\n\n{red_fibers}\n", red_status.display());
+        for channel in red_channels_override.unwrap_or(channels) {
+            red_toml += &format!(
+                "[[channel]]\nnumber = {}\nkind = \"{}\"\nname = \"{}\"\n{}\n",
+                channel.number, channel.kind, channel.name, channel.red_extra
+            );
+            for destination in &channel.destinations {
+                red_toml += &format!("[[channel.destination]]\naddress = \"{destination}\"\n");
+            }
+            red_toml += "\n";
+        }
+        let blue_config = dir.path().join("blue.toml");
+        let red_config = dir.path().join("red.toml");
+        std::fs::write(&blue_config, blue_toml).map_err(|e| e.to_string())?;
+        std::fs::write(&red_config, red_toml).map_err(|e| e.to_string())?;
+        let red = Proc::spawn(
+            "red-rx",
+            &bins.red_rx,
+            &["run".into(), "--config".into(), red_config.display().to_string()],
+            &dir.path().join("red.log"),
+        )?;
+        let blue = Proc::spawn(
+            "blue-tx",
+            &bins.blue_tx,
+            &["run".into(), "--config".into(), blue_config.display().to_string()],
+            &dir.path().join("blue.log"),
+        )?;
+        let lab = Lab { dir, net, blue, red, fibers, blue_status, red_status, bins };
+        lab.wait_for_status(Duration::from_secs(20))?;
+        let _ = blue_ip;
+        Ok(lab)
+    }
+
+    fn wait_for_status(&self, limit: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + limit;
+        while !(self.blue_status.exists() && self.red_status.exists()) {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "daemons did not start within {limit:?}:\nblue: {}\nred: {}",
+                    self.log("blue.log"),
+                    self.log("red.log")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// The last lines of one of the lab's logs.
+    pub fn log(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    pub fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    pub fn status(path: &Path) -> serde_json::Value {
+        std::fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn red_status(&self) -> serde_json::Value {
+        Lab::status(&self.red_status)
+    }
+
+    pub fn blue_status(&self) -> serde_json::Value {
+        Lab::status(&self.blue_status)
+    }
+
+    /// Stops everything in order (sources first: blue, then the fibers, then red) and reports
+    /// whether every process exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let mut clean = self.blue.stop(Duration::from_secs(10));
+        for fiber in &mut self.fibers {
+            clean &= fiber.stop(Duration::from_secs(5));
+        }
+        clean &= self.red.stop(Duration::from_secs(10));
+        clean
+    }
+}
