@@ -240,3 +240,57 @@ mod tests {
         assert_eq!(pool.status()[0].last_check, "timeout");
     }
 }
+
+#[cfg(test)]
+mod http_tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    /// A one-shot HTTP server answering every request with `response`.
+    fn serve(response: &'static str) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for connection in listener.incoming().flatten() {
+                let mut connection = connection;
+                let mut request = [0u8; 1024];
+                let _ = connection.read(&mut request);
+                let _ = connection.write_all(response.as_bytes());
+            }
+        });
+        addr
+    }
+
+    fn http(path: &str, status: u16, body: Option<&str>) -> HealthConfig {
+        HealthConfig {
+            kind: HealthKind::Http,
+            path: path.into(),
+            expect_status: status,
+            expect_body: body.map(str::to_string),
+            timeout_ms: 2000,
+            ..HealthConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn http_check_wants_the_status_and_the_body_text() {
+        let healthy = serve("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nstatus: healthy\n");
+        assert!(check(&http("/health", 200, Some("healthy")), healthy).await.0);
+        let (ok, detail) = check(&http("/health", 200, Some("ready")), healthy).await;
+        assert!(!ok && detail.contains("lacks 'ready'"), "{detail}");
+        let failing = serve("HTTP/1.0 503 Service Unavailable\r\n\r\n");
+        let (ok, detail) = check(&http("/health", 200, None), failing).await;
+        assert!(!ok && detail.contains("Some(503)"), "{detail}");
+    }
+
+    #[tokio::test]
+    async fn tcp_check_fails_on_a_closed_port() {
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("addr")
+        };
+        let (ok, detail) = check(&HealthConfig { timeout_ms: 500, ..HealthConfig::default() }, closed).await;
+        assert!(!ok && detail.starts_with("connect"), "{detail}");
+    }
+}

@@ -224,7 +224,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
     let udp_sent = udp_sender.join().map_err(|_| "UDP sender panicked".to_string())??;
 
     let deadline = Instant::now() + options.timeout;
-    while tcp_sink.count() < sizes.len() && Instant::now() < deadline {
+    while tcp_sink.streams() < sizes.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     // UDP trails by the flush time; wait until it stops growing.

@@ -16,6 +16,53 @@ use std::time::{Duration, Instant};
 
 use crate::bins::{binaries, Binaries};
 
+/// Processes and folders to clean up if the lab is interrupted (Ctrl-C, SIGTERM), when destructors
+/// do not run.
+static INTERRUPT_CLEANUP: Mutex<(Vec<u32>, Vec<PathBuf>)> = Mutex::new((Vec::new(), Vec::new()));
+
+/// On SIGINT or SIGTERM: stop every process the lab started (by PID), remove its folders, exit 130.
+pub fn install_interrupt_cleanup() -> Result<(), String> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let (pids, dirs) = INTERRUPT_CLEANUP.lock().map(|g| g.clone()).unwrap_or_default();
+            for pid in &pids {
+                // SAFETY: kill(2) on PIDs of children this lab started.
+                #[allow(unsafe_code)]
+                unsafe {
+                    libc::kill(*pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            for dir in &dirs {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            eprintln!("diode-lab: interrupted; stopped {} processes and removed the lab's files", pids.len());
+            std::process::exit(130);
+        }
+    });
+    Ok(())
+}
+
+fn track_pid(pid: u32, add: bool) {
+    if let Ok(mut guard) = INTERRUPT_CLEANUP.lock() {
+        guard.0.retain(|p| *p != pid);
+        if add {
+            guard.0.push(pid);
+        }
+    }
+}
+
+fn track_dir(dir: &Path, add: bool) {
+    if let Ok(mut guard) = INTERRUPT_CLEANUP.lock() {
+        guard.1.retain(|d| d != dir);
+        if add {
+            guard.1.push(dir.to_path_buf());
+        }
+    }
+}
+
 /// A process the lab started; stopped (SIGTERM, then SIGKILL after a grace time) when dropped.
 pub struct Proc {
     pub name: String,
@@ -31,6 +78,7 @@ impl Proc {
             .stderr(log_file)
             .spawn()
             .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+        track_pid(child.id(), true);
         Ok(Proc { name: name.to_string(), child: Some(child) })
     }
 
@@ -57,6 +105,7 @@ impl Proc {
     /// cleanly (status 0) on its own.
     pub fn stop(&mut self, grace: Duration) -> bool {
         let Some(mut child) = self.child.take() else { return false };
+        track_pid(child.id(), false);
         if let Ok(Some(status)) = child.try_wait() {
             return status.success();
         }
@@ -78,6 +127,7 @@ impl Proc {
     /// Kills the process at once (SIGKILL), as a power cut would.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            track_pid(child.id(), false);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -99,6 +149,7 @@ impl TempDir {
         let unique = format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let path = std::env::temp_dir().join(unique);
         std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        track_dir(&path, true);
         Ok(TempDir(path))
     }
 
@@ -109,6 +160,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        track_dir(&self.0, false);
         // DIODE_LAB_KEEP=1 keeps configurations, logs and status files for a post-mortem.
         if std::env::var_os("DIODE_LAB_KEEP").is_some() {
             eprintln!("diode-lab: kept {}", self.0.display());
@@ -178,8 +230,9 @@ impl TcpSink {
         Ok(TcpSink { addr, received, stop, thread: Some(thread) })
     }
 
-    pub fn count(&self) -> usize {
-        self.received.lock().map(|r| r.len()).unwrap_or(0)
+    /// Streams received so far (connections that carried data; health checks carry none).
+    pub fn streams(&self) -> usize {
+        self.received.lock().map(|r| r.iter().filter(|s| s.len > 0).count()).unwrap_or(0)
     }
 
     /// Stops accepting: the port closes, as when the destination server dies.
@@ -281,6 +334,25 @@ impl UdpSink {
             None => UdpSocket::bind(addr).map_err(|e| format!("UDP sink cannot bind {addr}: {e}"))?,
         };
         socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
+        // RED releases a decoded block's datagrams at once: a destination with the default buffer would
+        // drop some of them, and the lab must count only the diode's losses.
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(16 << 20);
+        if sock.recv_buffer_size().unwrap_or(0) < 16 << 20 {
+            // SO_RCVBUFFORCE, allowed when the lab runs as root.
+            let bytes: libc::c_int = 16 << 20;
+            // SAFETY: setsockopt with a c_int option whose size is passed alongside it.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::setsockopt(
+                    std::os::fd::AsRawFd::as_raw_fd(&socket),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUFFORCE,
+                    (&bytes as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (sink_received, sink_stop) = (Arc::clone(&received), Arc::clone(&stop));

@@ -110,6 +110,10 @@ fn main() -> ExitCode {
 }
 
 fn demo(options: &DemoOptions, json: bool) -> ExitCode {
+    if let Err(error) = tests::lab::install_interrupt_cleanup() {
+        eprintln!("diode-lab: {error}");
+        return ExitCode::FAILURE;
+    }
     if !json {
         println!(
             "diode-lab demo: blue-tx -> 2 x fiber-sim ({} % loss, bursts) -> red-rx, {} TCP streams up to {} bytes, {} UDP datagrams",
