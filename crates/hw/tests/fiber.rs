@@ -280,3 +280,37 @@ fn fiber_sim_refuses_bad_options_with_the_option_named() {
         assert!(text.contains(option), "--help does not explain {option}");
     }
 }
+
+#[test]
+fn control_socket_cuts_restores_and_reports() {
+    let mut rx = receiver(false);
+    let control_addr = UdpSocket::bind(any_port()).unwrap().local_addr().unwrap();
+    let forwarder = Forwarder::spawn(ForwarderConfig {
+        listen: any_port(),
+        forward: rx.local_addr().unwrap(),
+        control: Some(control_addr),
+        stats_json: None,
+        sim: SimConfig::default(),
+    })
+    .unwrap();
+    let mut tx = FiberTx::open(&TxConfig::new(forwarder.local_addr())).unwrap();
+    let operator = UdpSocket::bind(any_port()).unwrap();
+    operator.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let command = |text: &str| {
+        operator.send_to(text.as_bytes(), control_addr).unwrap();
+        let mut reply = [0u8; 512];
+        let len = operator.recv(&mut reply).unwrap();
+        String::from_utf8_lossy(&reply[..len]).to_string()
+    };
+    assert_eq!(command("cut"), "ok\n");
+    send_paced(&mut tx, &numbered(20, 64));
+    assert!(collect(&mut rx, 1).is_empty());
+    assert_eq!(command("restore"), "ok\n");
+    send_paced(&mut tx, &numbered(20, 64));
+    assert_eq!(collect(&mut rx, 20).len(), 20);
+    let stats: serde_json::Value = serde_json::from_str(&command("stats")).unwrap();
+    assert_eq!(stats["dropped_cut"], 20);
+    assert_eq!(stats["forwarded"], 20);
+    assert!(command("explode").starts_with("unknown command"));
+    forwarder.stop().unwrap();
+}

@@ -192,6 +192,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
             multicast_group: None,
             destinations: vec![tcp_sink.addr],
             red_extra: String::new(),
+            blue_extra: String::new(),
         },
         ChannelPlan {
             number: 2,
@@ -201,6 +202,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
             multicast_group: None,
             destinations: vec![udp_sink.addr],
             red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
+            blue_extra: String::new(),
         },
     ];
     let lab = Lab::start(net, &options.link, &channels, None)?;

@@ -411,6 +411,8 @@ pub struct ChannelPlan {
     pub destinations: Vec<SocketAddr>,
     /// Extra TOML lines for the RED channel (health, mode).
     pub red_extra: String,
+    /// Extra TOML lines for the BLUE channel (max_sessions, share, flush_ms).
+    pub blue_extra: String,
 }
 
 /// A running BLUE → fiber-sim ×2 → RED topology on loopback.
@@ -486,6 +488,7 @@ impl Lab {
             if let Some(group) = channel.multicast_group {
                 blue_toml += &format!("multicast_group = \"{group}\"\nmulticast_interface = \"127.0.0.1\"\n");
             }
+            blue_toml += &channel.blue_extra;
             blue_toml += "\n";
         }
         let mut red_toml =

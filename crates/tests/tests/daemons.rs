@@ -32,6 +32,7 @@ fn tcp_channel(net: [u8; 3], destinations: Vec<SocketAddr>, red_extra: &str) -> 
         multicast_group: None,
         destinations,
         red_extra: red_extra.to_string(),
+        blue_extra: String::new(),
     }
 }
 
@@ -138,6 +139,7 @@ fn udp_multicast_channel_delivers_and_counts_its_losses() {
         multicast_group: Some(source_group),
         destinations: vec![sink.addr],
         red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
+        blue_extra: String::new(),
     };
     let link = LinkPlan { loss_percent: 20.0, burst: None, repair_percent: 0.0, rate_mbps: 200.0, seed: 31 };
     let mut lab = Lab::start(net, &link, &[channel], None).unwrap();
@@ -271,4 +273,48 @@ fn check_config_names_the_wrong_field() {
     assert_eq!(check_config(&bins.red_rx, red), (false, "FILE: channel 3: has no destination\n".to_string()));
     let (ok, stderr) = check_config(&bins.red_rx, &format!("{red}colour = \"blue\"\n"));
     assert!(!ok && stderr.contains("unknown field `colour`"), "{stderr}");
+}
+
+#[test]
+fn a_source_reset_reaches_the_destination_as_a_reset_never_a_clean_close() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let sink_ip = Lab::ip(net, 4);
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let channel = tcp_channel(net, vec![sink.addr], "");
+    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let mut client = tests::lab::connect_retry(channel.listen, Duration::from_secs(10)).unwrap();
+    std::io::Write::write_all(&mut client, &tests::lab::stream_content(77, 300_000)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Close with SO_LINGER 0: the client resets instead of finishing the stream.
+    socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    assert!(wait_for(Duration::from_secs(10), || sink.streams() == 1));
+    assert!(lab.stop());
+    let received = sink.received.lock().unwrap().clone();
+    let stream = received.iter().find(|r| r.id == 77).unwrap();
+    assert!(!stream.clean, "the destination must see a reset: {stream:?}");
+    assert_eq!(lab.red_status()["channels"][0]["streams_aborted"]["SourceAborted(SourceReset)"], 1);
+}
+
+#[test]
+fn connections_beyond_max_sessions_are_refused_and_counted() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let sink_ip = Lab::ip(net, 4);
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let mut channel = tcp_channel(net, vec![sink.addr], "");
+    channel.blue_extra = "max_sessions = 2\n".into();
+    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let open: Vec<_> =
+        (0..2).map(|_| tests::lab::connect_retry(channel.listen, Duration::from_secs(10)).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = tests::lab::connect_retry(channel.listen, Duration::from_secs(10)).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut byte = [0u8; 1];
+    let refused = std::io::Read::read(&mut third, &mut byte);
+    assert!(refused.is_err(), "the third connection is reset, not left hanging: {refused:?}");
+    drop(open);
+    assert!(wait_for(Duration::from_secs(5), || lab.blue_status()["channels"][0]["refused"] == 1));
+    assert!(lab.stop());
 }
