@@ -2,11 +2,12 @@
 //! the field and the reason.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use connectors::config::{
-    check_identities, check_source, fingerprint, load_toml, parse_addr, CheckedSource, ConfigError, SourceChannel,
+    check_identities, check_source, fingerprint, load_toml, parse_addr, CheckedSource, ConfigError, NodeConfig,
+    SourceChannel,
 };
 use diode_proto::{FecParams, FiberMode};
 use serde::Deserialize;
@@ -23,14 +24,6 @@ pub struct BlueConfig {
     pub fibers: Vec<FiberOut>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<SourceChannel>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    pub name: String,
-    /// A JSON file rewritten every second with the daemon's state and counters.
-    pub status_file: Option<PathBuf>,
 }
 
 fn default_mtu() -> usize {

@@ -44,12 +44,7 @@ fn random_session() -> u64 {
 /// Runs the daemon until a stop signal. Errors are startup failures (a port in use, a fiber that
 /// cannot be opened), reported with what failed.
 pub fn run(checked: Checked) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("blue-tx")
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(run_async(checked))
+    connectors::runtime::block_on("blue-tx", run_async(checked))
 }
 
 async fn run_async(checked: Checked) -> Result<(), String> {
@@ -173,16 +168,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         }
     };
     write_status("active");
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => write_status("active"),
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
     info!("stopping: flushing what was accepted");
     stopping.store(true, Ordering::SeqCst);
     let _ = shutdown_tx.send(true);

@@ -48,6 +48,15 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Re
     })
 }
 
+/// The node section both daemons share.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub name: String,
+    /// A JSON file rewritten every second with the daemon's state, counters and alarms.
+    pub status_file: Option<std::path::PathBuf>,
+}
+
 /// What a channel carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -256,29 +265,23 @@ pub trait ChannelIdentity {
     fn name(&self) -> &str;
 }
 
-impl ChannelIdentity for SourceChannel {
-    fn number(&self) -> u16 {
-        self.number
-    }
-    fn kind(&self) -> ChannelKind {
-        self.kind
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+macro_rules! channel_identity {
+    ($($channel:ty),*) => {$(
+        impl ChannelIdentity for $channel {
+            fn number(&self) -> u16 {
+                self.number
+            }
+            fn kind(&self) -> ChannelKind {
+                self.kind
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    )*};
 }
 
-impl ChannelIdentity for SinkChannel {
-    fn number(&self) -> u16 {
-        self.number
-    }
-    fn kind(&self) -> ChannelKind {
-        self.kind
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
+channel_identity!(SourceChannel, SinkChannel);
 
 /// The fingerprint of a channel table: BLAKE3 of the sorted (number, kind, name) lines, first 16 bytes.
 /// Both sides compute it the same way; RED alarms when BLUE's beacon carries another one.

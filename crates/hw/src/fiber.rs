@@ -66,9 +66,46 @@ fn configure<T>(what: &'static str, result: io::Result<T>) -> Result<T, FiberErr
     result.map_err(|source| FiberError::Configure { what, source })
 }
 
-/// Linux reports twice the buffer it accounts (the doubling covers bookkeeping); halve it back.
-fn granted(reported: usize) -> usize {
-    reported / 2
+#[derive(Clone, Copy)]
+enum Direction {
+    Send,
+    Receive,
+}
+
+/// Asks for a socket buffer (forcing past the sysctl cap when allowed and asked) and returns a
+/// warning when the kernel granted less.
+fn size_buffer(
+    socket: &Socket,
+    direction: Direction,
+    requested: usize,
+    force: bool,
+) -> Result<Option<BufferWarning>, FiberError> {
+    let fd = socket.as_raw_fd();
+    let (reported, name, sysctl) = match direction {
+        Direction::Send => {
+            let _ = socket.set_send_buffer_size(requested);
+            if force {
+                let _ = sys::force_send_buffer(fd, requested);
+            }
+            (configure("SO_SNDBUF", socket.send_buffer_size())?, "send", "net.core.wmem_max")
+        }
+        Direction::Receive => {
+            let _ = socket.set_recv_buffer_size(requested);
+            if force {
+                let _ = sys::force_recv_buffer(fd, requested);
+            }
+            (configure("SO_RCVBUF", socket.recv_buffer_size())?, "receive", "net.core.rmem_max")
+        }
+    };
+    // Linux reports twice the buffer it accounts (the doubling covers bookkeeping); halve it back.
+    let granted = reported / 2;
+    Ok((granted < requested).then(|| BufferWarning {
+        direction: name,
+        requested,
+        granted,
+        sysctl,
+        sysctl_value: read_sysctl(sysctl),
+    }))
 }
 
 /// Transmitter settings.
@@ -103,21 +140,8 @@ impl FiberTx {
     pub fn open(config: &TxConfig) -> Result<FiberTx, FiberError> {
         let socket = Socket::new(Domain::for_address(config.remote), Type::DGRAM, Some(Protocol::UDP))
             .map_err(|source| FiberError::Configure { what: "socket", source })?;
-        let mut warnings = Vec::new();
-        let _ = socket.set_send_buffer_size(config.send_buffer);
-        if config.force_buffer {
-            let _ = sys::force_send_buffer(socket.as_raw_fd(), config.send_buffer);
-        }
-        let got = granted(configure("SO_SNDBUF", socket.send_buffer_size())?);
-        if got < config.send_buffer {
-            warnings.push(BufferWarning {
-                direction: "send",
-                requested: config.send_buffer,
-                granted: got,
-                sysctl: "net.core.wmem_max",
-                sysctl_value: read_sysctl("net.core.wmem_max"),
-            });
-        }
+        let warnings =
+            size_buffer(&socket, Direction::Send, config.send_buffer, config.force_buffer)?.into_iter().collect();
         if let Some(local) = config.local {
             socket.bind(&local.into()).map_err(|source| FiberError::Bind { addr: local, source })?;
         }
@@ -245,21 +269,8 @@ impl FiberRx {
     pub fn open(config: &RxConfig) -> Result<FiberRx, FiberError> {
         let socket = Socket::new(Domain::for_address(config.listen), Type::DGRAM, Some(Protocol::UDP))
             .map_err(|source| FiberError::Configure { what: "socket", source })?;
-        let mut warnings = Vec::new();
-        let _ = socket.set_recv_buffer_size(config.recv_buffer);
-        if config.force_buffer {
-            let _ = sys::force_recv_buffer(socket.as_raw_fd(), config.recv_buffer);
-        }
-        let got = granted(configure("SO_RCVBUF", socket.recv_buffer_size())?);
-        if got < config.recv_buffer {
-            warnings.push(BufferWarning {
-                direction: "receive",
-                requested: config.recv_buffer,
-                granted: got,
-                sysctl: "net.core.rmem_max",
-                sysctl_value: read_sysctl("net.core.rmem_max"),
-            });
-        }
+        let warnings =
+            size_buffer(&socket, Direction::Receive, config.recv_buffer, config.force_buffer)?.into_iter().collect();
         configure("SO_RXQ_OVFL", sys::enable_rxq_overflow(socket.as_raw_fd()))?;
         let gro = config.gro && sys::enable_gro(socket.as_raw_fd()).is_ok();
         configure("SO_RCVTIMEO", socket.set_read_timeout(Some(config.timeout.max(Duration::from_millis(1)))))?;

@@ -2,11 +2,11 @@
 //! file, the field and the reason.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use connectors::config::{
-    check_identities, check_sink, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError, SinkChannel,
+    check_identities, check_sink, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError, NodeConfig, SinkChannel,
 };
 use diode_proto::ReceiverConfig;
 use serde::Deserialize;
@@ -21,14 +21,6 @@ pub struct RedConfig {
     pub fibers: Vec<FiberIn>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<SinkChannel>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeConfig {
-    pub name: String,
-    /// A JSON file rewritten every second with the daemon's state, counters and alarms.
-    pub status_file: Option<PathBuf>,
 }
 
 fn default_block_timeout_ms() -> u64 {

@@ -56,12 +56,7 @@ struct SinkHandle {
 }
 
 pub fn run(checked: Checked) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("red-rx")
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(run_async(checked))
+    connectors::runtime::block_on("red-rx", run_async(checked))
 }
 
 async fn run_async(checked: Checked) -> Result<(), String> {
@@ -144,16 +139,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             write_json(path, &status_json(&checked, state, &shared, &sinks, &fiber_counters, &warnings));
         }
     };
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => write_status("active"),
-            _ = terminate.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
+    connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
     info!("stopping");
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || {
