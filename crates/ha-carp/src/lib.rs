@@ -1,4 +1,12 @@
-//! The CARP-like Active/Standby election as a pure state machine (events and time in, actions out),
-//! and later a thin driver that sends and receives advertisements through `hw`.
+//! The Active/Standby election of an appliance pair: CARP semantics as a pure state machine
+//! ([`machine::Carp`]: adverts, commands and time in, actions out; no sockets, no runtime, no clock) and
+//! the CARP v2 advertisement format, byte-compatible with ucarp ([`advert`]).
 //!
-//! Not yet built: see the issue "ha-carp".
+//! Not here yet: the driver that sends and receives adverts (IP protocol 112 or UDP unicast) and
+//! applies actions through `hw` (VIP add/remove, gratuitous ARP), and the daemons' use of it.
+
+pub mod advert;
+pub mod machine;
+
+pub use advert::{Advert, AdvertError, AdvertKey};
+pub use machine::{Action, Carp, CarpConfig, Command, CommandRefused, Fault, State};
