@@ -3,7 +3,7 @@
 //! state for metrics ([`link`]), and the fiber simulator that stands in for the optics ([`sim`], run as a
 //! process by [`forwarder`] and the `fiber-sim` binary).
 //!
-//! Not here yet: VIP add/remove and gratuitous ARP (issue "ha-carp").
+//! [`vip`] adds and removes virtual IPs through rtnetlink and announces them with gratuitous ARP.
 
 pub mod fiber;
 pub mod forwarder;
@@ -11,6 +11,7 @@ pub mod link;
 pub mod pacer;
 pub mod sim;
 mod sys;
+pub mod vip;
 
 pub use fiber::{BufferWarning, FiberError, FiberRx, FiberTx, RxConfig, TxConfig};
 pub use pacer::Pacer;

@@ -216,3 +216,62 @@ pub fn recv_batch(fd: RawFd, buffers: &mut [Vec<u8>], meta: &mut [RecvMeta]) -> 
     }
     Ok(received)
 }
+
+/// Sends `payload` (an ARP packet) on interface `ifindex` to the Ethernet broadcast address through a
+/// packet socket; the kernel adds the Ethernet header.
+pub fn send_arp_broadcast(fd: RawFd, ifindex: u32, payload: &[u8]) -> io::Result<()> {
+    // SAFETY: all-zero is a valid sockaddr_ll; the fields set below describe the broadcast target.
+    let mut target: libc::sockaddr_ll = unsafe { zeroed() };
+    target.sll_family = libc::AF_PACKET as u16;
+    target.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
+    target.sll_ifindex = ifindex as i32;
+    target.sll_halen = 6;
+    target.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: `payload` and `target` outlive the call and their sizes are passed with them.
+    let rc = unsafe {
+        libc::sendto(
+            fd,
+            payload.as_ptr().cast(),
+            payload.len(),
+            0,
+            (&target as *const libc::sockaddr_ll).cast(),
+            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Binds a packet socket to one interface (so it sees only that interface's frames).
+pub fn bind_packet(fd: RawFd, ifindex: u32, protocol: u16) -> io::Result<()> {
+    // SAFETY: all-zero is a valid sockaddr_ll.
+    let mut address: libc::sockaddr_ll = unsafe { zeroed() };
+    address.sll_family = libc::AF_PACKET as u16;
+    address.sll_protocol = protocol.to_be();
+    address.sll_ifindex = ifindex as i32;
+    // SAFETY: `address` outlives the call and its size is passed with it.
+    let rc = unsafe {
+        libc::bind(fd, (&address as *const libc::sockaddr_ll).cast(), size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The index of a network interface by name.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name has a NUL"))?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(index)
+    }
+}
