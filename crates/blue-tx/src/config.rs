@@ -16,6 +16,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct BlueConfig {
     pub node: NodeConfig,
+    /// Active/Standby pair membership; absent for a single node.
+    pub ha: Option<ha_carp::driver::HaConfig>,
     #[serde(default)]
     pub fec: FecConfig,
     #[serde(default)]
@@ -157,6 +159,7 @@ pub struct Checked {
     pub sources: Vec<CheckedSource>,
     pub fingerprint: [u8; 16],
     pub beacon_interval: Duration,
+    pub ha: Option<ha_carp::driver::DriverConfig>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -216,6 +219,26 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     }
     check_identities(path, &config.channels)?;
     let sources = config.channels.iter().map(|c| check_source(path, c)).collect::<Result<Vec<_>, _>>()?;
+    let ha = match &config.ha {
+        Some(section) => {
+            let driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            // Clients reach the pair through the VIP: only the active node holds it and listens there.
+            for source in &sources {
+                if source.multicast.is_none() && source.listen.ip() != std::net::IpAddr::V4(driver.vip) {
+                    return Err(ConfigError::new(
+                        path,
+                        format!("channel {}: listen", source.config.number),
+                        format!(
+                            "{} is not on the VIP {}: with [ha] sources listen on the VIP",
+                            source.listen, driver.vip
+                        ),
+                    ));
+                }
+            }
+            Some(driver)
+        }
+        None => None,
+    };
     // Stripe spreads symbols over both fibers, so the wire rate is the sum; mirror sends everything twice.
     let per_fiber = (link.rate_mbps * 1e6) as u64;
     let rate_bps = if mode == FiberMode::Stripe { per_fiber * fibers.len() as u64 } else { per_fiber };
@@ -227,6 +250,7 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
         rate_bps,
         fibers,
         sources,
+        ha,
         config,
     })
 }

@@ -1,18 +1,27 @@
-//! Wiring: sources → channel pipelines → scheduler → encoders → transmitter → fibers, and the status
-//! file. Stops cleanly on SIGTERM or SIGINT: sources stop (open TCP streams are aborted with reason
-//! "shutting down"), every accepted byte is flushed to the fibers, and the last beacons say so.
+//! Wiring: sources → channel pipelines → scheduler → encoders → transmitter → fibers, the HA role,
+//! the control socket and the status file.
+//!
+//! Transmission runs in *terms*: one term is the whole chain with one session id and epoch. Without HA
+//! one term runs from start to stop. With HA a term runs while this node is active: becoming active
+//! binds the sources (on the VIP) and starts a term under a new, higher epoch; becoming standby stops
+//! the sources (open TCP streams are aborted with reason "shutting down"), flushes what was accepted
+//! and ends the term, so a standby never transmits. SIGTERM or SIGINT ends the term the same way, and
+//! an active node hands the VIP to its peer as it leaves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use connectors::config::ChannelKind;
 use connectors::runtime::write_json;
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
+use ha_carp::driver::{HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
+use tokio::task::JoinHandle as TaskHandle;
 use tracing::{info, warn};
 
 use crate::config::Checked;
@@ -22,7 +31,17 @@ use crate::transmit::{spawn_encoders, Transmitter, TxStats};
 /// Source events a channel may have queued before its sources wait.
 const SOURCE_QUEUE: usize = 64;
 
-struct ChannelHandles {
+/// Counters that outlive terms, so the status page adds up over failovers.
+struct Counters {
+    channels: Vec<ChannelCounters>,
+    transmit: Arc<TxStats>,
+    terms: AtomicU64,
+    session: AtomicU64,
+    epoch: AtomicU32,
+    warnings: Mutex<Vec<String>>,
+}
+
+struct ChannelCounters {
     number: u16,
     name: String,
     kind: ChannelKind,
@@ -30,7 +49,7 @@ struct ChannelHandles {
     pipeline: Arc<PipelineStats>,
 }
 
-fn random_session() -> u64 {
+fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
         // Without the OS generator, time and pid still make a restart's session differ.
@@ -41,26 +60,34 @@ fn random_session() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// Runs the daemon until a stop signal. Errors are startup failures (a port in use, a fiber that
-/// cannot be opened), reported with what failed.
-pub fn run(checked: Checked) -> Result<(), String> {
-    connectors::runtime::block_on("blue-tx", run_async(checked))
+/// The epoch of a new term: seconds since 2025-01-01, so a node that takes over later than another
+/// started its term announces a higher epoch without talking to it (RED follows the highest), never
+/// below the configured floor, and always above this process's previous term.
+fn next_epoch(floor: u32, previous: u32) -> u32 {
+    const BASE: u64 = 1_735_689_600;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let clock = now.saturating_sub(BASE).min(u64::from(u32::MAX - 1)) as u32;
+    clock.max(floor).max(previous.saturating_add(1))
 }
 
-async fn run_async(checked: Checked) -> Result<(), String> {
-    let session = random_session();
-    let epoch = checked.config.link.epoch;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+/// One term of transmission.
+struct Term {
+    shutdown: watch::Sender<bool>,
+    stopping: Arc<AtomicBool>,
+    pipelines: Vec<TaskHandle<()>>,
+    scheduler: TaskHandle<()>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch: u32) -> Result<Term, String> {
+    let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(Notify::new());
     let mut lanes = Vec::new();
-    let mut handles = Vec::new();
     let mut pipelines = Vec::new();
-    for source in &checked.sources {
+    for (source, stats) in checked.sources.iter().zip(&counters.channels) {
         let channel = source.config.number;
         let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
         let (sealed_tx, sealed_rx) = mpsc::channel(checked.config.link.queue_blocks);
-        let source_stats = Arc::new(SourceStats::default());
-        let pipeline_stats = Arc::new(PipelineStats::default());
         match source.config.kind {
             ChannelKind::Tcp => {
                 let listener = TcpListener::bind(source.listen)
@@ -72,7 +99,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                     source.config.max_sessions,
                     Duration::from_secs(source.config.idle_timeout_s),
                     events_tx,
-                    Arc::clone(&source_stats),
+                    Arc::clone(&stats.source),
                     shutdown_rx.clone(),
                 ));
             }
@@ -83,7 +110,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                     channel,
                     socket,
                     events_tx,
-                    Arc::clone(&source_stats),
+                    Arc::clone(&stats.source),
                     shutdown_rx.clone(),
                 ));
             }
@@ -101,18 +128,11 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                 events: events_rx,
                 sealed: sealed_tx,
                 ready: Arc::clone(&ready),
-                stats: Arc::clone(&pipeline_stats),
+                stats: Arc::clone(&stats.pipeline),
             }
             .run(),
         ));
         lanes.push(Lane::new(channel, source.config.share, sealed_rx));
-        handles.push(ChannelHandles {
-            number: channel,
-            name: source.config.name.clone(),
-            kind: source.config.kind,
-            source: source_stats,
-            pipeline: pipeline_stats,
-        });
     }
 
     let mut fibers = Vec::new();
@@ -132,14 +152,16 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         }
         fibers.push(fiber);
     }
+    if let Ok(mut shared) = counters.warnings.lock() {
+        *shared = warnings;
+    }
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (encode_tx, encode_rx) = mpsc::channel(threads * 2);
     let (encoded_tx, encoded_rx) = std::sync::mpsc::sync_channel(usize::from(checked.fec.interleave_depth) * 2);
-    let encoders = spawn_encoders(threads, checked.fec, encode_rx, encoded_tx)
+    let mut workers = spawn_encoders(threads, checked.fec, encode_rx, encoded_tx)
         .map_err(|e| format!("cannot start encoders: {e}"))?;
     let scheduler = tokio::spawn(schedule(lanes, Arc::clone(&ready), encode_tx));
-    let tx_stats = Arc::new(TxStats::default());
     let stopping = Arc::new(AtomicBool::new(false));
     let transmitter = Transmitter {
         session,
@@ -151,59 +173,183 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         fingerprint: checked.fingerprint,
         fibers,
         encoded: encoded_rx,
-        stats: Arc::clone(&tx_stats),
+        stats: Arc::clone(&counters.transmit),
         stopping: Arc::clone(&stopping),
     };
-    let transmitter = std::thread::Builder::new()
-        .name("transmit".into())
-        .spawn(move || transmitter.run())
-        .map_err(|e| format!("cannot start the transmitter: {e}"))?;
-    info!(node = %checked.config.node.name, session = format!("{session:016x}"), epoch, fibers = checked.fibers.len(), rate_bps = checked.rate_bps, "blue-tx running");
+    workers.push(
+        std::thread::Builder::new()
+            .name("transmit".into())
+            .spawn(move || transmitter.run())
+            .map_err(|e| format!("cannot start the transmitter: {e}"))?,
+    );
+    counters.terms.fetch_add(1, Ordering::Relaxed);
+    counters.session.store(session, Ordering::Relaxed);
+    counters.epoch.store(epoch, Ordering::Relaxed);
+    info!(
+        session = format!("{session:016x}"),
+        epoch,
+        fibers = checked.fibers.len(),
+        rate_bps = checked.rate_bps,
+        "transmitting"
+    );
+    Ok(Term { shutdown, stopping, pipelines, scheduler, threads: workers })
+}
 
-    let status = checked.config.node.status_file.clone();
-    let write_status = |state: &str| {
-        if let Some(path) = &status {
-            let value = status_json(&checked, session, epoch, state, &handles, &tx_stats, &warnings);
-            write_json(path, &value);
-        }
-    };
-    write_status("active");
-    connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
-    info!("stopping: flushing what was accepted");
-    stopping.store(true, Ordering::SeqCst);
-    let _ = shutdown_tx.send(true);
-    for pipeline in pipelines {
+/// Stops the sources, flushes everything they accepted onto the fibers, and waits for the chain to end.
+async fn stop_term(term: Term) {
+    term.stopping.store(true, Ordering::SeqCst);
+    let _ = term.shutdown.send(true);
+    for pipeline in term.pipelines {
         let _ = pipeline.await;
     }
-    let _ = scheduler.await;
+    let _ = term.scheduler.await;
+    let threads = term.threads;
     let _ = tokio::task::spawn_blocking(move || {
-        for encoder in encoders {
-            let _ = encoder.join();
+        for thread in threads {
+            let _ = thread.join();
         }
-        let _ = transmitter.join();
     })
     .await;
-    write_status("stopped");
+    info!("transmission stopped: everything accepted was sent");
+}
+
+/// Runs the daemon until a stop signal. Errors are startup failures (a port in use, a fiber that
+/// cannot be opened), reported with what failed.
+pub fn run(checked: Checked) -> Result<(), String> {
+    connectors::runtime::block_on("blue-tx", run_async(checked))
+}
+
+async fn run_async(checked: Checked) -> Result<(), String> {
+    let counters = Counters {
+        channels: checked
+            .sources
+            .iter()
+            .map(|s| ChannelCounters {
+                number: s.config.number,
+                name: s.config.name.clone(),
+                kind: s.config.kind,
+                source: Arc::new(SourceStats::default()),
+                pipeline: Arc::new(PipelineStats::default()),
+            })
+            .collect(),
+        transmit: Arc::new(TxStats::default()),
+        terms: AtomicU64::new(0),
+        session: AtomicU64::new(0),
+        epoch: AtomicU32::new(0),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
+    let ha = match &checked.ha {
+        Some(config) => Some(ha_carp::driver::spawn(config.clone(), random_u64(), driver_shutdown_rx)?),
+        None => None,
+    };
+    if let (Some(path), Some(handle)) = (&checked.config.node.control_socket, &ha) {
+        let handle = handle.clone();
+        connectors::runtime::serve_control(path.clone(), move |line| {
+            let handle = handle.clone();
+            async move { ha_carp::driver::answer(&handle, &line).await }
+        })
+        .await?;
+    }
+    let status_file = checked.config.node.status_file.clone();
+    let write_status = |state: &str, term_active: bool| {
+        if let Some(path) = &status_file {
+            write_json(path, &status_json(&checked, state, term_active, &counters, ha.as_ref()));
+        }
+    };
+    info!(node = %checked.config.node.name, ha = ha.is_some(), "blue-tx running");
+
+    let stop = connectors::runtime::stop_signal();
+    tokio::pin!(stop);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut term: Option<Term> = None;
+    let mut role = ha.as_ref().map(|h| h.role.clone());
+    let mut previous_epoch = 0;
+    let mut retry = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        let should_transmit = role.as_ref().is_none_or(|r| *r.borrow() == Role::Active);
+        if should_transmit && term.is_none() {
+            let epoch = if ha.is_some() {
+                next_epoch(checked.config.link.epoch, previous_epoch)
+            } else {
+                checked.config.link.epoch
+            };
+            match start_term(&checked, &counters, random_u64(), epoch).await {
+                Ok(started) => {
+                    previous_epoch = epoch;
+                    term = Some(started);
+                    write_status("running", true);
+                }
+                // Without HA a failed start is fatal (a port in use, a fiber that cannot open). With
+                // HA the previous active may still hold the port for a moment: try again shortly.
+                Err(error) if ha.is_some() => warn!(%error, "cannot start transmitting yet; retrying"),
+                Err(error) => return Err(error),
+            }
+        } else if !should_transmit {
+            if let Some(ending) = term.take() {
+                info!("became standby: stopping transmission");
+                stop_term(ending).await;
+                write_status("running", false);
+            }
+        }
+        let waiting_to_start = should_transmit && term.is_none();
+        tokio::select! {
+            _ = ticker.tick() => write_status("running", term.is_some()),
+            _ = retry.tick(), if waiting_to_start => {}
+            changed = role_changed(&mut role) => {
+                if !changed {
+                    return Err("the HA driver stopped".into());
+                }
+            }
+            result = &mut stop => {
+                result?;
+                break;
+            }
+        }
+    }
+    info!("stopping: flushing what was accepted");
+    if let Some(ending) = term.take() {
+        stop_term(ending).await;
+    }
+    // Hand the VIP over now rather than after the peer's master-down time.
+    let _ = driver_shutdown.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    write_status("stopped", false);
     info!("stopped");
     Ok(())
 }
 
+/// Waits for the next role change; `false` when the driver is gone. Never resolves without HA.
+async fn role_changed(role: &mut Option<watch::Receiver<Role>>) -> bool {
+    match role {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
 fn status_json(
     checked: &Checked,
-    session: u64,
-    epoch: u32,
     state: &str,
-    channels: &[ChannelHandles],
-    tx: &TxStats,
-    warnings: &[String],
+    transmitting: bool,
+    counters: &Counters,
+    ha: Option<&HaHandle>,
 ) -> serde_json::Value {
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let tx = &counters.transmit;
+    let role = match ha {
+        Some(handle) => *handle.role.borrow(),
+        None => Role::Active,
+    };
     json!({
         "node": checked.config.node.name,
         "side": "blue",
         "state": state,
-        "session": format!("{session:016x}"),
-        "epoch": epoch,
+        "role": role,
+        "ha": ha.map(HaHandle::status),
+        "transmitting": transmitting,
+        "terms": load(&counters.terms),
+        "session": format!("{:016x}", load(&counters.session)),
+        "epoch": counters.epoch.load(Ordering::Relaxed),
         "fibers": checked.fibers.iter().map(|(remote, _)| remote.to_string()).collect::<Vec<_>>(),
         "transmit": {
             "datagrams": load(&tx.datagrams),
@@ -212,7 +358,7 @@ fn status_json(
             "beacons": load(&tx.beacons),
             "send_errors": load(&tx.send_errors),
         },
-        "channels": channels.iter().map(|c| json!({
+        "channels": counters.channels.iter().map(|c| json!({
             "number": c.number,
             "name": c.name,
             "kind": c.kind.as_str(),
@@ -225,6 +371,6 @@ fn status_json(
             "datagrams_dropped": load(&c.source.datagrams_dropped),
             "blocks_sealed": load(&c.pipeline.blocks_sealed),
         })).collect::<Vec<_>>(),
-        "warnings": warnings,
+        "warnings": counters.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
     })
 }

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Cli::parse().command,
         blue_tx::config::load,
         |checked| format!("{} channels, {} fibers", checked.sources.len(), checked.fibers.len()),
+        |checked| checked.config.node.control_socket.clone(),
         blue_tx::daemon::run,
     )
 }

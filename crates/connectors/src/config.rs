@@ -55,6 +55,8 @@ pub struct NodeConfig {
     pub name: String,
     /// A JSON file rewritten every second with the daemon's state, counters and alarms.
     pub status_file: Option<std::path::PathBuf>,
+    /// A Unix socket for local operator commands (`ha demote|promote|status`).
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 /// What a channel carries.

@@ -50,6 +50,24 @@ pub enum DaemonCommand {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Steers the local daemon's HA pair membership through its control socket.
+    Ha {
+        #[arg(value_enum)]
+        action: HaAction,
+        /// The running daemon's configuration file (it names the control socket).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HaAction {
+    /// Hand the VIP to the peer (it takes over at once).
+    Demote,
+    /// Take the VIP, unless the active peer is preferred.
+    Promote,
+    /// Show role, demotion, faults and advert counters.
+    Status,
 }
 
 /// A daemon's `main`: checks or runs a configuration with the daemon's own `load`, `describe` (one
@@ -59,9 +77,42 @@ pub fn daemon_main<C>(
     command: DaemonCommand,
     load: impl Fn(&Path) -> Result<C, ConfigError>,
     describe: impl Fn(&C) -> String,
+    control_socket: impl Fn(&C) -> Option<PathBuf>,
     run: impl FnOnce(C) -> Result<(), String>,
 ) -> ExitCode {
     match command {
+        DaemonCommand::Ha { action, config } => {
+            let socket = match load(&config) {
+                Ok(checked) => control_socket(&checked),
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(socket) = socket else {
+                eprintln!("{}: node: control_socket is not set, so the daemon cannot be steered", config.display());
+                return ExitCode::FAILURE;
+            };
+            let command = match action {
+                HaAction::Demote => "ha demote",
+                HaAction::Promote => "ha promote",
+                HaAction::Status => "ha status",
+            };
+            match control_request(&socket, command) {
+                Ok(answer) if answer.starts_with("error") => {
+                    eprintln!("{program}: {answer}");
+                    ExitCode::FAILURE
+                }
+                Ok(answer) => {
+                    println!("{answer}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{program}: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         DaemonCommand::CheckConfig { file } => match load(&file) {
             Ok(checked) => {
                 println!("{}: valid ({})", file.display(), describe(&checked));
@@ -95,14 +146,13 @@ pub fn daemon_main<C>(
 
 /// Calls `on_tick` every second until SIGTERM or SIGINT.
 pub async fn tick_until_stopped(mut on_tick: impl FnMut()) -> Result<(), String> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = ticker.tick() => on_tick(),
-            _ = terminate.recv() => return Ok(()),
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            result = &mut stop => return result,
         }
     }
 }
@@ -115,4 +165,58 @@ pub fn block_on(name: &str, daemon: impl std::future::Future<Output = Result<(),
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?
         .block_on(daemon)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn stop_signal() -> Result<(), String> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    tokio::select! {
+        _ = terminate.recv() => Ok(()),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Serves one-line commands on a Unix socket (the local operator interface): each connection sends a
+/// line, `handle` answers it, the answer goes back and the connection closes.
+pub async fn serve_control<F, Fut>(path: PathBuf, handle: F) -> Result<(), String>
+where
+    F: Fn(String) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = String> + Send,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        tokio::net::UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    // Only the owner may steer the daemon.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
+    let handle = std::sync::Arc::new(handle);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handle = std::sync::Arc::clone(&handle);
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut line = String::new();
+                if BufReader::new(read).read_line(&mut line).await.is_ok() {
+                    let answer = handle(line.trim().to_string()).await;
+                    let _ = write.write_all(answer.as_bytes()).await;
+                    let _ = write.write_all(b"\n").await;
+                }
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Sends one command line to a daemon's control socket and returns its answer.
+pub fn control_request(path: &Path, command: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(path)
+        .map_err(|e| format!("cannot reach the daemon at {}: {e}", path.display()))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    stream.write_all(format!("{command}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    Ok(answer.trim_end().to_string())
 }

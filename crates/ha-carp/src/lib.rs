@@ -2,10 +2,11 @@
 //! ([`machine::Carp`]: adverts, commands and time in, actions out; no sockets, no runtime, no clock) and
 //! the CARP v2 advertisement format, byte-compatible with ucarp ([`advert`]).
 //!
-//! Not here yet: the driver that sends and receives adverts (IP protocol 112 or UDP unicast) and
-//! applies actions through `hw` (VIP add/remove, gratuitous ARP), and the daemons' use of it.
+//! [`driver`] is the thin async layer that moves adverts (IP protocol 112 or UDP unicast) and applies
+//! actions through `hw` (VIP add/remove, gratuitous ARP). The state machine imports none of it.
 
 pub mod advert;
+pub mod driver;
 pub mod machine;
 
 pub use advert::{Advert, AdvertError, AdvertKey};

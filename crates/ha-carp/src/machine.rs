@@ -285,6 +285,11 @@ impl Carp {
         self.timer = Some(now + self.master_down());
     }
 
+    /// Counts an advert the wire layer refused (bad HMAC, TTL, checksum...).
+    pub fn record_ignored(&mut self, reason: AdvertError) {
+        self.stats.ignore(reason);
+    }
+
     /// An authenticated advert (see [`Advert::parse`]) from `source`. Returns why it was ignored.
     pub fn handle_advert(&mut self, now: Instant, source: Ipv4Addr, advert: &Advert) -> Result<(), AdvertError> {
         let result = self.accept(now, source, advert);

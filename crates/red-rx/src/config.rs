@@ -15,6 +15,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RedConfig {
     pub node: NodeConfig,
+    /// Active/Standby pair membership; absent for a single node.
+    pub ha: Option<ha_carp::driver::HaConfig>,
     #[serde(default)]
     pub receiver: ReceiverSection,
     #[serde(default, rename = "fiber")]
@@ -97,6 +99,7 @@ pub struct Checked {
     pub fibers: Vec<SocketAddr>,
     pub sinks: Vec<CheckedSink>,
     pub fingerprint: [u8; 16],
+    pub ha: Option<ha_carp::driver::DriverConfig>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -144,7 +147,11 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         max_open_streams: r.max_open_streams,
         ..ReceiverConfig::default()
     };
-    Ok(Checked { fingerprint: fingerprint(&config.channels), receiver, fibers, sinks, config })
+    let ha = match &config.ha {
+        Some(section) => Some(section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?),
+        None => None,
+    };
+    Ok(Checked { fingerprint: fingerprint(&config.channels), receiver, fibers, sinks, ha, config })
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use connectors::pool::Pool;
 use connectors::runtime::write_json;
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
 use diode_proto::{Event, Receiver};
+use ha_carp::driver::{HaHandle, Role};
+use ha_carp::machine::{Command, Fault};
 use hw::fiber::{FiberRx, RxConfig, RxCounters};
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -44,6 +46,9 @@ struct Shared {
     drops: BTreeMap<&'static str, u64>,
     datagrams_delivered: u64,
     fiber_harmful_drops: Vec<u64>,
+    /// Events not delivered because this node was standby.
+    standby_skipped: u64,
+    began_before_active: HashSet<(u16, u64)>,
 }
 
 struct SinkHandle {
@@ -123,24 +128,53 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
     let routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)> =
         sinks.iter().map(|s| (s.number, (s.kind, s.events.clone()))).collect();
+    let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
+    let ha = match &checked.ha {
+        Some(config) => {
+            Some(ha_carp::driver::spawn(config.clone(), u64::from(std::process::id()) << 32, driver_shutdown_rx)?)
+        }
+        None => None,
+    };
+    let active = Arc::new(AtomicBool::new(ha.is_none()));
+    let last_beacon = Arc::new(Mutex::new(None));
+    let dispatcher = Dispatcher {
+        own_fingerprint: checked.fingerprint,
+        routes,
+        local: Shared::default(),
+        active: Arc::clone(&active),
+        was_active: ha.is_none(),
+        delivering: HashSet::new(),
+        last_beacon: Arc::clone(&last_beacon),
+    };
     let protocol = {
-        let (shared, receiver_config, fingerprint) =
-            (Arc::clone(&shared), checked.receiver.clone(), checked.fingerprint);
+        let (shared, receiver_config) = (Arc::clone(&shared), checked.receiver.clone());
         std::thread::Builder::new()
             .name("protocol".into())
-            .spawn(move || protocol_loop(Receiver::new(receiver_config), fingerprint, batch_rx, routes, &shared))
+            .spawn(move || protocol_loop(Receiver::new(receiver_config), batch_rx, dispatcher, &shared))
             .map_err(|e| format!("cannot start the protocol thread: {e}"))?
     };
+    if let Some(handle) = &ha {
+        tokio::spawn(follow_role(handle.clone(), Arc::clone(&active), Arc::clone(&last_beacon)));
+        if let Some(path) = &checked.config.node.control_socket {
+            let handle = handle.clone();
+            connectors::runtime::serve_control(path.clone(), move |line| {
+                let handle = handle.clone();
+                async move { ha_carp::driver::answer(&handle, &line).await }
+            })
+            .await?;
+        }
+    }
     info!(node = %checked.config.node.name, fibers = checked.fibers.len(), "red-rx running");
 
     let status_file = checked.config.node.status_file.clone();
     let write_status = |state: &str| {
         if let Some(path) = &status_file {
-            write_json(path, &status_json(&checked, state, &shared, &sinks, &fiber_counters, &warnings));
+            write_json(path, &status_json(&checked, state, &shared, &sinks, &fiber_counters, &warnings, ha.as_ref()));
         }
     };
     connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
     info!("stopping");
+    let _ = driver_shutdown.send(true);
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || {
         for thread in fiber_threads {
@@ -157,6 +191,36 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     }
     info!("stopped");
     Ok(())
+}
+
+/// How long without a beacon on any fiber before this node counts as blind (a few beacon intervals).
+const BLIND_AFTER: Duration = Duration::from_secs(2);
+
+/// Mirrors the HA role into the delivery switch, and demotes this node while it hears no beacon: a
+/// RED that cannot see BLUE should not be the one delivering when its peer can.
+async fn follow_role(handle: HaHandle, active: Arc<AtomicBool>, last_beacon: Arc<Mutex<Option<Instant>>>) {
+    let mut role = handle.role.clone();
+    let mut blind = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        active.store(*role.borrow() == Role::Active, Ordering::SeqCst);
+        let heard = last_beacon.lock().ok().and_then(|l| *l);
+        let now_blind = heard.is_none_or(|t| t.elapsed() > BLIND_AFTER);
+        if now_blind != blind {
+            blind = now_blind;
+            let command = if blind { Command::Fault(Fault::NoBeacon) } else { Command::Clear(Fault::NoBeacon) };
+            if blind {
+                warn!("no beacon on any fiber: demoting this node");
+            } else {
+                info!("beacons heard again: clearing the demotion");
+            }
+            let _ = handle.command(command).await;
+        }
+        tokio::select! {
+            changed = role.changed() => if changed.is_err() { return },
+            _ = ticker.tick() => {}
+        }
+    }
 }
 
 fn receive_fiber(
@@ -197,16 +261,90 @@ fn receive_fiber(
     }
 }
 
+/// Routes receiver events to the sinks, delivering only while this node is active.
+struct Dispatcher {
+    own_fingerprint: [u8; 16],
+    routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
+    local: Shared,
+    active: Arc<AtomicBool>,
+    was_active: bool,
+    /// Streams whose Open reached a sink: only these get their data, end or reset.
+    delivering: HashSet<(u16, u64)>,
+    last_beacon: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Dispatcher {
+    /// Follows the HA role: a node that became standby resets the streams it was delivering (it will
+    /// not see them complete; the active node delivers from now on).
+    fn sync_role(&mut self) {
+        let active = self.active.load(Ordering::SeqCst);
+        if active == self.was_active {
+            return;
+        }
+        self.was_active = active;
+        if !active {
+            for (channel, stream) in std::mem::take(&mut self.delivering) {
+                let reason = "this node became standby".to_string();
+                self.send(channel, SinkEvent::Broken { stream, reason });
+            }
+        }
+    }
+
+    fn send(&mut self, channel: u16, event: SinkEvent) {
+        match self.routes.get(&channel) {
+            Some((_, sender)) => {
+                if sender.blocking_send(event).is_err() {
+                    warn!(channel, "sink gone: event dropped");
+                }
+            }
+            None => {
+                if self.local.unknown_channels.insert(channel) {
+                    error!(channel, "ALARM data for a channel this RED does not have: dropped");
+                }
+            }
+        }
+    }
+
+    /// Whether an event may go to its sink now, keeping track of the streams being delivered.
+    fn admit(&mut self, channel: u16, event: &SinkEvent) -> bool {
+        let key = |stream: u64| (channel, stream);
+        match event {
+            SinkEvent::Open { stream, .. } => {
+                if self.was_active {
+                    self.delivering.insert(key(*stream));
+                    true
+                } else {
+                    self.local.standby_skipped += 1;
+                    false
+                }
+            }
+            SinkEvent::Data { stream, .. } => {
+                let delivering = self.delivering.contains(&key(*stream));
+                if !delivering && self.was_active && self.local.began_before_active.insert(key(*stream)) {
+                    warn!(channel, stream, "stream began before this node was active: not delivered");
+                }
+                delivering
+            }
+            SinkEvent::End { stream } | SinkEvent::Broken { stream, .. } => self.delivering.remove(&key(*stream)),
+            SinkEvent::Datagram(_) => {
+                if !self.was_active {
+                    self.local.standby_skipped += 1;
+                }
+                self.was_active
+            }
+        }
+    }
+}
+
 fn protocol_loop(
     mut receiver: Receiver,
-    own_fingerprint: [u8; 16],
     batches: StdReceiver<FiberBatch>,
-    routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
+    mut dispatcher: Dispatcher,
     shared: &Mutex<Shared>,
 ) {
     let mut last_publish = Instant::now();
-    let mut local = Shared::default();
     loop {
+        dispatcher.sync_role();
         let wait = receiver
             .poll_timeout()
             .map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()))
@@ -218,20 +356,20 @@ fn protocol_loop(
                 for end in &batch.ends {
                     let _ = receiver.handle_datagram(now, batch.fiber, &batch.data[start..*end]);
                     start = *end;
-                    dispatch(&mut receiver, own_fingerprint, &routes, &mut local);
+                    dispatch(&mut receiver, &mut dispatcher);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
         receiver.handle_timeout(Instant::now());
-        dispatch(&mut receiver, own_fingerprint, &routes, &mut local);
+        dispatch(&mut receiver, &mut dispatcher);
         if last_publish.elapsed() >= Duration::from_millis(200) {
-            publish(&receiver, &local, shared);
+            publish(&receiver, &dispatcher.local, shared);
             last_publish = Instant::now();
         }
     }
-    publish(&receiver, &local, shared);
+    publish(&receiver, &dispatcher.local, shared);
 }
 
 fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
@@ -244,6 +382,7 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     out.streams_ended = local.streams_ended;
     out.streams_broken.clone_from(&local.streams_broken);
     out.datagrams_delivered = local.datagrams_delivered;
+    out.standby_skipped = local.standby_skipped;
     out.blocks_lost = stats.blocks_lost;
     out.blocks_decoded = stats.blocks_decoded;
     out.blocks_without_decoder = stats.blocks_without_decoder;
@@ -253,13 +392,10 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     }
 }
 
-fn dispatch(
-    receiver: &mut Receiver,
-    own_fingerprint: [u8; 16],
-    routes: &HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
-    local: &mut Shared,
-) {
+fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
+    let own_fingerprint = dispatcher.own_fingerprint;
     while let Some(event) = receiver.poll_event() {
+        let local = &mut dispatcher.local;
         let (channel, sink_event) = match event {
             Event::BeaconReceived { beacon, .. } => {
                 let mismatch = beacon.config_fingerprint != own_fingerprint;
@@ -274,6 +410,9 @@ fn dispatch(
                 }
                 local.config_mismatch = mismatch;
                 local.blue_fingerprint = Some(beacon.config_fingerprint);
+                if let Ok(mut last) = dispatcher.last_beacon.lock() {
+                    *last = Some(Instant::now());
+                }
                 continue;
             }
             Event::SessionStarted { session, epoch, replaced } => {
@@ -306,17 +445,8 @@ fn dispatch(
                 (channel, SinkEvent::Datagram(payload))
             }
         };
-        match routes.get(&channel) {
-            Some((_, sender)) => {
-                if sender.blocking_send(sink_event).is_err() {
-                    warn!(channel, "sink gone: event dropped");
-                }
-            }
-            None => {
-                if local.unknown_channels.insert(channel) {
-                    error!(channel, "ALARM data for a channel this RED does not have: dropped");
-                }
-            }
+        if dispatcher.admit(channel, &sink_event) {
+            dispatcher.send(channel, sink_event);
         }
     }
 }
@@ -332,6 +462,7 @@ fn status_json(
     sinks: &[SinkHandle],
     fibers: &[(SocketAddr, Arc<Mutex<RxCounters>>)],
     warnings: &[String],
+    ha: Option<&HaHandle>,
 ) -> serde_json::Value {
     use std::sync::atomic::AtomicU64;
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -353,6 +484,9 @@ fn status_json(
         "node": checked.config.node.name,
         "side": "red",
         "state": state,
+        "role": ha.map_or(Role::Active, |h| *h.role.borrow()),
+        "ha": ha.map(HaHandle::status),
+        "standby_skipped": shared.standby_skipped,
         "session": shared.session.map(|(s, _)| format!("{s:016x}")),
         "epoch": shared.session.map(|(_, e)| e),
         "alarms": alarms,

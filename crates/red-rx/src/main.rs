@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         Cli::parse().command,
         red_rx::config::load,
         |checked| format!("{} channels, {} fibers", checked.sinks.len(), checked.fibers.len()),
+        |checked| checked.config.node.control_socket.clone(),
         red_rx::daemon::run,
     )
 }

@@ -1,0 +1,486 @@
+//! The thin driver around the state machine: sends and receives adverts, applies actions to the
+//! machine (VIP through `hw`), and tells the daemon its role. All protocol decisions stay in
+//! [`crate::machine`]; this module only moves bytes and time.
+//!
+//! Transports: CARP proper (IP protocol 112 to 224.0.0.18 with TTL 255 on a data interface, what
+//! ucarp speaks) or UDP unicast to the peer (loopback mode and networks without multicast). VIP
+//! modes: netlink (add/remove on the interface and announce with gratuitous ARP) or loopback (the VIP
+//! is a 127.x address that always exists; only the master binds its listeners to it).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::advert::{self, Advert, AdvertError, AdvertKey};
+use crate::machine::{Action, Carp, CarpConfig, Command, CommandRefused, State};
+
+/// How adverts travel.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// UDP to the peers' addresses, received on `bind`.
+    Udp { bind: SocketAddr, peers: Vec<SocketAddr> },
+    /// IP protocol 112 multicast on the interface that has `source`.
+    Carp { source: Ipv4Addr },
+}
+
+/// How the VIP is held.
+#[derive(Clone, Debug)]
+pub enum VipMode {
+    /// The VIP is a loopback address; holding it means binding listeners to it.
+    Loopback,
+    /// Added to `interface` with `prefix` and announced with gratuitous ARP.
+    Netlink { interface: String, prefix: u8 },
+}
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    pub carp: CarpConfig,
+    pub security_text: String,
+    pub vip: Ipv4Addr,
+    pub transport: Transport,
+    pub vip_mode: VipMode,
+}
+
+/// The node's role as the daemon needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Init,
+    Standby,
+    Active,
+}
+
+/// What the status page shows of the election.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HaStatus {
+    pub role: Option<Role>,
+    pub demotion: u8,
+    pub faults: Vec<String>,
+    pub adverts_sent: u64,
+    pub adverts_accepted: u64,
+    pub adverts_ignored: std::collections::BTreeMap<&'static str, u64>,
+    pub transitions: u64,
+    pub last_error: Option<String>,
+}
+
+type CommandReply = oneshot::Sender<Result<(), CommandRefused>>;
+
+/// The daemon's side of a running driver.
+#[derive(Clone)]
+pub struct HaHandle {
+    pub role: watch::Receiver<Role>,
+    commands: mpsc::Sender<(Command, CommandReply)>,
+    status: Arc<Mutex<HaStatus>>,
+}
+
+impl HaHandle {
+    pub async fn command(&self, command: Command) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send((command, reply)).await.map_err(|_| "the HA driver has stopped".to_string())?;
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(refused)) => Err(refused.to_string()),
+            Err(_) => Err("the HA driver has stopped".to_string()),
+        }
+    }
+
+    pub fn status(&self) -> HaStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// A received advert: its bytes (IP header stripped), sender, and IP TTL when the transport has one.
+type Received = (Vec<u8>, Ipv4Addr, Option<u8>);
+
+enum Wire {
+    Udp(UdpSocket, Vec<SocketAddr>),
+    /// The raw socket for sending, and what a receiving thread read from its twin.
+    Carp(Arc<Socket>, tokio::sync::Mutex<mpsc::Receiver<Received>>),
+}
+
+impl Wire {
+    fn open(transport: &Transport) -> std::io::Result<Wire> {
+        match transport {
+            Transport::Udp { bind, peers } => {
+                let socket = std::net::UdpSocket::bind(bind)?;
+                socket.set_nonblocking(true)?;
+                Ok(Wire::Udp(UdpSocket::from_std(socket)?, peers.clone()))
+            }
+            Transport::Carp { source } => {
+                let socket =
+                    Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(i32::from(advert::IP_PROTOCOL))))?;
+                let group = Ipv4Addr::from(advert::MULTICAST_GROUP);
+                socket.join_multicast_v4(&group, source)?;
+                socket.set_multicast_if_v4(source)?;
+                socket.set_multicast_ttl_v4(u32::from(advert::TTL))?;
+                socket.set_ttl_v4(u32::from(advert::TTL))?;
+                socket.set_multicast_loop_v4(false)?;
+                socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+                let socket = Arc::new(socket);
+                let (tx, rx) = mpsc::channel(64);
+                let reader = Arc::clone(&socket);
+                // Raw sockets are read on a thread of their own: blocking reads keep this safe and simple.
+                std::thread::Builder::new().name("carp-rx".into()).spawn(move || read_raw(&reader, &tx))?;
+                Ok(Wire::Carp(socket, tokio::sync::Mutex::new(rx)))
+            }
+        }
+    }
+
+    async fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Wire::Udp(socket, peers) => {
+                for peer in peers {
+                    socket.send_to(bytes, peer).await?;
+                }
+                Ok(())
+            }
+            Wire::Carp(socket, _) => {
+                let group = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(advert::MULTICAST_GROUP), 0));
+                socket.send_to(bytes, &group.into()).map(|_| ())
+            }
+        }
+    }
+
+    /// The next advert.
+    async fn recv(&self, buffer: &mut [u8]) -> std::io::Result<Received> {
+        match self {
+            Wire::Udp(socket, _) => {
+                let (len, from) = socket.recv_from(buffer).await?;
+                let source = match from {
+                    SocketAddr::V4(v4) => *v4.ip(),
+                    SocketAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+                };
+                Ok((buffer[..len].to_vec(), source, None))
+            }
+            Wire::Carp(_, received) => match received.lock().await.recv().await {
+                Some(advert) => Ok(advert),
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+/// Reads IP protocol 112 packets: a raw socket hands over the IP header, whose length, TTL and
+/// source are taken before the advert.
+fn read_raw(socket: &Socket, out: &mpsc::Sender<Received>) {
+    let mut buffer = [0u8; 2048];
+    loop {
+        match std::io::Read::read(&mut &*socket, &mut buffer) {
+            Ok(len) if len >= 20 => {
+                let header = (usize::from(buffer[0] & 0x0f) * 4).min(len);
+                let source = Ipv4Addr::new(buffer[12], buffer[13], buffer[14], buffer[15]);
+                if out.blocking_send((buffer[header..len].to_vec(), source, Some(buffer[8]))).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if out.is_closed() {
+                    return;
+                }
+            }
+            Err(error) => {
+                warn!(%error, "CARP receive failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Starts the driver on the current tokio runtime. Errors are those of opening the transport.
+pub fn spawn(config: DriverConfig, initial_counter: u64, shutdown: watch::Receiver<bool>) -> Result<HaHandle, String> {
+    let key = AdvertKey::new(config.security_text.as_bytes(), config.carp.vhid, config.vip.octets())
+        .map_err(|e| e.to_string())?;
+    let machine = Carp::new(config.carp.clone(), initial_counter).map_err(|e| e.to_string())?;
+    let wire = Wire::open(&config.transport).map_err(|e| format!("cannot open the advert transport: {e}"))?;
+    let (role_tx, role_rx) = watch::channel(Role::Init);
+    let (commands_tx, commands_rx) = mpsc::channel(8);
+    let status = Arc::new(Mutex::new(HaStatus::default()));
+    tokio::spawn(run(machine, key, wire, config, role_tx, commands_rx, Arc::clone(&status), shutdown));
+    Ok(HaHandle { role: role_rx, commands: commands_tx, status })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    mut machine: Carp,
+    key: AdvertKey,
+    wire: Wire,
+    config: DriverConfig,
+    role: watch::Sender<Role>,
+    mut commands: mpsc::Receiver<(Command, CommandReply)>,
+    status: Arc<Mutex<HaStatus>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The state machine lives on std time; tokio's Instant converts to it.
+    let start = Instant::now();
+    machine.start(start.into_std());
+    let _ = role.send(Role::Standby);
+    let mut buffer = vec![0u8; 2048];
+    loop {
+        apply(&mut machine, &key, &wire, &config, &role, &status).await;
+        let deadline = machine.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            received = wire.recv(&mut buffer) => {
+                let now = Instant::now().into_std();
+                match received {
+                    Ok((bytes, source, ttl)) => {
+                        match Advert::parse(&bytes, ttl, &key) {
+                            Ok(advert) => {
+                                let _ = machine.handle_advert(now, source, &advert);
+                            }
+                            Err(reason) => note_ignored(&mut machine, reason, source),
+                        }
+                    }
+                    Err(error) => warn!(%error, "advert receive failed"),
+                }
+            }
+            _ = sleep_until_opt(deadline) => machine.handle_timeout(Instant::now().into_std()),
+            command = commands.recv() => {
+                let Some((command, reply)) = command else { break };
+                let result = machine.handle_command(Instant::now().into_std(), command);
+                info!(?command, ?result, "HA command");
+                let _ = reply.send(result);
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    // Leaving: hand over at once rather than after a master-down time, then release the VIP.
+    if machine.state() == State::Master {
+        let now = Instant::now().into_std();
+        let _ = machine.handle_command(now, Command::Demote);
+        let _ = machine.handle_command(now, Command::Demote);
+        while let Some(action) = machine.poll_action() {
+            if let Action::SendAdvert(advert) = action {
+                let _ = wire.send(&advert.emit(&key)).await;
+            }
+        }
+        release_vip(&config);
+        let _ = role.send(Role::Standby);
+    }
+}
+
+fn note_ignored(machine: &mut Carp, reason: AdvertError, source: Ipv4Addr) {
+    // Wrong keys and replays are worth a log line; they also show in the counters.
+    if matches!(reason, AdvertError::Hmac | AdvertError::Ttl) {
+        warn!(%source, %reason, "advert ignored");
+    }
+    machine.record_ignored(reason);
+}
+
+fn release_vip(config: &DriverConfig) {
+    if let VipMode::Netlink { interface, prefix } = &config.vip_mode {
+        let vip = hw::vip::Vip { interface: interface.clone(), address: config.vip, prefix: *prefix };
+        if let Err(error) = hw::vip::remove(&vip) {
+            error!(%error, "cannot remove the VIP");
+        }
+    }
+}
+
+async fn apply(
+    machine: &mut Carp,
+    key: &AdvertKey,
+    wire: &Wire,
+    config: &DriverConfig,
+    role: &watch::Sender<Role>,
+    status: &Mutex<HaStatus>,
+) {
+    while let Some(action) = machine.poll_action() {
+        let vip = match &config.vip_mode {
+            VipMode::Netlink { interface, prefix } => {
+                Some(hw::vip::Vip { interface: interface.clone(), address: config.vip, prefix: *prefix })
+            }
+            VipMode::Loopback => None,
+        };
+        let result: Result<(), String> = match action {
+            Action::SendAdvert(advert) => wire.send(&advert.emit(key)).await.map_err(|e| format!("send advert: {e}")),
+            Action::AddVip => vip.map_or(Ok(()), |vip| hw::vip::add(&vip).map_err(|e| e.to_string())),
+            Action::RemoveVip => vip.map_or(Ok(()), |vip| hw::vip::remove(&vip).map_err(|e| e.to_string())),
+            Action::AnnounceVip => {
+                if let Some(vip) = vip {
+                    // Repeated announcements take a little while: off the election's task.
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(error) = hw::vip::announce(&vip, 3, Duration::from_millis(100)) {
+                            warn!(%error, "gratuitous ARP failed");
+                        }
+                    });
+                }
+                Ok(())
+            }
+            Action::BecomeMaster => {
+                info!(vip = %config.vip, "became ACTIVE");
+                let _ = role.send(Role::Active);
+                Ok(())
+            }
+            Action::BecomeBackup => {
+                info!(vip = %config.vip, "became STANDBY");
+                let _ = role.send(Role::Standby);
+                Ok(())
+            }
+        };
+        if let Err(error) = &result {
+            error!(%error, "HA action failed");
+        }
+        if let Ok(mut shared) = status.lock() {
+            if let Err(error) = result {
+                shared.last_error = Some(error);
+            }
+        }
+    }
+    if let Ok(mut shared) = status.lock() {
+        let stats = machine.stats();
+        shared.role = Some(*role.borrow());
+        shared.demotion = machine.demotion();
+        shared.faults = machine.faults().map(|f| format!("{f:?}")).collect();
+        shared.adverts_sent = stats.adverts_sent;
+        shared.adverts_accepted = stats.adverts_accepted;
+        shared.transitions = stats.became_master + stats.became_backup;
+        shared.adverts_ignored =
+            AdvertError::ALL.iter().map(|r| (r.label(), stats.ignored(*r))).filter(|(_, n)| *n > 0).collect();
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one operator command line (`ha demote`, `ha promote`, `ha status`) for a daemon's control
+/// socket: `ok: …`, `error: …`, or the status as JSON.
+pub async fn answer(handle: &HaHandle, line: &str) -> String {
+    let command = match line {
+        "ha demote" => Command::Demote,
+        "ha promote" => Command::Promote,
+        "ha status" => return serde_json::to_string(&handle.status()).unwrap_or_default(),
+        other => return format!("error: unknown command '{other}' (ha demote, ha promote, ha status)"),
+    };
+    match handle.command(command).await {
+        Ok(()) => format!("ok: {line}"),
+        Err(error) => format!("error: {error}"),
+    }
+}
+
+/// The `[ha]` section of a daemon's configuration.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// Virtual host id, the same on both nodes of the pair (1-255).
+    pub vhid: u8,
+    /// The pair's virtual IPv4 address.
+    pub vip: String,
+    /// The shared security text (1-19 bytes) that authenticates adverts.
+    pub security_text: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Lower wins. Keep skews small with sub-second intervals (they share one byte).
+    #[serde(default)]
+    pub skew: u8,
+    #[serde(default = "default_preempt")]
+    pub preempt: bool,
+    #[serde(default)]
+    pub transport: TransportKind,
+    /// UDP transport: where this node receives adverts (`ip:port`).
+    pub bind: Option<String>,
+    /// UDP transport: where the peer receives them.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// CARP transport: this node's address on the data network.
+    pub source: Option<String>,
+    /// Netlink VIP mode: the data interface the VIP is added to. Absent: loopback mode.
+    pub interface: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub prefix: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransportKind {
+    #[default]
+    Udp,
+    Carp,
+}
+
+fn default_interval_ms() -> u64 {
+    200
+}
+fn default_preempt() -> bool {
+    true
+}
+fn default_prefix() -> u8 {
+    24
+}
+
+fn parse_v4(field: &'static str, text: &str) -> Result<Ipv4Addr, (String, String)> {
+    text.parse().map_err(|_| (field.to_string(), format!("'{text}' is not an IPv4 address")))
+}
+
+fn parse_socket(field: &'static str, text: &str) -> Result<SocketAddr, (String, String)> {
+    text.parse().map_err(|_| (field.to_string(), format!("'{text}' is not an ip:port address")))
+}
+
+impl HaConfig {
+    /// Checks the section; errors are (field, reason).
+    pub fn check(&self) -> Result<DriverConfig, (String, String)> {
+        let vip = parse_v4("ha: vip", &self.vip)?;
+        AdvertKey::new(self.security_text.as_bytes(), self.vhid, vip.octets())
+            .map_err(|e| ("ha: security_text".to_string(), e.to_string()))?;
+        if self.vhid == 0 {
+            return Err(("ha: vhid".into(), "must be between 1 and 255".into()));
+        }
+        let (transport, address) = match self.transport {
+            TransportKind::Udp => {
+                let bind = parse_socket(
+                    "ha: bind",
+                    self.bind.as_deref().ok_or(("ha: bind".to_string(), "the UDP transport needs bind".to_string()))?,
+                )?;
+                if self.peers.is_empty() {
+                    return Err(("ha: peers".into(), "the UDP transport needs the peer's address".into()));
+                }
+                let peers = self.peers.iter().map(|p| parse_socket("ha: peers", p)).collect::<Result<Vec<_>, _>>()?;
+                let address = match bind.ip() {
+                    std::net::IpAddr::V4(v4) => v4,
+                    std::net::IpAddr::V6(_) => return Err(("ha: bind".into(), "must be an IPv4 address".into())),
+                };
+                (Transport::Udp { bind, peers }, address)
+            }
+            TransportKind::Carp => {
+                let source = parse_v4(
+                    "ha: source",
+                    self.source
+                        .as_deref()
+                        .ok_or(("ha: source".to_string(), "the CARP transport needs source".to_string()))?,
+                )?;
+                (Transport::Carp { source }, source)
+            }
+        };
+        if self.prefix == 0 || self.prefix > 32 {
+            return Err(("ha: prefix".into(), "must be between 1 and 32".into()));
+        }
+        let carp = CarpConfig {
+            vhid: self.vhid,
+            interval: Duration::from_millis(self.interval_ms),
+            skew: self.skew,
+            preempt: self.preempt,
+            address,
+        };
+        carp.encoding().map_err(|e| ("ha: interval_ms".to_string(), e.to_string()))?;
+        let vip_mode = match &self.interface {
+            Some(interface) => VipMode::Netlink { interface: interface.clone(), prefix: self.prefix },
+            None => VipMode::Loopback,
+        };
+        Ok(DriverConfig { carp, security_text: self.security_text.clone(), vip, transport, vip_mode })
+    }
+}
