@@ -264,6 +264,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut term: Option<Term> = None;
     let mut role = ha.as_ref().map(|h| h.role.clone());
+    let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
     let mut previous_epoch = 0;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -301,6 +302,17 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                     return Err("the HA driver stopped".into());
                 }
             }
+            changed = watch_changed(&mut reasserts) => {
+                if !changed {
+                    return Err("the HA driver stopped".into());
+                }
+                // The other side of a healed partition may have transmitted under a higher epoch:
+                // start a new term so RED follows this node again.
+                if let Some(ending) = term.take() {
+                    info!("healed partition: restarting transmission under a new epoch");
+                    stop_term(ending).await;
+                }
+            }
             result = &mut stop => {
                 result?;
                 break;
@@ -321,7 +333,11 @@ async fn run_async(checked: Checked) -> Result<(), String> {
 
 /// Waits for the next role change; `false` when the driver is gone. Never resolves without HA.
 async fn role_changed(role: &mut Option<watch::Receiver<Role>>) -> bool {
-    match role {
+    watch_changed(role).await
+}
+
+async fn watch_changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
+    match receiver {
         Some(receiver) => receiver.changed().await.is_ok(),
         None => std::future::pending().await,
     }

@@ -53,7 +53,7 @@ pub enum AdvertError {
     Ttl,
     #[error("HMAC mismatch: wrong security text, vhid or virtual IP")]
     Hmac,
-    #[error("counter not above the last one from this sender: replay")]
+    #[error("counter already used by this sender: replay")]
     Replay,
     #[error("our own advertisement")]
     Own,

@@ -76,6 +76,8 @@ type CommandReply = oneshot::Sender<Result<(), CommandRefused>>;
 #[derive(Clone)]
 pub struct HaHandle {
     pub role: watch::Receiver<Role>,
+    /// Counts the times this active node met another active node that then yielded.
+    pub reasserts: watch::Receiver<u64>,
     commands: mpsc::Sender<(Command, CommandReply)>,
     status: Arc<Mutex<HaStatus>>,
 }
@@ -206,10 +208,18 @@ pub fn spawn(config: DriverConfig, initial_counter: u64, shutdown: watch::Receiv
     let machine = Carp::new(config.carp.clone(), initial_counter).map_err(|e| e.to_string())?;
     let wire = Wire::open(&config.transport).map_err(|e| format!("cannot open the advert transport: {e}"))?;
     let (role_tx, role_rx) = watch::channel(Role::Init);
+    let (reassert_tx, reassert_rx) = watch::channel(0u64);
     let (commands_tx, commands_rx) = mpsc::channel(8);
     let status = Arc::new(Mutex::new(HaStatus::default()));
-    tokio::spawn(run(machine, key, wire, config, role_tx, commands_rx, Arc::clone(&status), shutdown));
-    Ok(HaHandle { role: role_rx, commands: commands_tx, status })
+    let outputs = Outputs { role: role_tx, reasserts: reassert_tx };
+    tokio::spawn(run(machine, key, wire, config, outputs, commands_rx, Arc::clone(&status), shutdown));
+    Ok(HaHandle { role: role_rx, reasserts: reassert_rx, commands: commands_tx, status })
+}
+
+/// What the driver tells the daemon.
+struct Outputs {
+    role: watch::Sender<Role>,
+    reasserts: watch::Sender<u64>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,7 +228,7 @@ async fn run(
     key: AdvertKey,
     wire: Wire,
     config: DriverConfig,
-    role: watch::Sender<Role>,
+    outputs: Outputs,
     mut commands: mpsc::Receiver<(Command, CommandReply)>,
     status: Arc<Mutex<HaStatus>>,
     mut shutdown: watch::Receiver<bool>,
@@ -226,10 +236,10 @@ async fn run(
     // The state machine lives on std time; tokio's Instant converts to it.
     let start = Instant::now();
     machine.start(start.into_std());
-    let _ = role.send(Role::Standby);
+    let _ = outputs.role.send(Role::Standby);
     let mut buffer = vec![0u8; 2048];
     loop {
-        apply(&mut machine, &key, &wire, &config, &role, &status).await;
+        apply(&mut machine, &key, &wire, &config, &outputs, &status).await;
         let deadline = machine.poll_timeout().map(Instant::from_std);
         tokio::select! {
             received = wire.recv(&mut buffer) => {
@@ -267,7 +277,7 @@ async fn run(
             }
         }
         release_vip(&config);
-        let _ = role.send(Role::Standby);
+        let _ = outputs.role.send(Role::Standby);
     }
 }
 
@@ -293,9 +303,10 @@ async fn apply(
     key: &AdvertKey,
     wire: &Wire,
     config: &DriverConfig,
-    role: &watch::Sender<Role>,
+    outputs: &Outputs,
     status: &Mutex<HaStatus>,
 ) {
+    let role = &outputs.role;
     while let Some(action) = machine.poll_action() {
         let vip = match &config.vip_mode {
             VipMode::Netlink { interface, prefix } => {
@@ -321,6 +332,11 @@ async fn apply(
             Action::BecomeMaster => {
                 info!(vip = %config.vip, "became ACTIVE");
                 let _ = role.send(Role::Active);
+                Ok(())
+            }
+            Action::Reassert => {
+                warn!(vip = %config.vip, "another active node yielded to this one (healed partition)");
+                outputs.reasserts.send_modify(|count| *count += 1);
                 Ok(())
             }
             Action::BecomeBackup => {

@@ -112,6 +112,9 @@ pub enum Action {
     RemoveVip,
     BecomeMaster,
     BecomeBackup,
+    /// This master heard another master that must yield (a healed partition): what the other side
+    /// sent while it believed itself active may carry a higher epoch, so the daemon starts afresh.
+    Reassert,
 }
 
 /// Counters for metrics.
@@ -143,12 +146,16 @@ const OPERATOR_DEMOTION: u8 = 128;
 const FAULT_DEMOTION: u8 = 16;
 /// Senders remembered for replay detection.
 const MAX_SENDERS: usize = 8;
+/// Counters remembered per sender, and for how long: a replay is an advert whose counter was
+/// already accepted within this window.
+const REPLAY_MEMORY: usize = 1024;
+const REPLAY_WINDOW: Duration = Duration::from_secs(120);
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Sender {
     address: Ipv4Addr,
-    counter: u64,
-    last_seen: Instant,
+    /// Counters accepted from this sender, newest last, with when they were seen.
+    recent: std::collections::VecDeque<(u64, Instant)>,
 }
 
 /// The election state machine of one node.
@@ -305,9 +312,13 @@ impl Carp {
             State::Master => {
                 if better {
                     self.become_backup(now);
+                    // One last advert with our own values, as ucarp does: after a healed partition the
+                    // winner may not have heard this node yet, and must learn that it was not alone.
+                    self.advertise();
                 } else {
                     // A worse master is also claiming the VIP: reassert it, and advertise so it yields.
                     self.actions.push_back(Action::AnnounceVip);
+                    self.actions.push_back(Action::Reassert);
                     self.advertise();
                 }
             }
@@ -332,25 +343,36 @@ impl Carp {
         if source == self.config.address {
             return Err(AdvertError::Own);
         }
-        // A counter that does not grow is a replay, unless the sender was silent for a master-down
-        // time: a restarted node starts from a new random counter.
-        let forget_after = self.master_down() * 2;
-        match self.senders.iter_mut().find(|s| s.address == source) {
-            Some(sender) => {
-                if advert.counter <= sender.counter && now.saturating_duration_since(sender.last_seen) < forget_after {
-                    return Err(AdvertError::Replay);
-                }
-                sender.counter = advert.counter;
-                sender.last_seen = now;
-            }
+        // A replay is an advert whose counter this sender already used. Counters are not required to
+        // grow: ucarp draws a fresh random counter for every advert until it hears a peer, and a
+        // restarted node starts from a new one. Remembering every counter of the window catches a
+        // replayed capture without refusing either of them.
+        let sender = match self.senders.iter().position(|s| s.address == source) {
+            Some(index) => &mut self.senders[index],
             None => {
                 if self.senders.len() >= MAX_SENDERS {
-                    self.senders.sort_by_key(|s| s.last_seen);
-                    self.senders.remove(0);
+                    let oldest = self
+                        .senders
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, s)| s.recent.back().map(|(_, t)| *t))
+                        .map_or(0, |(i, _)| i);
+                    self.senders.remove(oldest);
                 }
-                self.senders.push(Sender { address: source, counter: advert.counter, last_seen: now });
+                self.senders.push(Sender { address: source, recent: std::collections::VecDeque::new() });
+                let last = self.senders.len() - 1;
+                &mut self.senders[last]
             }
+        };
+        while sender.recent.front().is_some_and(|(_, t)| now.saturating_duration_since(*t) > REPLAY_WINDOW)
+            || sender.recent.len() >= REPLAY_MEMORY
+        {
+            sender.recent.pop_front();
         }
+        if sender.recent.iter().any(|(counter, _)| *counter == advert.counter) {
+            return Err(AdvertError::Replay);
+        }
+        sender.recent.push_back((advert.counter, now));
         Ok(())
     }
 

@@ -65,7 +65,7 @@ impl Pair {
                                 self.deliver(index, &bytes);
                             }
                         }
-                        Action::AnnounceVip | Action::BecomeMaster | Action::BecomeBackup => {}
+                        Action::AnnounceVip | Action::BecomeMaster | Action::BecomeBackup | Action::Reassert => {}
                     }
                 }
             }
@@ -340,7 +340,8 @@ fn takeover_applies_vip_before_announcing_and_release_removes_it_first() {
     let better = Advert { vhid: 7, advbase: 1, advskew: 0, demote: 0, counter: 1 };
     node.handle_advert(now + Duration::from_secs(5), Ipv4Addr::new(198, 18, 0, 0), &better).unwrap();
     let actions: Vec<Action> = std::iter::from_fn(|| node.poll_action()).collect();
-    assert_eq!(actions, vec![Action::RemoveVip, Action::BecomeBackup]);
+    assert_eq!(&actions[..2], &[Action::RemoveVip, Action::BecomeBackup]);
+    assert!(matches!(actions[2], Action::SendAdvert(_)), "a last advert tells the winner it was not alone");
 }
 
 #[test]
@@ -359,4 +360,21 @@ fn sub_second_intervals_use_carps_encoding_and_keep_the_priority_order() {
     pair.vip_holders[1] = false;
     let takeover = pair.time_until_master(0, Duration::from_secs(2)).unwrap();
     assert!(takeover <= Duration::from_millis(900), "{takeover:?}");
+}
+
+#[test]
+fn random_counters_as_ucarp_sends_them_are_not_replays_but_repeats_are() {
+    let mut node = Carp::new(config(1, 100, true), 0).unwrap();
+    let mut now = Instant::now();
+    node.start(now);
+    let peer = Ipv4Addr::new(198, 18, 0, 2);
+    // ucarp draws a new random counter for every advert until it hears a peer.
+    for counter in [900u64, 17, 5_000_000, 3, 42] {
+        now += Duration::from_secs(1);
+        let advert = Advert { vhid: 7, advbase: 1, advskew: 0, demote: 0, counter };
+        assert_eq!(node.handle_advert(now, peer, &advert), Ok(()), "counter {counter}");
+    }
+    assert_eq!(node.state(), State::Backup, "every advert reset the master-down timer");
+    let repeat = Advert { vhid: 7, advbase: 1, advskew: 0, demote: 0, counter: 17 };
+    assert_eq!(node.handle_advert(now, peer, &repeat), Err(AdvertError::Replay));
 }

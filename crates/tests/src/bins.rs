@@ -14,6 +14,8 @@ pub struct Binaries {
     pub blue_tx: PathBuf,
     pub red_rx: PathBuf,
     pub fiber_sim: PathBuf,
+    /// The lab itself, whose hidden helper commands run inside network namespaces.
+    pub diode_lab: PathBuf,
 }
 
 /// The profile directory (`target/<profile>`) the current executable belongs to.
@@ -29,7 +31,7 @@ fn build(profile_dir: &Path) -> Result<(), String> {
     let target_dir = profile_dir.parent().ok_or("profile directory has no parent")?;
     let mut command = Command::new(cargo);
     command
-        .args(["build", "-q", "-p", "blue-tx", "-p", "red-rx", "-p", "hw", "--bins", "--target-dir"])
+        .args(["build", "-q", "-p", "blue-tx", "-p", "red-rx", "-p", "hw", "-p", "tests", "--bins", "--target-dir"])
         .arg(target_dir);
     if profile_dir.ends_with("release") {
         command.arg("--release");
@@ -51,9 +53,13 @@ pub fn binaries() -> Result<Binaries, String> {
         .get_or_init(|| {
             let dir = profile_dir()?;
             let built = build(&dir);
-            let found =
-                Binaries { blue_tx: dir.join("blue-tx"), red_rx: dir.join("red-rx"), fiber_sim: dir.join("fiber-sim") };
-            for path in [&found.blue_tx, &found.red_rx, &found.fiber_sim] {
+            let found = Binaries {
+                blue_tx: dir.join("blue-tx"),
+                red_rx: dir.join("red-rx"),
+                fiber_sim: dir.join("fiber-sim"),
+                diode_lab: dir.join("diode-lab"),
+            };
+            for path in [&found.blue_tx, &found.red_rx, &found.fiber_sim, &found.diode_lab] {
                 if !path.exists() {
                     let why = built.clone().err().unwrap_or_else(|| "the build did not produce it".into());
                     return Err(format!("{} is missing: {why}", path.display()));

@@ -71,7 +71,12 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
-        let log_file = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+        // Appended, so a restarted process adds to its predecessor's log instead of erasing it.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let child = Command::new(program)
             .args(args)
             .stdout(Stdio::null())
@@ -576,4 +581,9 @@ impl Lab {
         clean &= self.red.stop(Duration::from_secs(10));
         clean
     }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -3,9 +3,13 @@
 //!
 //! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`demo`] is
 //! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
-//! roundtrip`). Network-namespace topologies join with HA (issue "ha-carp").
+//! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
+//! --netns`, root); [`nshelp`] are the small clients it runs inside them.
 
 pub mod bins;
 pub mod demo;
+pub mod ha_lab;
 pub mod lab;
+pub mod netns;
+pub mod nshelp;
 pub mod roundtrip;

@@ -20,6 +20,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Builds the BLUE and RED pairs in fresh network namespaces (root needed): bridges as switches,
+    /// veth pairs as cables and the four cross-connected fibers, addresses from 198.18.0.0/15. Runs
+    /// the HA scenarios (election, kill -9 of the active, demote/promote/preemption, wrong key and
+    /// replayed adverts, partition and heal, a RED with silent fibers, interop with Debian's ucarp)
+    /// with a real client measuring service through the VIP, then removes every namespace.
+    Ha {
+        /// Use network namespaces (the only mode; kept explicit because it needs root).
+        #[arg(long)]
+        netns: bool,
+        /// kill -9 trials of the active BLUE.
+        #[arg(long, default_value_t = 10)]
+        trials: u32,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (lab helper) A destination that records received streams to a JSON file.
+    #[command(hide = true)]
+    NsSink {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// (lab helper) Sends one stream, retrying the connection until the timeout.
+    #[command(hide = true)]
+    NsSend {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        bytes: usize,
+        #[arg(long)]
+        timeout_ms: u64,
+    },
+    /// (lab helper) Sends CARP adverts with a wrong key, or replays a heard one.
+    #[command(hide = true)]
+    NsAdvert {
+        #[arg(long)]
+        source: std::net::Ipv4Addr,
+        #[arg(long)]
+        vhid: u8,
+        #[arg(long)]
+        vip: std::net::Ipv4Addr,
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        replay: bool,
+        #[arg(long, default_value_t = 10)]
+        count: u32,
+    },
     /// Starts blue-tx, red-rx and two fiber-sim processes on loopback (no root needed), sends
     /// concurrent TCP streams of mixed sizes and a flow of UDP datagrams through them, and checks that
     /// every TCP stream arrived byte-identical and cleanly closed, and how many datagrams arrived.
@@ -87,6 +139,14 @@ enum Command {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Ha { netns, trials, json } => ha(netns, trials, json),
+        Command::NsSink { listen, out } => helper(tests::nshelp::sink(listen, &out)),
+        Command::NsSend { to, id, bytes, timeout_ms } => {
+            helper(tests::nshelp::send(to, id, bytes, std::time::Duration::from_millis(timeout_ms)))
+        }
+        Command::NsAdvert { source, vhid, vip, key, replay, count } => {
+            helper(tests::nshelp::advert(source, vhid, vip, key.as_deref(), replay, count))
+        }
         Command::Demo { streams, max_stream_bytes, datagrams, loss, repair, rate_mbps, seed, json } => {
             let options = DemoOptions {
                 streams,
@@ -107,6 +167,66 @@ fn main() -> ExitCode {
             roundtrip(bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json)
         }
     }
+}
+
+fn helper(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ha(netns: bool, trials: u32, json: bool) -> ExitCode {
+    if !netns {
+        eprintln!("diode-lab ha: only --netns is implemented (the loopback pair runs in the test suite)");
+        return ExitCode::from(2);
+    }
+    if let Err(error) = tests::lab::install_interrupt_cleanup() {
+        eprintln!("diode-lab: {error}");
+        return ExitCode::FAILURE;
+    }
+    let report = match tests::ha_lab::run(trials) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("diode-lab ha: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ok = report["ok"] == true;
+    if json {
+        let mut compact = report.clone();
+        if let Some(object) = compact.as_object_mut() {
+            object.remove("logs");
+        }
+        println!("{compact}");
+    } else {
+        for scenario in report["scenarios"].as_array().into_iter().flatten() {
+            println!(
+                "{:<5} {:<45} {:>8}  {}",
+                if scenario["ok"] == true {
+                    "ok"
+                } else if scenario["skipped"] == true {
+                    "SKIP"
+                } else {
+                    "FAIL"
+                },
+                scenario["name"].as_str().unwrap_or(""),
+                scenario["takeover_ms"].as_u64().map_or("-".to_string(), |ms| format!("{ms} ms")),
+                scenario["detail"].as_str().unwrap_or("")
+            );
+        }
+        println!("namespaces left behind: {}", report["namespaces_left"]);
+    }
+    if !ok {
+        if let Some(logs) = report["logs"].as_str() {
+            eprintln!("{logs}");
+        }
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn demo(options: &DemoOptions, json: bool) -> ExitCode {
