@@ -136,6 +136,9 @@ pub struct FiberOut {
     pub remote: String,
     /// Local address to send from.
     pub local: Option<String>,
+    /// The network interface of this fiber: when it reports down, this node is demoted (HA), so a
+    /// peer with working fibers takes over.
+    pub interface: Option<String>,
     #[serde(default = "default_send_buffer")]
     pub send_buffer: usize,
     /// Take the whole buffer even beyond the kernel's default cap (net.core.wmem_max) when the

@@ -243,6 +243,10 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         Some(config) => Some(ha_carp::driver::spawn(config.clone(), random_u64(), driver_shutdown_rx)?),
         None => None,
     };
+    let fiber_interfaces: Vec<String> = checked.config.fibers.iter().filter_map(|f| f.interface.clone()).collect();
+    if let (Some(handle), false) = (&ha, fiber_interfaces.is_empty()) {
+        tokio::spawn(watch_fibers(handle.clone(), fiber_interfaces));
+    }
     if let (Some(path), Some(handle)) = (&checked.config.node.control_socket, &ha) {
         let handle = handle.clone();
         connectors::runtime::serve_control(path.clone(), move |line| {
@@ -329,6 +333,30 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     write_status("stopped", false);
     info!("stopped");
     Ok(())
+}
+
+/// Demotes this node while any of its fiber interfaces reports down, and clears the demotion when
+/// they are all up again: a BLUE that cannot reach every RED should not be the active one.
+async fn watch_fibers(handle: HaHandle, interfaces: Vec<String>) {
+    let mut faulted = false;
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        ticker.tick().await;
+        let down: Vec<&String> = interfaces.iter().filter(|i| !hw::link::interface_up(i)).collect();
+        if down.is_empty() == faulted {
+            faulted = !down.is_empty();
+            let command = if faulted {
+                warn!(?down, "fiber link down: demoting this node");
+                ha_carp::machine::Command::Fault(ha_carp::machine::Fault::FibersDown)
+            } else {
+                info!("fiber links up again: clearing the demotion");
+                ha_carp::machine::Command::Clear(ha_carp::machine::Fault::FibersDown)
+            };
+            if handle.command(command).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// Waits for the next role change; `false` when the driver is gone. Never resolves without HA.

@@ -5,6 +5,14 @@ use std::time::{Duration, Instant};
 
 use crate::fiber::RxCounters;
 
+/// Whether a network interface reports its link up (`/sys/class/net/NAME/operstate`). An interface
+/// that does not exist is down.
+pub fn interface_up(name: &str) -> bool {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/operstate"))
+        .map(|state| matches!(state.trim(), "up" | "unknown"))
+        .unwrap_or(false)
+}
+
 /// A fiber's state at one moment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkState {

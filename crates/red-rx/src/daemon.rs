@@ -194,7 +194,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
 }
 
 /// How long without a beacon on any fiber before this node counts as blind (a few beacon intervals).
-const BLIND_AFTER: Duration = Duration::from_secs(2);
+const BLIND_AFTER: Duration = Duration::from_secs(1);
 
 /// Mirrors the HA role into the delivery switch, and demotes this node while it hears no beacon: a
 /// RED that cannot see BLUE should not be the one delivering when its peer can.

@@ -123,7 +123,10 @@ impl Ha {
         for (index, short) in ["b1", "b2"].into_iter().enumerate() {
             let fibers: String = blue_fibers[index]
                 .iter()
-                .map(|(n, port)| format!("[[fiber]]\nremote = \"{}:{port}\"\n", fiber_addr(*n, 2)))
+                .zip(["f1", "f2"])
+                .map(|((n, port), interface)| {
+                    format!("[[fiber]]\nremote = \"{}:{port}\"\ninterface = \"{interface}\"\n", fiber_addr(*n, 2))
+                })
                 .collect();
             let status = dir.path().join(format!("{short}.json"));
             let config = format!(
@@ -471,6 +474,27 @@ fn red_blind(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     ))
 }
 
+fn blue_fiber_down(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+    let active = *ha.actives("blue").first().ok_or("no active BLUE")?;
+    let other = 1 - active;
+    let short = ha.nodes[active].short;
+    let start = Instant::now();
+    ha.topology.set_link(short, "f1", false)?;
+    let moved = ha
+        .wait(Duration::from_secs(5), |h| h.actives("blue") == vec![other])
+        .ok_or("the BLUE with a dead fiber did not hand over");
+    ha.topology.set_link(short, "f1", true)?;
+    let moved = moved?;
+    ha.deliver(Duration::from_secs(10))?;
+    Ok((
+        Some(moved.as_millis() as u64),
+        format!(
+            "{short} saw fiber f1 down and demoted; {} ms to the peer's takeover",
+            start.elapsed().min(moved).as_millis()
+        ),
+    ))
+}
+
 fn ucarp_interop(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     let ucarp = which("ucarp").ok_or(UCARP_MISSING)?;
     // ucarp speaks whole seconds: b1 runs at a 1 s interval for this scenario, b2 is ucarp (same
@@ -564,6 +588,7 @@ pub fn run(kill_trials_count: u32) -> Result<serde_json::Value, String> {
             scenarios.push(scenario("wrong security text and replayed adverts", authentication(&mut ha)));
             scenarios.push(scenario("partition and heal", partition(&mut ha)));
             scenarios.push(scenario("RED with silent fibers demotes", red_blind(&mut ha)));
+            scenarios.push(scenario("BLUE with a dead fiber demotes", blue_fiber_down(&mut ha)));
             scenarios.push(scenario("ucarp interop", ucarp_interop(&mut ha)));
         }
         let logs = if scenarios.iter().all(|s| s.ok || s.skipped) { String::new() } else { ha.logs() };
