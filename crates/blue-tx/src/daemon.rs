@@ -60,13 +60,14 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The epoch of a new term: seconds since 2025-01-01, so a node that takes over later than another
-/// started its term announces a higher epoch without talking to it (RED follows the highest), never
-/// below the configured floor, and always above this process's previous term.
+/// The epoch of a new term: quarter-seconds since 2025-01-01 (a u32 lasts until 2059), so a node that
+/// takes over later than another started its term announces a higher epoch without talking to it
+/// (RED follows the highest, and follows a lower one once the higher one is silent); never below the
+/// configured floor, and always above this process's previous term.
 fn next_epoch(floor: u32, previous: u32) -> u32 {
-    const BASE: u64 = 1_735_689_600;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let clock = now.saturating_sub(BASE).min(u64::from(u32::MAX - 1)) as u32;
+    const BASE_MS: u128 = 1_735_689_600_000;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let clock = (now.saturating_sub(BASE_MS) / 250).min(u128::from(u32::MAX - 1)) as u32;
     clock.max(floor).max(previous.saturating_add(1))
 }
 
@@ -335,16 +336,24 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     Ok(())
 }
 
-/// Demotes this node while any of its fiber interfaces reports down, and clears the demotion when
-/// they are all up again: a BLUE that cannot reach every RED should not be the active one.
+/// How long a fiber interface must stay down before this node is demoted: links flap, and the kernel
+/// reports a freshly raised veth or NIC down for up to a second before its state settles.
+const FIBER_DOWN_AFTER: Duration = Duration::from_millis(1500);
+
+/// Demotes this node while any of its fiber interfaces has been down for [`FIBER_DOWN_AFTER`], and
+/// clears the demotion when they are all up again: a BLUE that cannot reach every RED should not be the
+/// active one.
 async fn watch_fibers(handle: HaHandle, interfaces: Vec<String>) {
     let mut faulted = false;
+    let mut down_since: Option<tokio::time::Instant> = None;
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         ticker.tick().await;
         let down: Vec<&String> = interfaces.iter().filter(|i| !hw::link::interface_up(i)).collect();
-        if down.is_empty() == faulted {
-            faulted = !down.is_empty();
+        down_since = if down.is_empty() { None } else { down_since.or(Some(tokio::time::Instant::now())) };
+        let should_fault = down_since.is_some_and(|since| since.elapsed() >= FIBER_DOWN_AFTER);
+        if should_fault != faulted {
+            faulted = should_fault;
             let command = if faulted {
                 warn!(?down, "fiber link down: demoting this node");
                 ha_carp::machine::Command::Fault(ha_carp::machine::Fault::FibersDown)

@@ -46,6 +46,9 @@ pub struct ReceiverConfig {
     /// A channel first seen at a sequence this low is assumed to have started at 0 (its first blocks
     /// may still be in flight); first seen later, the receiver joined mid-session and starts there.
     pub join_slack: u64,
+    /// A session silent this long no longer holds off a sender with a lower epoch: a sender that
+    /// took over from a dead one whose epoch was higher is followed once the dead one is quiet.
+    pub session_silence: Duration,
 }
 
 impl Default for ReceiverConfig {
@@ -61,6 +64,7 @@ impl Default for ReceiverConfig {
             max_open_streams: 1024,
             max_stream_len: u64::MAX,
             join_slack: 64,
+            session_silence: Duration::from_secs(1),
         }
     }
 }
@@ -110,10 +114,24 @@ struct Channel {
     streams: StreamTable,
 }
 
+/// A replaced session: never adopted again.
+#[derive(Clone, Copy)]
+struct Retired {
+    session: u64,
+    epoch: u32,
+    at: Instant,
+    alarmed: bool,
+}
+
+/// How long a replaced sender may still be heard before it is an alarm: a node handing over flushes its
+/// last datagrams while the next one starts.
+const RETIRED_GRACE: Duration = Duration::from_secs(2);
+
 #[derive(Clone, Copy)]
 struct Current {
     session: u64,
     epoch: u32,
+    last_heard: Instant,
 }
 
 /// What every channel shares: limits, counters, the event queue and the in-flight count. Kept apart
@@ -131,7 +149,7 @@ pub struct Receiver {
     shared: Shared,
     current: Option<Current>,
     /// Sessions replaced at the current or an older epoch, and whether their return was already alarmed.
-    retired: VecDeque<(u64, u32, bool)>,
+    retired: VecDeque<Retired>,
     channels: BTreeMap<u16, Channel>,
 }
 
@@ -217,16 +235,20 @@ impl Receiver {
     }
 
     fn check_session(&mut self, now: Instant, repr: &Repr) -> Result<(), DropReason> {
-        if let Some(current) = self.current {
+        if let Some(current) = self.current.as_mut() {
             if current.session == repr.session && current.epoch == repr.epoch {
+                current.last_heard = now;
                 return Ok(());
             }
-            if repr.epoch < current.epoch {
+        }
+        if let Some(current) = self.current {
+            let silent = now.saturating_duration_since(current.last_heard) >= self.shared.config.session_silence;
+            if repr.epoch < current.epoch && !silent {
                 return Err(DropReason::StaleEpoch);
             }
-            if let Some(entry) = self.retired.iter_mut().find(|(s, e, _)| *s == repr.session && *e == repr.epoch) {
-                if !entry.2 {
-                    entry.2 = true;
+            if let Some(entry) = self.retired.iter_mut().find(|r| r.session == repr.session && r.epoch == repr.epoch) {
+                if !entry.alarmed && now.saturating_duration_since(entry.at) > RETIRED_GRACE {
+                    entry.alarmed = true;
                     let alarm = Alarm::RetiredSessionActive { session: repr.session, epoch: repr.epoch };
                     self.shared.events.push_back(Event::Alarm(alarm));
                 }
@@ -234,9 +256,9 @@ impl Receiver {
             }
             self.retire_current(now, current);
         }
-        self.current = Some(Current { session: repr.session, epoch: repr.epoch });
+        self.current = Some(Current { session: repr.session, epoch: repr.epoch, last_heard: now });
         self.shared.stats.sessions += 1;
-        let replaced = self.retired.back().map(|(s, e, _)| (*s, *e)).filter(|_| self.shared.stats.sessions > 1);
+        let replaced = self.retired.back().map(|r| (r.session, r.epoch)).filter(|_| self.shared.stats.sessions > 1);
         self.shared.events.push_back(Event::SessionStarted { session: repr.session, epoch: repr.epoch, replaced });
         Ok(())
     }
@@ -250,7 +272,7 @@ impl Receiver {
             channel.streams.break_all(BreakReason::SessionReplaced, &mut self.shared.events);
         }
         self.shared.in_flight = 0;
-        self.retired.push_back((current.session, current.epoch, false));
+        self.retired.push_back(Retired { session: current.session, epoch: current.epoch, at: now, alarmed: false });
         if self.retired.len() > RETIRED_SESSIONS {
             self.retired.pop_front();
         }

@@ -242,8 +242,12 @@ fn sender_restart_replaces_the_session_and_old_session_is_not_readopted() {
         .events
         .iter()
         .any(|e| matches!(e, Event::SessionStarted { session: 200, epoch: 3, replaced: Some((100, 3)) })));
-    // A straggler of the old session: dropped, alarmed once, and it does not flip the session back.
-    rig.feed(0, &old_wire[..2]);
+    // A straggler of the old session: dropped, and it does not flip the session back. Within the
+    // hand-over grace it is no alarm; still sending seconds later, it is, once.
+    rig.feed(0, &old_wire[..1]);
+    assert!(!rig.delivered.events.iter().any(|e| matches!(e, Event::Alarm(_))));
+    rig.now += Duration::from_secs(3);
+    rig.feed(0, &old_wire[1..2]);
     let alarms = rig
         .delivered
         .events
@@ -354,4 +358,28 @@ fn beacon_reports_progress_and_fec_parameters() {
     assert_eq!(beacon.config_fingerprint, [0xAA; 16]);
     let progress: HashMap<u16, u64> = beacon.channels.iter().map(|c| (c.channel, c.blocks_sent)).collect();
     assert_eq!(progress[&5], 1);
+}
+
+#[test]
+fn a_lower_epoch_takes_over_once_the_higher_epoch_sender_is_silent() {
+    let mut dead = sender(1, 9, fec(500, 1));
+    dead.channel(1).datagram(b"from the dead node, epoch 9").unwrap();
+    let dead_wire = drain(&mut dead);
+    let mut survivor = sender(2, 8, fec(500, 1));
+    survivor.channel(1).datagram(b"from the survivor, epoch 8").unwrap();
+    let survivor_wire = drain(&mut survivor);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &dead_wire);
+    // While the epoch-9 session may still be talking, epoch 8 is stale.
+    rig.feed(0, &survivor_wire);
+    assert_eq!(rig.receiver.session(), Some((1, 9)));
+    assert_eq!(rig.receiver.stats().drops.get(DropReason::StaleEpoch), survivor_wire.len() as u64);
+    // A second of silence from it: the survivor is followed.
+    rig.now += Duration::from_millis(1_100);
+    rig.feed(0, &survivor_wire);
+    assert_eq!(rig.receiver.session(), Some((2, 8)));
+    assert_eq!(
+        rig.delivered.datagrams[&1],
+        vec![b"from the dead node, epoch 9".to_vec(), b"from the survivor, epoch 8".to_vec()]
+    );
 }

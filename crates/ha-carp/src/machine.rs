@@ -312,6 +312,7 @@ impl Carp {
             State::Master => {
                 if better {
                     self.become_backup(now);
+                    self.last_master = Some(theirs);
                     // One last advert with our own values, as ucarp does: after a healed partition the
                     // winner may not have heard this node yet, and must learn that it was not alone.
                     self.advertise();

@@ -239,6 +239,16 @@ fn promoting_a_standby_while_a_preferred_master_is_healthy_is_refused_with_the_r
     // Demoting the master is how the operator moves the VIP; then promoting it back works.
     pair.command(0, Command::Demote).unwrap();
     assert_eq!(pair.masters(), vec![1]);
+    // Right after being demoted, the old master knows who replaced it: promoting the worse node it
+    // is now is refused at once, not after the next advert.
+    pair.command(0, Command::Promote).unwrap();
+    pair.run(Duration::from_millis(100));
+    assert_eq!(pair.masters(), vec![0], "node 0 is preferred: its promotion wins");
+    assert_eq!(
+        pair.command(1, Command::Promote),
+        Err(CommandRefused::MasterPreferred),
+        "node 1 just yielded to node 0"
+    );
 }
 
 #[test]
