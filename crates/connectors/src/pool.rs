@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -185,18 +184,6 @@ async fn check(health: &HealthConfig, addr: SocketAddr) -> (bool, String) {
         Ok(Err(detail)) => (false, detail),
         Err(_) => (false, format!("no answer within {} ms", health.timeout_ms)),
     }
-}
-
-/// Waits until `pool` has a destination up, or `limit` passes.
-pub async fn wait_until_up(pool: &Pool, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !pool.any_up() {
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 #[cfg(test)]

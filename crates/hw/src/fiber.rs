@@ -72,6 +72,12 @@ enum Direction {
     Receive,
 }
 
+/// Grows any UDP socket's receive buffer to `bytes`, beyond `net.core.rmem_max` where the process has
+/// CAP_NET_ADMIN; returns a warning when the kernel still granted less.
+pub fn grow_recv_buffer(socket: &Socket, bytes: usize) -> Result<Option<BufferWarning>, FiberError> {
+    size_buffer(socket, Direction::Receive, bytes, true)
+}
+
 /// Asks for a socket buffer (forcing past the sysctl cap when allowed and asked) and returns a
 /// warning when the kernel granted less.
 fn size_buffer(

@@ -76,12 +76,6 @@ impl Pacer {
         self.tokens_nano -= need;
         true
     }
-
-    /// Changes the rate from now on (tokens already earned are kept).
-    pub fn set_rate(&mut self, now: Instant, rate_bps: u64) {
-        self.refill(now);
-        self.rate_bps = rate_bps.max(1);
-    }
 }
 
 /// Waits until `deadline` with sub-millisecond accuracy: sleeps while more than a scheduler slice

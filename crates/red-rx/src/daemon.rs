@@ -241,7 +241,8 @@ fn receive_fiber(
             }
         };
         if !batch.is_empty() {
-            let mut data = Vec::new();
+            // One allocation per batch, sized up front: the datagrams are copied once, in a row.
+            let mut data = Vec::with_capacity(batch.iter().map(<[u8]>::len).sum());
             let mut ends = Vec::with_capacity(batch.len());
             for datagram in batch.iter() {
                 data.extend_from_slice(datagram);

@@ -28,11 +28,7 @@ pub fn install_interrupt_cleanup() -> Result<(), String> {
         if signals.forever().next().is_some() {
             let (pids, dirs) = INTERRUPT_CLEANUP.lock().map(|g| g.clone()).unwrap_or_default();
             for pid in &pids {
-                // SAFETY: kill(2) on PIDs of children this lab started.
-                #[allow(unsafe_code)]
-                unsafe {
-                    libc::kill(*pid as libc::pid_t, libc::SIGTERM);
-                }
+                send_signal(*pid, libc::SIGTERM);
             }
             std::thread::sleep(Duration::from_millis(500));
             for dir in &dirs {
@@ -43,6 +39,15 @@ pub fn install_interrupt_cleanup() -> Result<(), String> {
         }
     });
     Ok(())
+}
+
+/// Sends `signal` to `pid`, which must be a child this lab started and has not yet reaped.
+fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) takes plain integers; the PID is one of this lab's own children.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
 }
 
 fn track_pid(pid: u32, add: bool) {
@@ -93,11 +98,7 @@ impl Proc {
 
     pub fn signal(&self, signal: libc::c_int) {
         if let Some(pid) = self.pid() {
-            // SAFETY: kill(2) on the PID of a child this lab started and has not yet reaped.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
-            }
+            send_signal(pid, signal);
         }
     }
 
@@ -341,23 +342,8 @@ impl UdpSink {
         socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
         // RED releases a decoded block's datagrams at once: a destination with the default buffer would
         // drop some of them, and the lab must count only the diode's losses.
-        let sock = socket2::SockRef::from(&socket);
-        let _ = sock.set_recv_buffer_size(16 << 20);
-        if sock.recv_buffer_size().unwrap_or(0) < 16 << 20 {
-            // SO_RCVBUFFORCE, allowed when the lab runs as root.
-            let bytes: libc::c_int = 16 << 20;
-            // SAFETY: setsockopt with a c_int option whose size is passed alongside it.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::setsockopt(
-                    std::os::fd::AsRawFd::as_raw_fd(&socket),
-                    libc::SOL_SOCKET,
-                    libc::SO_RCVBUFFORCE,
-                    (&bytes as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
-        }
+        // A shortfall (not root) only makes the lab's own losses possible, which the tests would show.
+        let _ = hw::fiber::grow_recv_buffer(&socket2::SockRef::from(&socket), 16 << 20);
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (sink_received, sink_stop) = (Arc::clone(&received), Arc::clone(&stop));
