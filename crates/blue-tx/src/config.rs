@@ -226,15 +226,12 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
         Some(section) => {
             let driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
             // Clients reach the pair through the VIP: only the active node holds it and listens there.
-            for source in &sources {
-                if source.multicast.is_none() && source.listen.ip() != std::net::IpAddr::V4(driver.vip) {
+            for source in sources.iter().filter(|s| s.multicast.is_none()) {
+                if let Some(listen) = source.listen.filter(|l| l.ip() != std::net::IpAddr::V4(driver.vip)) {
                     return Err(ConfigError::new(
                         path,
                         format!("channel {}: listen", source.config.number),
-                        format!(
-                            "{} is not on the VIP {}: with [ha] sources listen on the VIP",
-                            source.listen, driver.vip
-                        ),
+                        format!("{listen} is not on the VIP {}: with [ha] sources listen on the VIP", driver.vip),
                     ));
                 }
             }

@@ -16,6 +16,8 @@ use std::time::Duration;
 use connectors::config::ChannelKind;
 use connectors::runtime::write_json;
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
+use connectors::spool::{run_spool_sender, Spool};
+use connectors::vault::{serve as serve_http, upload_router};
 use ha_carp::driver::{HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
 use serde_json::json;
@@ -47,6 +49,8 @@ struct ChannelCounters {
     kind: ChannelKind,
     source: Arc<SourceStats>,
     pipeline: Arc<PipelineStats>,
+    /// Files and vault channels: the folder where accepted files wait until sent.
+    spool: Option<Spool>,
 }
 
 fn random_u64() -> u64 {
@@ -89,11 +93,15 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         let channel = source.config.number;
         let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
         let (sealed_tx, sealed_rx) = mpsc::channel(checked.config.link.queue_blocks);
+        let listen_text = source.listen.map(|l| l.to_string()).unwrap_or_default();
+        let listen =
+            |kind: &str| source.listen.ok_or_else(|| format!("channel {channel}: a {kind} channel without listen"));
         match source.config.kind {
             ChannelKind::Tcp => {
-                let listener = TcpListener::bind(source.listen)
+                let listen = listen("tcp")?;
+                let listener = TcpListener::bind(listen)
                     .await
-                    .map_err(|e| format!("channel {channel}: cannot listen on {}: {e}", source.listen))?;
+                    .map_err(|e| format!("channel {channel}: cannot listen on {listen}: {e}"))?;
                 tokio::spawn(run_tcp_source(
                     channel,
                     listener,
@@ -105,8 +113,9 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
                 ));
             }
             ChannelKind::Udp => {
-                let socket = bind_udp(source.listen, source.multicast, 8 << 20)
-                    .map_err(|e| format!("channel {channel}: cannot receive on {}: {e}", source.listen))?;
+                let listen = listen("udp")?;
+                let socket = bind_udp(listen, source.multicast, 8 << 20)
+                    .map_err(|e| format!("channel {channel}: cannot receive on {listen}: {e}"))?;
                 tokio::spawn(run_udp_source(
                     channel,
                     socket,
@@ -116,10 +125,27 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
                 ));
             }
             ChannelKind::Files | ChannelKind::Vault => {
-                return Err(format!("channel {channel}: kind not supported yet"))
+                let spool = stats.spool.clone().ok_or_else(|| format!("channel {channel}: no spool"))?;
+                if let Some(drop_folder) = &source.drop_folder {
+                    tokio::spawn(drop_folder.clone().run(spool.clone(), shutdown_rx.clone()));
+                }
+                if source.config.kind == ChannelKind::Vault {
+                    let listen = listen("vault")?;
+                    let listener = TcpListener::bind(listen)
+                        .await
+                        .map_err(|e| format!("channel {channel}: cannot listen on {listen}: {e}"))?;
+                    let router = upload_router(channel, spool.clone(), source.config.max_file_size);
+                    let stop = shutdown_rx.clone();
+                    tokio::spawn(async move {
+                        if let Err(error) = serve_http(listener, router, stop).await {
+                            warn!(channel, %error, "vault upload server failed");
+                        }
+                    });
+                }
+                tokio::spawn(run_spool_sender(channel, spool, source.config.repeat, events_tx, shutdown_rx.clone()));
             }
         }
-        info!(channel, name = %source.config.name, kind = source.config.kind.as_str(), listen = %source.listen, "channel ready");
+        info!(channel, name = %source.config.name, kind = source.config.kind.as_str(), listen = %listen_text, "channel ready");
         pipelines.push(tokio::spawn(
             ChannelPipeline {
                 channel,
@@ -221,6 +247,20 @@ pub fn run(checked: Checked) -> Result<(), String> {
 }
 
 async fn run_async(checked: Checked) -> Result<(), String> {
+    // Spools outlive terms: what was accepted while active is still sent after a restart or a takeover.
+    let mut spools = std::collections::HashMap::new();
+    for source in &checked.sources {
+        if let Some(dir) = &source.spool {
+            let channel = source.config.number;
+            let spool =
+                Spool::open(dir).map_err(|e| format!("channel {channel}: spool folder {}: {e}", dir.display()))?;
+            if let Some(drop) = &source.drop_folder {
+                std::fs::create_dir_all(&drop.folder)
+                    .map_err(|e| format!("channel {channel}: drop folder {}: {e}", drop.folder.display()))?;
+            }
+            spools.insert(channel, spool);
+        }
+    }
     let counters = Counters {
         channels: checked
             .sources
@@ -231,6 +271,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                 kind: s.config.kind,
                 source: Arc::new(SourceStats::default()),
                 pipeline: Arc::new(PipelineStats::default()),
+                spool: spools.remove(&s.config.number),
             })
             .collect(),
         transmit: Arc::new(TxStats::default()),
@@ -423,6 +464,15 @@ fn status_json(
             "datagrams": load(&c.source.datagrams),
             "datagrams_dropped": load(&c.source.datagrams_dropped),
             "blocks_sealed": load(&c.pipeline.blocks_sealed),
+            "files": c.spool.as_ref().map(|spool| json!({
+                "accepted": load(&spool.stats.accepted),
+                "accepted_bytes": load(&spool.stats.accepted_bytes),
+                "sent": load(&spool.stats.sent),
+                "sent_bytes": load(&spool.stats.sent_bytes),
+                "rejected": load(&spool.stats.rejected),
+                "failed": load(&spool.stats.failed),
+                "waiting": load(&spool.stats.waiting),
+            })),
         })).collect::<Vec<_>>(),
         "warnings": counters.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
     })

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -109,6 +109,30 @@ fn default_flush_ms() -> u64 {
 fn default_idle_timeout_s() -> u64 {
     300
 }
+fn default_settle_ms() -> u64 {
+    2000
+}
+fn default_rescan_s() -> u64 {
+    10
+}
+fn default_repeat() -> u32 {
+    1
+}
+/// Default largest file a files or vault channel takes: 64 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 << 30;
+fn default_max_file_size() -> u64 {
+    DEFAULT_MAX_FILE_SIZE
+}
+
+/// What a files channel does with a file once it has been sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterSend {
+    #[default]
+    Delete,
+    /// Move it to `sent_folder`, keeping its relative path.
+    Move,
+}
 
 /// A channel as BLUE sees it: where data comes in.
 #[derive(Clone, Debug, Deserialize)]
@@ -117,8 +141,9 @@ pub struct SourceChannel {
     pub number: u16,
     pub kind: ChannelKind,
     pub name: String,
-    /// `ip:port` to listen on (TCP) or receive on (UDP).
-    pub listen: String,
+    /// `ip:port` to listen on (TCP, and HTTP for vault uploads) or receive on (UDP). Files channels have
+    /// none.
+    pub listen: Option<String>,
     /// UDP only: a multicast group to join.
     pub multicast_group: Option<String>,
     /// UDP only: the address of the interface to join the group on (default: any).
@@ -135,6 +160,36 @@ pub struct SourceChannel {
     /// TCP only: a connection silent this long is aborted with reason "source timeout".
     #[serde(default = "default_idle_timeout_s")]
     pub idle_timeout_s: u64,
+    /// Files only: the drop folder.
+    pub folder: Option<PathBuf>,
+    /// Files only: how long a file must stay unchanged (size and mtime) before it is taken.
+    #[serde(default = "default_settle_ms")]
+    pub settle_ms: u64,
+    /// Files only: seconds between full rescans (besides the file system's change events).
+    #[serde(default = "default_rescan_s")]
+    pub rescan_s: u64,
+    /// Files only: globs on the relative path; when given, only matching files are taken.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Files only: globs on the relative path of files to leave alone.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Files and vault: largest file taken; larger ones are rejected (drop folder) or refused (upload).
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: u64,
+    /// Files only: what to do with a file once sent.
+    #[serde(default)]
+    pub after_send: AfterSend,
+    /// Files only: where sent files go with `after_send = "move"` (default `<folder>/.diode/sent`).
+    pub sent_folder: Option<PathBuf>,
+    /// Files only: where rejected files go, each with a `.reason.txt` (default `<folder>/.diode/rejected`).
+    pub rejected_folder: Option<PathBuf>,
+    /// Files and vault: how many times each file is sent (for lossy links with no way to ask again).
+    #[serde(default = "default_repeat")]
+    pub repeat: u32,
+    /// Files and vault: where accepted files wait until sent (default for files `<folder>/.diode/spool`,
+    /// which keeps it on the drop folder's file system so taking a file is a rename).
+    pub spool: Option<PathBuf>,
 }
 
 /// How a pool chooses among healthy destinations.
@@ -258,6 +313,29 @@ pub struct SinkChannel {
     /// too slow" (bounds memory when a destination stalls).
     #[serde(default = "default_sink_queue")]
     pub queue: usize,
+    /// Files and vault: the output folder.
+    pub folder: Option<PathBuf>,
+    /// Files and vault: where files that cannot be delivered go (default `<folder>/.quarantine`).
+    pub quarantine: Option<PathBuf>,
+    #[serde(default)]
+    pub on_failure: crate::filesink::OnFailure,
+    /// Files and vault: the delivered-file ledger (default `<folder>/.ledger.jsonl`).
+    pub ledger: Option<PathBuf>,
+    /// Files and vault: how many deliveries the ledger remembers.
+    #[serde(default = "default_ledger_entries")]
+    pub ledger_entries: usize,
+    /// Files and vault: largest file delivered; larger ones go to quarantine.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: u64,
+    /// Vault only: `ip:port` of the HTTP vault server (the RED VIP with HA).
+    pub listen: Option<String>,
+    /// Vault only: whether clients may delete delivered files.
+    #[serde(default)]
+    pub allow_delete: bool,
+}
+
+fn default_ledger_entries() -> usize {
+    100_000
 }
 
 /// A channel's identity, the part both sides must agree on.
@@ -323,72 +401,167 @@ pub fn check_identities<C: ChannelIdentity>(path: &Path, channels: &[C]) -> Resu
         if !names.insert(name.to_string()) {
             return Err(ConfigError::new(path, field, format!("name '{name}' used twice")));
         }
-        if matches!(channel.kind(), ChannelKind::Files | ChannelKind::Vault) {
-            return Err(ConfigError::new(
-                path,
-                field,
-                format!("kind '{}' is not supported by this version yet", channel.kind().as_str()),
-            ));
-        }
     }
     Ok(())
 }
 
-/// A source channel after its checks: addresses parsed.
+/// A source channel after its checks: addresses parsed, folders and globs resolved.
 #[derive(Clone, Debug)]
 pub struct CheckedSource {
     pub config: SourceChannel,
-    pub listen: SocketAddr,
+    /// Where TCP, UDP and vault channels listen; `None` for files channels.
+    pub listen: Option<SocketAddr>,
     pub multicast: Option<(IpAddr, Option<IpAddr>)>,
+    /// Files channels: the drop folder's settings.
+    pub drop_folder: Option<crate::dropfolder::DropFolder>,
+    /// Files and vault channels: the spool folder.
+    pub spool: Option<PathBuf>,
+}
+
+fn globs(path: &Path, field: &str, patterns: &[String]) -> Result<globset::GlobSet, ConfigError> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::Glob::new(pattern)
+            .map_err(|e| ConfigError::new(path, field, format!("'{pattern}' is not a glob: {e}")))?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| ConfigError::new(path, field, e.to_string()))
+}
+
+/// Refuses a setting given to a kind that has no use for it, so a typo in `kind` is not silently
+/// ignored.
+fn only_for(path: &Path, field: &str, given: bool, kinds: &str) -> Result<(), ConfigError> {
+    if given {
+        return Err(ConfigError::new(path, field, format!("only {kinds} channels have this setting")));
+    }
+    Ok(())
 }
 
 pub fn check_source(path: &Path, channel: &SourceChannel) -> Result<CheckedSource, ConfigError> {
     let field = format!("channel {}", channel.number);
-    let listen =
-        parse_addr(&channel.listen).map_err(|reason| ConfigError::new(path, format!("{field}: listen"), reason))?;
-    let multicast = match (&channel.multicast_group, channel.kind) {
+    let at = |name: &str| format!("{field}: {name}");
+    let kind = channel.kind;
+    let listen = match (&channel.listen, kind) {
+        (Some(text), ChannelKind::Tcp | ChannelKind::Udp | ChannelKind::Vault) => {
+            Some(parse_addr(text).map_err(|reason| ConfigError::new(path, at("listen"), reason))?)
+        }
+        (None, ChannelKind::Tcp | ChannelKind::Udp | ChannelKind::Vault) => {
+            return Err(ConfigError::new(
+                path,
+                at("listen"),
+                format!("a {} channel needs an address to listen on", kind.as_str()),
+            ))
+        }
+        (Some(_), ChannelKind::Files) => {
+            return Err(ConfigError::new(path, at("listen"), "a files channel reads its folder and listens on nothing"))
+        }
+        (None, ChannelKind::Files) => None,
+    };
+    let multicast = match (&channel.multicast_group, kind) {
         (Some(group), ChannelKind::Udp) => {
             let group: IpAddr = group.parse().map_err(|_| {
-                ConfigError::new(path, format!("{field}: multicast_group"), format!("'{group}' is not an IP address"))
+                ConfigError::new(path, at("multicast_group"), format!("'{group}' is not an IP address"))
             })?;
             if !group.is_multicast() {
                 return Err(ConfigError::new(
                     path,
-                    format!("{field}: multicast_group"),
+                    at("multicast_group"),
                     format!("{group} is not a multicast address"),
                 ));
             }
             let interface = match &channel.multicast_interface {
                 Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
-                    ConfigError::new(
-                        path,
-                        format!("{field}: multicast_interface"),
-                        format!("'{text}' is not an IP address"),
-                    )
+                    ConfigError::new(path, at("multicast_interface"), format!("'{text}' is not an IP address"))
                 })?),
                 None => None,
             };
             Some((group, interface))
         }
         (Some(_), _) => {
-            return Err(ConfigError::new(
-                path,
-                format!("{field}: multicast_group"),
-                "only UDP channels join multicast groups",
-            ))
+            return Err(ConfigError::new(path, at("multicast_group"), "only UDP channels join multicast groups"))
         }
         (None, _) => None,
     };
     if channel.max_sessions == 0 {
-        return Err(ConfigError::new(path, format!("{field}: max_sessions"), "must be at least 1"));
+        return Err(ConfigError::new(path, at("max_sessions"), "must be at least 1"));
     }
     if channel.share == 0 {
-        return Err(ConfigError::new(path, format!("{field}: share"), "must be at least 1"));
+        return Err(ConfigError::new(path, at("share"), "must be at least 1"));
     }
     if channel.flush_ms == 0 || channel.flush_ms > 10_000 {
-        return Err(ConfigError::new(path, format!("{field}: flush_ms"), "must be between 1 and 10000"));
+        return Err(ConfigError::new(path, at("flush_ms"), "must be between 1 and 10000"));
     }
-    Ok(CheckedSource { config: channel.clone(), listen, multicast })
+    let files = kind == ChannelKind::Files;
+    let takes_files = matches!(kind, ChannelKind::Files | ChannelKind::Vault);
+    only_for(path, &at("folder"), channel.folder.is_some() && !files, "files")?;
+    only_for(path, &at("include"), !channel.include.is_empty() && !files, "files")?;
+    only_for(path, &at("exclude"), !channel.exclude.is_empty() && !files, "files")?;
+    only_for(path, &at("sent_folder"), channel.sent_folder.is_some() && !files, "files")?;
+    only_for(path, &at("rejected_folder"), channel.rejected_folder.is_some() && !files, "files")?;
+    only_for(path, &at("after_send"), channel.after_send != AfterSend::Delete && !files, "files")?;
+    only_for(path, &at("spool"), channel.spool.is_some() && !takes_files, "files and vault")?;
+    only_for(path, &at("repeat"), channel.repeat != 1 && !takes_files, "files and vault")?;
+    if channel.repeat == 0 || channel.repeat > 100 {
+        return Err(ConfigError::new(path, at("repeat"), "must be between 1 and 100"));
+    }
+    if takes_files && channel.max_file_size == 0 {
+        return Err(ConfigError::new(path, at("max_file_size"), "must be at least 1"));
+    }
+    let mut drop_folder = None;
+    let spool = match kind {
+        ChannelKind::Files => {
+            let Some(folder) = channel.folder.clone() else {
+                return Err(ConfigError::new(path, at("folder"), "a files channel needs its drop folder"));
+            };
+            if !folder.is_absolute() {
+                return Err(ConfigError::new(
+                    path,
+                    at("folder"),
+                    format!("'{}' must be an absolute path", folder.display()),
+                ));
+            }
+            if channel.settle_ms > 3_600_000 {
+                return Err(ConfigError::new(path, at("settle_ms"), "at most 3600000 (an hour)"));
+            }
+            if channel.rescan_s == 0 || channel.rescan_s > 3600 {
+                return Err(ConfigError::new(path, at("rescan_s"), "must be between 1 and 3600"));
+            }
+            let private = folder.join(".diode");
+            let finish = match channel.after_send {
+                AfterSend::Delete => crate::spool::Finish::Delete,
+                AfterSend::Move => {
+                    crate::spool::Finish::MoveTo(channel.sent_folder.clone().unwrap_or_else(|| private.join("sent")))
+                }
+            };
+            drop_folder = Some(crate::dropfolder::DropFolder {
+                channel: channel.number,
+                folder: folder.clone(),
+                settle: Duration::from_millis(channel.settle_ms),
+                rescan: Duration::from_secs(channel.rescan_s),
+                include: globs(path, &at("include"), &channel.include)?,
+                exclude: globs(path, &at("exclude"), &channel.exclude)?,
+                max_file_size: channel.max_file_size,
+                finish,
+                rejected: channel.rejected_folder.clone().unwrap_or_else(|| private.join("rejected")),
+            });
+            Some(channel.spool.clone().unwrap_or_else(|| private.join("spool")))
+        }
+        ChannelKind::Vault => match &channel.spool {
+            Some(spool) if spool.is_absolute() => Some(spool.clone()),
+            Some(spool) => {
+                return Err(ConfigError::new(
+                    path,
+                    at("spool"),
+                    format!("'{}' must be an absolute path", spool.display()),
+                ))
+            }
+            None => {
+                return Err(ConfigError::new(path, at("spool"), "a vault channel needs a spool folder for uploads"))
+            }
+        },
+        ChannelKind::Tcp | ChannelKind::Udp => None,
+    };
+    Ok(CheckedSource { config: channel.clone(), listen, multicast, drop_folder, spool })
 }
 
 /// A sink channel after its checks.
@@ -398,12 +571,25 @@ pub struct CheckedSink {
     pub destinations: Vec<(SocketAddr, u32)>,
     pub health: HealthConfig,
     pub multicast_interface: Option<std::net::Ipv4Addr>,
+    /// Files and vault channels: the output folder's settings.
+    pub files: Option<crate::filesink::FileSinkConfig>,
+    /// Vault channels: where the HTTP vault listens.
+    pub vault_listen: Option<SocketAddr>,
 }
 
 pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, ConfigError> {
     let field = format!("channel {}", channel.number);
-    if channel.destinations.is_empty() {
+    let at = |name: &str| format!("{field}: {name}");
+    let streams_to_destinations = matches!(channel.kind, ChannelKind::Tcp | ChannelKind::Udp);
+    if streams_to_destinations && channel.destinations.is_empty() {
         return Err(ConfigError::new(path, field, "has no destination"));
+    }
+    if !streams_to_destinations && !channel.destinations.is_empty() {
+        return Err(ConfigError::new(
+            path,
+            at("destination"),
+            format!("a {} channel delivers to its folder, not to destinations", channel.kind.as_str()),
+        ));
     }
     let mut destinations = Vec::new();
     for (index, destination) in channel.destinations.iter().enumerate() {
@@ -430,25 +616,67 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
         ..HealthConfig::default()
     });
     if health.interval_ms == 0 || health.timeout_ms == 0 || health.failures == 0 {
-        return Err(ConfigError::new(
-            path,
-            format!("{field}: health"),
-            "interval_ms, timeout_ms and failures must be at least 1",
-        ));
+        return Err(ConfigError::new(path, at("health"), "interval_ms, timeout_ms and failures must be at least 1"));
     }
     if health.kind == HealthKind::Http && !health.path.starts_with('/') {
-        return Err(ConfigError::new(path, format!("{field}: health: path"), "must start with '/'"));
+        return Err(ConfigError::new(path, at("health: path"), "must start with '/'"));
     }
     if channel.queue == 0 {
-        return Err(ConfigError::new(path, format!("{field}: queue"), "must be at least 1"));
+        return Err(ConfigError::new(path, at("queue"), "must be at least 1"));
     }
     let multicast_interface = match &channel.multicast_interface {
         Some(text) => Some(text.parse().map_err(|_| {
-            ConfigError::new(path, format!("{field}: multicast_interface"), format!("'{text}' is not an IPv4 address"))
+            ConfigError::new(path, at("multicast_interface"), format!("'{text}' is not an IPv4 address"))
         })?),
         None => None,
     };
-    Ok(CheckedSink { config: channel.clone(), destinations, health, multicast_interface })
+    let is_vault = channel.kind == ChannelKind::Vault;
+    only_for(path, &at("folder"), channel.folder.is_some() && streams_to_destinations, "files and vault")?;
+    only_for(path, &at("quarantine"), channel.quarantine.is_some() && streams_to_destinations, "files and vault")?;
+    only_for(path, &at("ledger"), channel.ledger.is_some() && streams_to_destinations, "files and vault")?;
+    only_for(path, &at("listen"), channel.listen.is_some() && !is_vault, "vault")?;
+    only_for(path, &at("allow_delete"), channel.allow_delete && !is_vault, "vault")?;
+    let files = if streams_to_destinations {
+        None
+    } else {
+        let Some(folder) = channel.folder.clone() else {
+            return Err(ConfigError::new(
+                path,
+                at("folder"),
+                format!("a {} channel needs its output folder", channel.kind.as_str()),
+            ));
+        };
+        if !folder.is_absolute() {
+            return Err(ConfigError::new(
+                path,
+                at("folder"),
+                format!("'{}' must be an absolute path", folder.display()),
+            ));
+        }
+        if channel.ledger_entries == 0 {
+            return Err(ConfigError::new(path, at("ledger_entries"), "must be at least 1"));
+        }
+        if channel.max_file_size == 0 {
+            return Err(ConfigError::new(path, at("max_file_size"), "must be at least 1"));
+        }
+        Some(crate::filesink::FileSinkConfig {
+            channel: channel.number,
+            quarantine: channel.quarantine.clone().unwrap_or_else(|| folder.join(".quarantine")),
+            ledger: channel.ledger.clone().unwrap_or_else(|| folder.join(".ledger.jsonl")),
+            ledger_entries: channel.ledger_entries,
+            on_failure: channel.on_failure,
+            max_file_size: channel.max_file_size,
+            folder,
+        })
+    };
+    let vault_listen = match (&channel.listen, is_vault) {
+        (Some(text), true) => Some(parse_addr(text).map_err(|reason| ConfigError::new(path, at("listen"), reason))?),
+        (None, true) => {
+            return Err(ConfigError::new(path, at("listen"), "a vault channel needs an address for its HTTP server"))
+        }
+        _ => None,
+    };
+    Ok(CheckedSink { config: channel.clone(), destinations, health, multicast_interface, files, vault_listen })
 }
 
 #[cfg(test)]
@@ -496,6 +724,74 @@ mod tests {
         let mut renamed = b.clone();
         renamed.name = "c".into();
         assert_ne!(fingerprint(&[a.clone(), b]), fingerprint(&[a, renamed]));
+    }
+
+    fn source(text: &str) -> Result<CheckedSource, ConfigError> {
+        let channel: SourceChannel = parse_toml(Path::new("blue.toml"), text)?;
+        check_source(Path::new("blue.toml"), &channel)
+    }
+
+    #[test]
+    fn files_and_vault_settings_are_checked_per_kind() {
+        let ok = source("number = 2\nkind = \"files\"\nname = \"f\"\nfolder = \"/srv/drop\"\ninclude = [\"**/*.csv\"]")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let drop = ok.drop_folder.unwrap_or_else(|| unreachable!());
+        assert_eq!(drop.rejected, PathBuf::from("/srv/drop/.diode/rejected"));
+        assert_eq!(ok.spool, Some(PathBuf::from("/srv/drop/.diode/spool")));
+        let cases = [
+            (
+                "number = 2\nkind = \"files\"\nname = \"f\"",
+                "blue.toml: channel 2: folder: a files channel needs its drop folder",
+            ),
+            (
+                "number = 2\nkind = \"files\"\nname = \"f\"\nfolder = \"drop\"",
+                "blue.toml: channel 2: folder: 'drop' must be an absolute path",
+            ),
+            (
+                "number = 2\nkind = \"files\"\nname = \"f\"\nfolder = \"/d\"\ninclude = [\"a[\"]",
+                "blue.toml: channel 2: include: 'a[' is not a glob",
+            ),
+            (
+                "number = 2\nkind = \"files\"\nname = \"f\"\nfolder = \"/d\"\nrepeat = 0",
+                "blue.toml: channel 2: repeat: must be between 1 and 100",
+            ),
+            (
+                "number = 2\nkind = \"tcp\"\nname = \"t\"\nlisten = \"127.0.0.1:1\"\nfolder = \"/d\"",
+                "blue.toml: channel 2: folder: only files channels have this setting",
+            ),
+            (
+                "number = 3\nkind = \"vault\"\nname = \"v\"\nlisten = \"127.0.0.1:1\"",
+                "blue.toml: channel 3: spool: a vault channel needs a spool folder for uploads",
+            ),
+            (
+                "number = 3\nkind = \"vault\"\nname = \"v\"\nspool = \"/s\"",
+                "blue.toml: channel 3: listen: a vault channel needs an address to listen on",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = source(text).expect_err(text).to_string();
+            assert!(error.starts_with(expected), "{error}");
+        }
+        let error = sink("number = 4\nkind = \"vault\"\nname = \"v\"\nfolder = \"/out\"").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "red.toml: channel 4: listen: a vault channel needs an address for its HTTP server"
+        );
+        let error = sink(
+            "number = 4\nkind = \"files\"\nname = \"f\"\nfolder = \"/out\"\n[[destination]]\naddress = \"127.0.0.1:9\"",
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "red.toml: channel 4: destination: a files channel delivers to its folder, not to destinations"
+        );
+        let files = sink("number = 4\nkind = \"files\"\nname = \"f\"\nfolder = \"/out\"")
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        let files = files.files.unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            (files.quarantine, files.ledger),
+            (PathBuf::from("/out/.quarantine"), PathBuf::from("/out/.ledger.jsonl"))
+        );
     }
 
     #[test]

@@ -26,14 +26,19 @@ pub enum SinkEvent {
     Open {
         stream: u64,
         meta: StreamMeta,
+        /// The sender session and epoch the stream arrived in (kept in the files ledger).
+        session: u64,
+        epoch: u32,
     },
     Data {
         stream: u64,
         data: Bytes,
     },
-    /// The stream is complete and verified.
+    /// The stream is complete and verified: its length and BLAKE3 matched what the sender announced.
     End {
         stream: u64,
+        total_len: u64,
+        hash: [u8; 32],
     },
     /// The stream will not complete; the reason is logged and counted.
     Broken {
@@ -88,7 +93,7 @@ pub async fn run_tcp_sink(
     let mut streams: HashMap<u64, mpsc::Sender<SinkEvent>> = HashMap::new();
     while let Some(event) = events.recv().await {
         let stream = match &event {
-            SinkEvent::Open { stream, meta } => {
+            SinkEvent::Open { stream, meta, .. } => {
                 let (tx, rx) = mpsc::channel(queue);
                 streams.insert(*stream, tx);
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +102,9 @@ pub async fn run_tcp_sink(
                 tokio::spawn(task);
                 continue;
             }
-            SinkEvent::Data { stream, .. } | SinkEvent::End { stream } | SinkEvent::Broken { stream, .. } => *stream,
+            SinkEvent::Data { stream, .. } | SinkEvent::End { stream, .. } | SinkEvent::Broken { stream, .. } => {
+                *stream
+            }
             SinkEvent::Datagram(_) => continue,
         };
         let last = matches!(event, SinkEvent::End { .. } | SinkEvent::Broken { .. });

@@ -27,8 +27,13 @@ fn main() -> std::io::Result<()> {
         beacon_interval_ms: 100,
     });
     let channel = sender.channel(1);
-    let meta =
-        StreamMeta { peer: "127.0.0.1:1".into(), name: "dir/file.bin".into(), size: Some(3000), mtime: Some((1, 2)) };
+    let meta = StreamMeta {
+        peer: "127.0.0.1:1".into(),
+        name: "dir/file.bin".into(),
+        size: Some(3000),
+        mtime: Some((1, 2)),
+        file_id: Some([7; 16]),
+    };
     let ok =
         channel.open(1, meta).and_then(|()| channel.data(1, &[0x5A; 3000])).and_then(|()| channel.end(1).map(|_| ()));
     let aborted = channel

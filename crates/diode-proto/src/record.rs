@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! Open      1 | stream u64 | flags u8 | size u64 | mtime s i64 | mtime ns u32
-//!             | peer len u16 | peer (UTF-8) | name len u16 | name (UTF-8)
+//!             | peer len u16 | peer (UTF-8) | name len u16 | name (UTF-8) | [file id 16]
 //! Data      2 | stream u64 | prev u64 | offset u64 | len u32 | bytes
 //! Datagrams 3 | count u16 | count x (len u16 | bytes)
 //! End       4 | stream u64 | prev u64 | total length u64 | BLAKE3 of the stream [32]
@@ -12,7 +12,8 @@
 //! `prev` is the sequence of the block that carried the stream's previous record (its `Open` for the
 //! first one). A receiver that last saw the stream in another block knows a block with records of this
 //! stream was lost, even when the lost record was the `End`. Open flags: bit 0 size present, bit 1 mtime
-//! present; other bits must be zero, and an absent size or mtime must be encoded as zero. Every length is checked against the bytes that remain and against
+//! present, bit 2 file id present (then 16 bytes follow the name); other bits must be zero, and an absent
+//! size or mtime must be encoded as zero. Every length is checked against the bytes that remain and against
 //! the limits below before anything is read.
 
 use crate::wire::{Reader, WireError};
@@ -32,6 +33,9 @@ pub const MAX_DATAGRAMS_PER_RECORD: usize = 4096;
 
 const OPEN_FLAG_SIZE: u8 = 0x01;
 const OPEN_FLAG_MTIME: u8 = 0x02;
+const OPEN_FLAG_FILE_ID: u8 = 0x04;
+/// Length of a file id.
+pub const FILE_ID_LEN: usize = 16;
 
 pub const DATA_HEADER_LEN: usize = 1 + 8 + 8 + 8 + 4;
 pub const END_LEN: usize = 1 + 8 + 8 + 8 + 32;
@@ -92,6 +96,9 @@ pub struct StreamMeta {
     pub size: Option<u64>,
     /// Modification time (seconds and nanoseconds since the Unix epoch).
     pub mtime: Option<(i64, u32)>,
+    /// Identity of a file across repeats, sender restarts and takeovers: the receiver's ledger uses it to
+    /// deliver each file once. Chosen by the sender when it takes the file.
+    pub file_id: Option<[u8; FILE_ID_LEN]>,
 }
 
 /// One record, borrowing its bytes from the decoded block.
@@ -108,7 +115,18 @@ impl Record<'_> {
     /// Bytes this record takes on the wire.
     pub fn encoded_len(&self) -> usize {
         match self {
-            Record::Open { meta, .. } => 1 + 8 + 1 + 8 + 8 + 4 + 2 + meta.peer.len() + 2 + meta.name.len(),
+            Record::Open { meta, .. } => {
+                1 + 8
+                    + 1
+                    + 8
+                    + 8
+                    + 4
+                    + 2
+                    + meta.peer.len()
+                    + 2
+                    + meta.name.len()
+                    + meta.file_id.map_or(0, |_| FILE_ID_LEN)
+            }
             Record::Data { bytes, .. } => DATA_HEADER_LEN + bytes.len(),
             Record::Datagrams { payloads } => {
                 DATAGRAMS_HEADER_LEN + payloads.iter().map(|p| DATAGRAM_ENTRY_HEADER_LEN + p.len()).sum::<usize>()
@@ -161,6 +179,9 @@ impl Record<'_> {
                 if meta.mtime.is_some() {
                     flags |= OPEN_FLAG_MTIME;
                 }
+                if meta.file_id.is_some() {
+                    flags |= OPEN_FLAG_FILE_ID;
+                }
                 out.push(flags);
                 out.extend_from_slice(&meta.size.unwrap_or(0).to_be_bytes());
                 let (secs, nanos) = meta.mtime.unwrap_or((0, 0));
@@ -168,6 +189,9 @@ impl Record<'_> {
                 out.extend_from_slice(&nanos.to_be_bytes());
                 put_text(out, &meta.peer);
                 put_text(out, &meta.name);
+                if let Some(id) = &meta.file_id {
+                    out.extend_from_slice(id);
+                }
             }
             Record::Data { stream, prev, offset, bytes } => {
                 out.push(KIND_DATA);
@@ -245,7 +269,7 @@ impl<'a> RecordReader<'a> {
             KIND_OPEN => {
                 let stream = r.u64()?;
                 let flags = r.u8()?;
-                if flags & !(OPEN_FLAG_SIZE | OPEN_FLAG_MTIME) != 0 {
+                if flags & !(OPEN_FLAG_SIZE | OPEN_FLAG_MTIME | OPEN_FLAG_FILE_ID) != 0 {
                     return Err(WireError::BadFlags { what: "open", flags });
                 }
                 let size = r.u64()?;
@@ -263,11 +287,16 @@ impl<'a> RecordReader<'a> {
                 }
                 let peer = get_text(r, "peer", MAX_PEER_LEN)?;
                 let name = get_text(r, "name", MAX_NAME_LEN)?;
+                let file_id = match flags & OPEN_FLAG_FILE_ID {
+                    0 => None,
+                    _ => Some(r.array::<FILE_ID_LEN>()?),
+                };
                 let meta = StreamMeta {
                     peer,
                     name,
                     size: (flags & OPEN_FLAG_SIZE != 0).then_some(size),
                     mtime: (flags & OPEN_FLAG_MTIME != 0).then_some((secs, nanos)),
+                    file_id,
                 };
                 Ok(Record::Open { stream, meta })
             }
@@ -343,6 +372,7 @@ mod tests {
                     name: "dir/report.pdf".into(),
                     size: Some(1234),
                     mtime: Some((1_700_000_000, 5)),
+                    file_id: Some([0xab; FILE_ID_LEN]),
                 },
             },
             Record::Open { stream: 10, meta: StreamMeta::default() },

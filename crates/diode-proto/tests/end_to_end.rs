@@ -12,7 +12,7 @@ use common::*;
 use diode_proto::{AbortReason, Alarm, BreakReason, DropReason, Event, LossReason, ReceiverConfig, StreamMeta};
 
 fn meta(name: &str) -> StreamMeta {
-    StreamMeta { peer: "127.0.0.1:9".into(), name: name.into(), size: None, mtime: None }
+    StreamMeta { peer: "127.0.0.1:9".into(), name: name.into(), ..StreamMeta::default() }
 }
 
 #[test]

@@ -64,6 +64,7 @@ fn block_content() -> Vec<u8> {
         name: "a.txt".into(),
         size: Some(5),
         mtime: Some((1_700_000_000, 0)),
+        file_id: None,
     };
     let hash = *blake3::hash(b"hello").as_bytes();
     let mut body = Vec::new();

@@ -148,7 +148,20 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         ..ReceiverConfig::default()
     };
     let ha = match &config.ha {
-        Some(section) => Some(section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?),
+        Some(section) => {
+            let driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            // Vault clients reach the pair through the VIP, which only the active node holds.
+            for sink in &sinks {
+                if let Some(listen) = sink.vault_listen.filter(|l| l.ip() != std::net::IpAddr::V4(driver.vip)) {
+                    return Err(ConfigError::new(
+                        path,
+                        format!("channel {}: listen", sink.config.number),
+                        format!("{listen} is not on the VIP {}: with [ha] the vault listens on the VIP", driver.vip),
+                    ));
+                }
+            }
+            Some(driver)
+        }
         None => None,
     };
     Ok(Checked { fingerprint: fingerprint(&config.channels), receiver, fibers, sinks, ha, config })

@@ -11,9 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connectors::config::ChannelKind;
+use connectors::filesink::{spawn_file_sink, FileSinkStats};
 use connectors::pool::Pool;
 use connectors::runtime::write_json;
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
+use connectors::vault::download_router;
 use diode_proto::{Event, Receiver};
 use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::{Command, Fault};
@@ -57,7 +59,10 @@ struct SinkHandle {
     kind: ChannelKind,
     events: mpsc::Sender<SinkEvent>,
     stats: Arc<SinkStats>,
-    pool: Arc<Pool>,
+    /// TCP and UDP channels: their destinations.
+    pool: Option<Arc<Pool>>,
+    /// Files and vault channels: their output folder's counters.
+    files: Option<Arc<FileSinkStats>>,
 }
 
 pub fn run(checked: Checked) -> Result<(), String> {
@@ -68,25 +73,53 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut sinks = Vec::new();
     let mut sink_tasks = Vec::new();
+    let mut file_threads = Vec::new();
+    let mut vaults = Vec::new();
     for sink in &checked.sinks {
         let channel = sink.config.number;
-        let pool = Pool::new(channel, &sink.destinations, sink.config.mode, sink.health.clone());
-        tokio::spawn(Arc::clone(&pool).run_health_checks(shutdown_rx.clone()));
         let (events_tx, events_rx) = mpsc::channel(sink.config.queue);
         let stats = Arc::new(SinkStats::default());
-        let task = match sink.config.kind {
-            ChannelKind::Tcp => {
-                tokio::spawn(run_tcp_sink(channel, events_rx, Arc::clone(&pool), sink.config.queue, Arc::clone(&stats)))
+        let mut pool = None;
+        let mut files = None;
+        match (sink.config.kind, &sink.files) {
+            (ChannelKind::Tcp | ChannelKind::Udp, _) => {
+                let destinations = Pool::new(channel, &sink.destinations, sink.config.mode, sink.health.clone());
+                tokio::spawn(Arc::clone(&destinations).run_health_checks(shutdown_rx.clone()));
+                let task = if sink.config.kind == ChannelKind::Tcp {
+                    tokio::spawn(run_tcp_sink(
+                        channel,
+                        events_rx,
+                        Arc::clone(&destinations),
+                        sink.config.queue,
+                        Arc::clone(&stats),
+                    ))
+                } else {
+                    let multicast = (sink.config.multicast_ttl, sink.multicast_interface);
+                    tokio::spawn(run_udp_sink(
+                        channel,
+                        events_rx,
+                        Arc::clone(&destinations),
+                        multicast,
+                        Arc::clone(&stats),
+                    ))
+                };
+                sink_tasks.push(task);
+                pool = Some(destinations);
             }
-            ChannelKind::Udp => {
-                let multicast = (sink.config.multicast_ttl, sink.multicast_interface);
-                tokio::spawn(run_udp_sink(channel, events_rx, Arc::clone(&pool), multicast, Arc::clone(&stats)))
+            (ChannelKind::Files | ChannelKind::Vault, Some(config)) => {
+                let file_stats = Arc::new(FileSinkStats::default());
+                let thread = spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats))
+                    .map_err(|e| format!("channel {channel}: output folder {}: {e}", config.folder.display()))?;
+                file_threads.push(thread);
+                if let Some(listen) = sink.vault_listen {
+                    vaults.push((channel, listen, download_router(config.folder.clone(), sink.config.allow_delete)));
+                }
+                files = Some(file_stats);
             }
-            ChannelKind::Files | ChannelKind::Vault => {
-                return Err(format!("channel {channel}: kind not supported yet"))
+            (ChannelKind::Files | ChannelKind::Vault, None) => {
+                return Err(format!("channel {channel}: no output folder (a configuration check was skipped)"))
             }
-        };
-        sink_tasks.push(task);
+        }
         info!(channel, name = %sink.config.name, kind = sink.config.kind.as_str(), destinations = sink.destinations.len(), "channel ready");
         sinks.push(SinkHandle {
             number: channel,
@@ -95,6 +128,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             events: events_tx,
             stats,
             pool,
+            files,
         });
     }
 
@@ -164,6 +198,10 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             .await?;
         }
     }
+    for (channel, listen, router) in vaults {
+        let role = ha.as_ref().map(|h| h.role.clone());
+        tokio::spawn(serve_vault(channel, listen, router, role, shutdown_rx.clone()));
+    }
     info!(node = %checked.config.node.name, fibers = checked.fibers.len(), "red-rx running");
 
     let status_file = checked.config.node.status_file.clone();
@@ -189,8 +227,61 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     for task in sink_tasks {
         let _ = task.await;
     }
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in file_threads {
+            let _ = thread.join();
+        }
+    })
+    .await;
     info!("stopped");
     Ok(())
+}
+
+/// Serves a vault channel's downloads while this node is active (always, without HA): with HA the
+/// vault listens on the VIP, which only the active node holds.
+async fn serve_vault(
+    channel: u16,
+    listen: SocketAddr,
+    router: axum::Router,
+    mut role: Option<watch::Receiver<Role>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        if let Some(role) = role.as_mut() {
+            tokio::select! {
+                result = role.wait_for(|r| *r == Role::Active) => if result.is_err() { return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+        }
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                warn!(channel, %listen, %error, "cannot listen for the vault yet: retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    _ = shutdown.wait_for(|stop| *stop) => return,
+                }
+            }
+        };
+        info!(channel, %listen, "vault serving downloads");
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let server = tokio::spawn(connectors::vault::serve(listener, router.clone(), stop_rx));
+        let stopping = tokio::select! {
+            _ = async {
+                match role.as_mut() {
+                    Some(role) => { let _ = role.wait_for(|r| *r != Role::Active).await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => false,
+            _ = shutdown.wait_for(|stop| *stop) => true,
+        };
+        let _ = stop_tx.send(true);
+        let _ = server.await;
+        info!(channel, %listen, "vault stopped serving");
+        if stopping {
+            return;
+        }
+    }
 }
 
 /// How long without a beacon on any fiber before this node counts as blind (a few beacon intervals).
@@ -326,7 +417,7 @@ impl Dispatcher {
                 }
                 delivering
             }
-            SinkEvent::End { stream } | SinkEvent::Broken { stream, .. } => self.delivering.remove(&key(*stream)),
+            SinkEvent::End { stream, .. } | SinkEvent::Broken { stream, .. } => self.delivering.remove(&key(*stream)),
             SinkEvent::Datagram(_) => {
                 if !self.was_active {
                     self.local.standby_skipped += 1;
@@ -428,11 +519,14 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 error!(?alarm, "ALARM");
                 continue;
             }
-            Event::StreamOpened { channel, stream, meta } => (channel, SinkEvent::Open { stream, meta }),
+            Event::StreamOpened { channel, stream, meta } => {
+                let (session, epoch) = receiver.session().unwrap_or((0, 0));
+                (channel, SinkEvent::Open { stream, meta, session, epoch })
+            }
             Event::StreamData { channel, stream, data, .. } => (channel, SinkEvent::Data { stream, data }),
-            Event::StreamEnded { channel, stream, .. } => {
+            Event::StreamEnded { channel, stream, total_len, hash } => {
                 local.streams_ended += 1;
-                (channel, SinkEvent::End { stream })
+                (channel, SinkEvent::End { stream, total_len, hash })
             }
             Event::StreamBroken { channel, stream, reason } => {
                 let label = format!("{reason:?}");
@@ -521,7 +615,14 @@ fn status_json(
             "bytes": load(&s.stats.bytes),
             "datagrams": load(&s.stats.datagrams),
             "datagrams_dropped": s.stats.datagrams_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
-            "destinations": s.pool.status(),
+            "destinations": s.pool.as_ref().map(|p| p.status()),
+            "files": s.files.as_ref().map(|f| json!({
+                "delivered": load(&f.delivered),
+                "delivered_bytes": load(&f.delivered_bytes),
+                "duplicates": load(&f.duplicates),
+                "failed": f.failed.lock().map(|m| m.clone()).unwrap_or_default(),
+                "recent": f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect::<Vec<_>>()).unwrap_or_default(),
+            })),
         })).collect::<Vec<_>>(),
         "warnings": warnings,
     })

@@ -391,7 +391,8 @@ impl Default for LinkPlan {
     }
 }
 
-/// A channel of the lab: its BLUE listen address and its RED destinations.
+/// A channel of the lab: its BLUE listen address and its RED destinations (files and vault channels
+/// give their folders in the extra lines; a files channel's `listen` is not used).
 #[derive(Clone, Debug)]
 pub struct ChannelPlan {
     pub number: u16,
@@ -473,9 +474,13 @@ impl Lab {
         );
         for channel in channels {
             blue_toml += &format!(
-                "[[channel]]\nnumber = {}\nkind = \"{}\"\nname = \"{}\"\nlisten = \"{}\"\n",
-                channel.number, channel.kind, channel.name, channel.listen
+                "[[channel]]\nnumber = {}\nkind = \"{}\"\nname = \"{}\"\n",
+                channel.number, channel.kind, channel.name
             );
+            // A files channel reads its drop folder (in `blue_extra`) and listens on nothing.
+            if channel.kind != "files" {
+                blue_toml += &format!("listen = \"{}\"\n", channel.listen);
+            }
             if let Some(group) = channel.multicast_group {
                 blue_toml += &format!("multicast_group = \"{group}\"\nmulticast_interface = \"127.0.0.1\"\n");
             }

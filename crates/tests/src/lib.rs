@@ -1,7 +1,8 @@
 //! The integration harness: starts blue-tx, red-rx and fiber-sim as real processes on loopback, feeds
 //! them from in-process sources and checks what in-process destinations received.
 //!
-//! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`demo`] is
+//! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`http`] is a small
+//! client for the vault, [`demo`] is
 //! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them.
@@ -9,6 +10,7 @@
 pub mod bins;
 pub mod demo;
 pub mod ha_lab;
+pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod nshelp;

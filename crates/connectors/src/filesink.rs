@@ -1,0 +1,577 @@
+//! RED output folders (files channels, and the folder behind a vault): verified files appear under
+//! their names atomically, exactly once; everything else goes to quarantine with a reason.
+//!
+//! A stream is written to `<folder>/.part/<session>-<epoch>-<stream>.part` while it arrives, hashed as
+//! it is written. At `End` the sink checks the length and BLAKE3 against what the sender announced,
+//! syncs the file, sets its mtime, and links it into place under its sanitised name (a hard link
+//! never replaces an existing file, so a collision gets " (2)", " (3)"… and a different file is never
+//! overwritten; a file already there with the same content counts as this delivery). The delivery is
+//! then recorded in the ledger. A stream that cannot complete (a lost block, a hash mismatch, a name
+//! refused, too large, a full disk) never shows under its name: its part goes to the quarantine folder
+//! with a `.reason.json`, or is removed, as configured.
+//!
+//! The sink runs on its own thread: file system calls block, and a slow disk must not stall the
+//! protocol thread (its queue to the sink is bounded, so back-pressure reaches the receiver instead).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use diode_proto::StreamMeta;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::ledger::{sync_parent, Ledger, LedgerEntry};
+use crate::names::{sanitize, SafePath};
+use crate::sink::SinkEvent;
+use crate::spool::hex_encode;
+
+/// What happens to a file that cannot be delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Kept in the quarantine folder with a reason file, for an operator to look at.
+    #[default]
+    Quarantine,
+    /// Removed; the reason is logged and counted.
+    Delete,
+}
+
+#[derive(Clone, Debug)]
+pub struct FileSinkConfig {
+    pub channel: u16,
+    pub folder: PathBuf,
+    pub quarantine: PathBuf,
+    pub ledger: PathBuf,
+    pub ledger_entries: usize,
+    pub on_failure: OnFailure,
+    pub max_file_size: u64,
+}
+
+/// One finished transfer, for the status page.
+#[derive(Clone, Debug, Serialize)]
+pub struct Transfer {
+    pub name: String,
+    pub size: u64,
+    /// "delivered", "duplicate" or "quarantined".
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub path: Option<String>,
+    pub at: u64,
+}
+
+/// Counters of a files or vault sink.
+#[derive(Debug, Default)]
+pub struct FileSinkStats {
+    pub delivered: AtomicU64,
+    pub delivered_bytes: AtomicU64,
+    /// Files recognised in the ledger (repeats, resends) and not delivered again.
+    pub duplicates: AtomicU64,
+    /// Files not delivered, by reason label.
+    pub failed: Mutex<BTreeMap<&'static str, u64>>,
+    pub recent: Mutex<VecDeque<Transfer>>,
+}
+
+const RECENT_TRANSFERS: usize = 100;
+
+impl FileSinkStats {
+    fn note(&self, transfer: Transfer) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_TRANSFERS {
+                recent.pop_front();
+            }
+            recent.push_back(transfer);
+        }
+    }
+
+    fn fail(&self, label: &'static str) {
+        if let Ok(mut failed) = self.failed.lock() {
+            *failed.entry(label).or_insert(0) += 1;
+        }
+    }
+
+    pub fn failed_total(&self) -> u64 {
+        self.failed.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+}
+
+/// Why a file was not delivered: a label for counters and a sentence for the reason file.
+#[derive(Clone, Debug)]
+struct Failure {
+    label: &'static str,
+    reason: String,
+}
+
+impl Failure {
+    fn new(label: &'static str, reason: impl Into<String>) -> Failure {
+        Failure { label, reason: reason.into() }
+    }
+
+    fn io(what: &str, error: &std::io::Error) -> Failure {
+        let label = if error.kind() == ErrorKind::StorageFull { "disk_full" } else { "write_error" };
+        Failure::new(label, format!("{what}: {error}"))
+    }
+}
+
+struct Incoming {
+    meta: StreamMeta,
+    session: u64,
+    epoch: u32,
+    target: Result<SafePath, Failure>,
+    state: State,
+}
+
+enum State {
+    Writing {
+        file: File,
+        part: PathBuf,
+        hasher: Box<blake3::Hasher>,
+        written: u64,
+    },
+    /// Already delivered according to the ledger: the bytes are dropped.
+    Duplicate,
+    /// Failed before the end: the bytes are dropped, the failure is reported at the end.
+    Failed(Failure),
+}
+
+pub struct FileSink {
+    config: FileSinkConfig,
+    part_dir: PathBuf,
+    ledger: Ledger,
+    streams: HashMap<u64, Incoming>,
+    stats: Arc<FileSinkStats>,
+}
+
+impl FileSink {
+    /// Opens the folders and the ledger, and removes part files a previous run left (they are this
+    /// node's own, and were never visible).
+    pub fn open(config: FileSinkConfig, stats: Arc<FileSinkStats>) -> std::io::Result<FileSink> {
+        let part_dir = config.folder.join(".part");
+        std::fs::create_dir_all(&config.folder)?;
+        std::fs::create_dir_all(&part_dir)?;
+        std::fs::create_dir_all(&config.quarantine)?;
+        for item in std::fs::read_dir(&part_dir)?.flatten() {
+            warn!(channel = config.channel, part = %item.path().display(), "removing a part file left by an earlier run");
+            let _ = std::fs::remove_file(item.path());
+        }
+        let ledger = Ledger::open(&config.ledger, config.ledger_entries)?;
+        info!(channel = config.channel, folder = %config.folder.display(), remembered = ledger.len(), "output folder ready");
+        Ok(FileSink { config, part_dir, ledger, streams: HashMap::new(), stats })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn handle(&mut self, event: SinkEvent) {
+        match event {
+            SinkEvent::Open { stream, meta, session, epoch } => self.open_stream(stream, meta, session, epoch),
+            SinkEvent::Data { stream, data } => self.write(stream, &data),
+            SinkEvent::End { stream, total_len, hash } => {
+                if let Some(incoming) = self.streams.remove(&stream) {
+                    self.finish(stream, incoming, total_len, hash);
+                }
+            }
+            SinkEvent::Broken { stream, reason } => {
+                if let Some(incoming) = self.streams.remove(&stream) {
+                    self.fail(stream, incoming, Failure::new("incomplete", format!("stream broken: {reason}")));
+                }
+            }
+            SinkEvent::Datagram(_) => {}
+        }
+    }
+
+    fn ledger_key(meta: &StreamMeta, session: u64, epoch: u32, stream: u64) -> String {
+        match &meta.file_id {
+            Some(id) => hex_encode(id),
+            // Without an id from the sender only this very stream can be recognised.
+            None => format!("{session:016x}-{epoch}-{stream}"),
+        }
+    }
+
+    fn open_stream(&mut self, stream: u64, meta: StreamMeta, session: u64, epoch: u32) {
+        let target = sanitize(&meta.name).map_err(|e| Failure::new("name_refused", format!("name refused: {e}")));
+        let key = Self::ledger_key(&meta, session, epoch, stream);
+        let state = if self.ledger.contains(&key) {
+            State::Duplicate
+        } else if let Some(size) = meta.size.filter(|s| *s > self.config.max_file_size) {
+            let limit = self.config.max_file_size;
+            State::Failed(Failure::new("too_large", format!("announced {size} bytes, the limit is {limit}")))
+        } else {
+            let part = self.part_dir.join(format!("{session:016x}-{epoch}-{stream}.part"));
+            match File::create(&part) {
+                Ok(file) => State::Writing { file, part, hasher: Box::default(), written: 0 },
+                Err(error) => State::Failed(Failure::io("cannot create the part file", &error)),
+            }
+        };
+        debug!(channel = self.config.channel, stream, name = %meta.name, "file opened");
+        self.streams.insert(stream, Incoming { meta, session, epoch, target, state });
+    }
+
+    fn write(&mut self, stream: u64, data: &[u8]) {
+        let Some(incoming) = self.streams.get_mut(&stream) else { return };
+        let State::Writing { file, part, hasher, written } = &mut incoming.state else { return };
+        let failure = if *written + data.len() as u64 > self.config.max_file_size {
+            Some(Failure::new("too_large", format!("more than the limit of {} bytes", self.config.max_file_size)))
+        } else {
+            match file.write_all(data) {
+                Ok(()) => {
+                    hasher.update(data);
+                    *written += data.len() as u64;
+                    None
+                }
+                Err(error) => Some(Failure::io("cannot write the part file", &error)),
+            }
+        };
+        if let Some(failure) = failure {
+            // Free the space at once: on a full disk the next files must not fail too.
+            let _ = std::fs::remove_file(&*part);
+            incoming.state = State::Failed(failure);
+        }
+    }
+
+    fn finish(&mut self, stream: u64, incoming: Incoming, total_len: u64, hash: [u8; 32]) {
+        let key = Self::ledger_key(&incoming.meta, incoming.session, incoming.epoch, stream);
+        let (file, part, hasher, written) = match incoming.state {
+            State::Duplicate => return self.duplicate(stream, &incoming.meta),
+            State::Failed(ref failure) => {
+                let failure = failure.clone();
+                return self.fail(stream, incoming, failure);
+            }
+            State::Writing { ref file, ref part, ref hasher, written } => {
+                (file, part.clone(), hasher.finalize(), written)
+            }
+        };
+        if written != total_len || *hasher.as_bytes() != hash {
+            let reason = format!(
+                "{written} bytes with BLAKE3 {}, the sender announced {total_len} bytes and {}",
+                hasher.to_hex(),
+                hex_encode(&hash)
+            );
+            return self.fail(stream, incoming, Failure::new("hash_mismatch", reason));
+        }
+        if let Err(error) = file.sync_all() {
+            return self.fail(stream, incoming, Failure::io("cannot sync the part file", &error));
+        }
+        if let Some((secs, nanos)) = incoming.meta.mtime {
+            let mtime = UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos);
+            let _ = file.set_modified(mtime);
+        }
+        let target = match &incoming.target {
+            Ok(target) => target.clone(),
+            Err(failure) => {
+                let failure = failure.clone();
+                return self.fail(stream, incoming, failure);
+            }
+        };
+        if self.ledger.contains(&key) {
+            // Another copy of the same file finished first.
+            let _ = std::fs::remove_file(&part);
+            return self.duplicate(stream, &incoming.meta);
+        }
+        let placed = match self.place(&part, &target, written, &hash) {
+            Ok(placed) => placed,
+            Err(failure) => return self.fail(stream, incoming, failure),
+        };
+        let _ = std::fs::remove_file(&part);
+        let entry = LedgerEntry {
+            id: key,
+            blake3: hex_encode(&hash),
+            session: format!("{:016x}", incoming.session),
+            epoch: incoming.epoch,
+            stream,
+            path: placed.clone(),
+            size: written,
+            delivered_at: unix_now(),
+        };
+        if let Err(error) = self.ledger.record(entry) {
+            // The file is in place; without its ledger line a resend would be delivered again.
+            error!(channel = self.config.channel, %error, "ALARM cannot write the delivered-file ledger");
+        }
+        self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+        self.stats.delivered_bytes.fetch_add(written, Ordering::Relaxed);
+        self.stats.note(Transfer {
+            name: incoming.meta.name.clone(),
+            size: written,
+            state: "delivered",
+            reason: None,
+            path: Some(placed.clone()),
+            at: unix_now(),
+        });
+        info!(channel = self.config.channel, stream, path = %placed, size = written, "file delivered");
+    }
+
+    /// Links the verified part file into place under the first free variant of its name. A file
+    /// already there with the same length and BLAKE3 is this file, delivered before the ledger line was
+    /// written (a crash in between): it is not delivered twice.
+    fn place(&self, part: &Path, target: &SafePath, len: u64, hash: &[u8; 32]) -> Result<String, Failure> {
+        for attempt in 1..=1000u32 {
+            let candidate = if attempt == 1 { target.clone() } else { target.with_suffix(&format!(" ({attempt})")) };
+            let path = self.config.folder.join(candidate.to_path());
+            if let Some(parent) = path.parent() {
+                if let Err(error) = std::fs::create_dir_all(parent) {
+                    let label = if error.kind() == ErrorKind::StorageFull { "disk_full" } else { "path_conflict" };
+                    return Err(Failure::new(label, format!("cannot create the folder {}: {error}", parent.display())));
+                }
+            }
+            match std::fs::hard_link(part, &path) {
+                Ok(()) => {
+                    let _ = sync_parent(&path);
+                    return Ok(candidate.as_text());
+                }
+                Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+                    if same_content(&path, len, hash) {
+                        return Ok(candidate.as_text());
+                    }
+                }
+                Err(error) => return Err(Failure::io("cannot link the file into place", &error)),
+            }
+        }
+        Err(Failure::new("path_conflict", "1000 files already have this name"))
+    }
+
+    fn duplicate(&mut self, stream: u64, meta: &StreamMeta) {
+        self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+        self.stats.note(Transfer {
+            name: meta.name.clone(),
+            size: meta.size.unwrap_or(0),
+            state: "duplicate",
+            reason: Some("already delivered (ledger)".into()),
+            path: None,
+            at: unix_now(),
+        });
+        info!(channel = self.config.channel, stream, name = %meta.name, "file already delivered: not delivered again");
+    }
+
+    fn fail(&mut self, stream: u64, incoming: Incoming, failure: Failure) {
+        self.stats.fail(failure.label);
+        let part = match incoming.state {
+            State::Writing { part, file, .. } => {
+                drop(file);
+                Some(part)
+            }
+            State::Duplicate | State::Failed(_) => None,
+        };
+        let mut kept = None;
+        if self.config.on_failure == OnFailure::Quarantine {
+            let stem = format!("{}-c{}-s{}", unix_now(), self.config.channel, stream);
+            let note = QuarantineNote {
+                name: &incoming.meta.name,
+                reason: &failure.reason,
+                label: failure.label,
+                session: format!("{:016x}", incoming.session),
+                epoch: incoming.epoch,
+                stream,
+                file_id: incoming.meta.file_id.map(|id| hex_encode(&id)),
+                content: None,
+            };
+            kept = self.quarantine(&stem, part.as_deref(), note);
+        }
+        if let Some(part) = &part {
+            let _ = std::fs::remove_file(part);
+        }
+        self.stats.note(Transfer {
+            name: incoming.meta.name.clone(),
+            size: incoming.meta.size.unwrap_or(0),
+            state: "quarantined",
+            reason: Some(failure.reason.clone()),
+            path: kept.clone(),
+            at: unix_now(),
+        });
+        warn!(channel = self.config.channel, stream, name = %incoming.meta.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
+    }
+
+    /// Moves what arrived (if anything) and a reason file to the quarantine folder. The content is kept
+    /// only when it is complete enough to be worth looking at, i.e. whenever there is a part file.
+    fn quarantine(&self, stem: &str, part: Option<&Path>, mut note: QuarantineNote<'_>) -> Option<String> {
+        if let Some(part) = part {
+            let data = self.config.quarantine.join(format!("{stem}.data"));
+            if std::fs::rename(part, &data).is_ok() {
+                note.content = Some(format!("{stem}.data"));
+            }
+        }
+        let path = self.config.quarantine.join(format!("{stem}.reason.json"));
+        let written = serde_json::to_vec_pretty(&note)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&path, bytes));
+        match written {
+            Ok(()) => Some(path.display().to_string()),
+            Err(error) => {
+                warn!(channel = self.config.channel, %error, "cannot write the quarantine reason file");
+                None
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct QuarantineNote<'a> {
+    name: &'a str,
+    reason: &'a str,
+    label: &'static str,
+    session: String,
+    epoch: u32,
+    stream: u64,
+    file_id: Option<String>,
+    /// The quarantined content's file name, when it was kept.
+    content: Option<String>,
+}
+
+fn same_content(path: &Path, len: u64, hash: &[u8; 32]) -> bool {
+    let Ok(mut file) = File::open(path) else { return false };
+    if file.metadata().map(|m| m.len()).ok() != Some(len) {
+        return false;
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+            }
+            Err(_) => return false,
+        }
+    }
+    hasher.finalize().as_bytes() == hash
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Runs a file sink on its own thread until the event channel closes.
+pub fn spawn_file_sink(
+    config: FileSinkConfig,
+    mut events: mpsc::Receiver<SinkEvent>,
+    stats: Arc<FileSinkStats>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let channel = config.channel;
+    let mut sink = FileSink::open(config, stats)?;
+    std::thread::Builder::new().name(format!("files-{channel}")).spawn(move || {
+        while let Some(event) = events.blocking_recv() {
+            sink.handle(event);
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    struct Fixture {
+        root: PathBuf,
+        sink: FileSink,
+        stats: Arc<FileSinkStats>,
+    }
+
+    fn fixture(name: &str, max_file_size: u64) -> Fixture {
+        let root = std::env::temp_dir().join(format!("filesink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let config = FileSinkConfig {
+            channel: 3,
+            folder: root.join("out"),
+            quarantine: root.join("quarantine"),
+            ledger: root.join("ledger.jsonl"),
+            ledger_entries: 1000,
+            on_failure: OnFailure::Quarantine,
+            max_file_size,
+        };
+        let stats = Arc::new(FileSinkStats::default());
+        let sink = FileSink::open(config, Arc::clone(&stats)).unwrap();
+        Fixture { root, sink, stats }
+    }
+
+    fn send(sink: &mut FileSink, stream: u64, name: &str, id: u8, content: &[u8], announced_hash: Option<[u8; 32]>) {
+        let meta = StreamMeta {
+            name: name.into(),
+            size: Some(content.len() as u64),
+            file_id: Some([id; 16]),
+            mtime: Some((1_600_000_000, 0)),
+            ..StreamMeta::default()
+        };
+        sink.handle(SinkEvent::Open { stream, meta, session: 1, epoch: 1 });
+        for chunk in content.chunks(3) {
+            sink.handle(SinkEvent::Data { stream, data: Bytes::copy_from_slice(chunk) });
+        }
+        let hash = announced_hash.unwrap_or(*blake3::hash(content).as_bytes());
+        sink.handle(SinkEvent::End { stream, total_len: content.len() as u64, hash });
+    }
+
+    fn quarantined(root: &Path) -> Vec<String> {
+        let mut reasons: Vec<String> = std::fs::read_dir(root.join("quarantine"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".reason.json"))
+            .map(|e| std::fs::read_to_string(e.path()).unwrap())
+            .collect();
+        reasons.sort();
+        reasons
+    }
+
+    #[test]
+    fn a_verified_file_appears_once_with_its_mtime_and_a_repeat_is_recognised() {
+        let mut f = fixture("once", u64::MAX);
+        send(&mut f.sink, 1, "a/b.txt", 1, b"hello world", None);
+        let path = f.root.join("out/a/b.txt");
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(mtime, UNIX_EPOCH + Duration::from_secs(1_600_000_000));
+        send(&mut f.sink, 2, "a/b.txt", 1, b"hello world", None);
+        assert_eq!(f.stats.duplicates.load(Ordering::Relaxed), 1);
+        assert!(!f.root.join("out/a/b (2).txt").exists());
+        // The ledger survives a restart.
+        let config = f.sink.config.clone();
+        drop(f.sink);
+        let mut sink = FileSink::open(config, Arc::clone(&f.stats)).unwrap();
+        send(&mut sink, 1, "a/b.txt", 1, b"hello world", None);
+        assert_eq!(f.stats.duplicates.load(Ordering::Relaxed), 2);
+        assert_eq!(std::fs::read_dir(f.root.join("out/.part")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&f.root).unwrap();
+    }
+
+    #[test]
+    fn a_different_file_with_a_taken_name_gets_a_suffix() {
+        let mut f = fixture("collide", u64::MAX);
+        send(&mut f.sink, 1, "r.pdf", 1, b"first", None);
+        send(&mut f.sink, 2, "r.pdf", 2, b"second", None);
+        assert_eq!(std::fs::read(f.root.join("out/r.pdf")).unwrap(), b"first");
+        assert_eq!(std::fs::read(f.root.join("out/r (2).pdf")).unwrap(), b"second");
+        std::fs::remove_dir_all(&f.root).unwrap();
+    }
+
+    #[test]
+    fn bad_files_never_show_under_their_name() {
+        let mut f = fixture("bad", 100);
+        send(&mut f.sink, 1, "../../etc/passwd", 1, b"root", None);
+        send(&mut f.sink, 2, "mismatch.bin", 2, b"content", Some([0; 32]));
+        send(&mut f.sink, 3, "big.bin", 3, &[7u8; 200], None);
+        f.sink.handle(SinkEvent::Open {
+            stream: 4,
+            meta: StreamMeta { name: "cut.bin".into(), ..StreamMeta::default() },
+            session: 1,
+            epoch: 1,
+        });
+        f.sink.handle(SinkEvent::Data { stream: 4, data: Bytes::from_static(b"part") });
+        f.sink.handle(SinkEvent::Broken { stream: 4, reason: "BlockLost".into() });
+        let visible: Vec<_> = std::fs::read_dir(f.root.join("out")).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(visible, vec![std::ffi::OsString::from(".part")]);
+        let reasons = quarantined(&f.root);
+        assert_eq!(reasons.len(), 4);
+        for label in ["name_refused", "hash_mismatch", "too_large", "incomplete"] {
+            assert!(
+                reasons.iter().any(|r| r.contains(&format!("\"label\": \"{label}\""))),
+                "{label} missing: {reasons:?}"
+            );
+        }
+        let failed = f.stats.failed.lock().unwrap().clone();
+        assert_eq!(failed.values().sum::<u64>(), 4);
+        std::fs::remove_dir_all(&f.root).unwrap();
+    }
+}

@@ -1,0 +1,430 @@
+//! BLUE's spool: files accepted for transfer (taken from a drop folder or uploaded to the vault) wait
+//! here, on disk, until they have been sent as many times as configured.
+//!
+//! An entry is two files named by its file id: `<id>.json` (the name, size, mtime and how it is to be
+//! finished) and `<id>.data` (the content). The description is written first, then the content is
+//! renamed in, then the folder is synced; an entry counts only when both exist. On start, a description
+//! without content (a crash between the two steps: the source file is still where it was) and content
+//! still being uploaded (`*.partial`) are removed. Because the id is chosen once and kept on disk, a
+//! sender restart resends the same id and RED's ledger recognises what it already delivered.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use diode_proto::record::FILE_ID_LEN;
+use diode_proto::{AbortReason, StreamMeta};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, warn};
+
+use crate::ledger::sync_parent;
+use crate::source::SourceEvent;
+
+/// What becomes of a drop-folder file once it has been sent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "folder")]
+pub enum Finish {
+    Delete,
+    /// Moved under this folder, keeping its relative path.
+    MoveTo(PathBuf),
+}
+
+/// The description of one spooled file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpoolEntry {
+    pub id: String,
+    /// Relative path as it will be sent.
+    pub name: String,
+    pub size: u64,
+    pub mtime: Option<(i64, u32)>,
+    /// BLAKE3 of the content when known at acceptance (vault uploads), hex.
+    pub blake3: Option<String>,
+    /// Where it came from (a client address or "drop folder").
+    pub origin: String,
+    /// Unix milliseconds when it was accepted; entries are sent oldest first.
+    pub accepted_ms: u64,
+    pub finish: Finish,
+}
+
+impl SpoolEntry {
+    pub fn new(name: String, size: u64, mtime: Option<(i64, u32)>, origin: String, finish: Finish) -> SpoolEntry {
+        SpoolEntry { id: new_file_id(), name, size, mtime, blake3: None, origin, accepted_ms: unix_ms(), finish }
+    }
+
+    pub fn file_id(&self) -> Option<[u8; FILE_ID_LEN]> {
+        let bytes = hex_decode(&self.id)?;
+        bytes.try_into().ok()
+    }
+}
+
+/// A random file id, as hex.
+pub fn new_file_id() -> String {
+    let mut id = [0u8; FILE_ID_LEN];
+    if getrandom::fill(&mut id).is_err() {
+        // Time and pid still make ids differ between files and restarts.
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        id[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
+        id[12..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    hex_encode(&id)
+}
+
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of a spool, shown in the daemon's status.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    pub accepted: AtomicU64,
+    pub accepted_bytes: AtomicU64,
+    /// Files sent (each repeat counted once).
+    pub sent: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    /// Sends abandoned because the spooled content changed or could not be read.
+    pub failed: AtomicU64,
+    pub rejected: AtomicU64,
+    /// Entries waiting now.
+    pub waiting: AtomicU64,
+}
+
+/// The spool folder of one channel.
+#[derive(Clone)]
+pub struct Spool {
+    dir: PathBuf,
+    pub stats: Arc<SpoolStats>,
+    /// Woken whenever an entry is added.
+    pub added: Arc<Notify>,
+    /// Ids being sent right now (so a rescan does not start them twice).
+    busy: Arc<Mutex<std::collections::HashSet<String>>>,
+}
+
+impl Spool {
+    /// Opens the spool folder, creating it, and clears what a crash left half-done.
+    pub fn open(dir: &Path) -> std::io::Result<Spool> {
+        std::fs::create_dir_all(dir)?;
+        for item in std::fs::read_dir(dir)? {
+            let path = item?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let stale = if let Some(id) = name.strip_suffix(".json") {
+                !dir.join(format!("{id}.data")).exists()
+            } else if name.ends_with(".partial") || name.ends_with(".json.tmp") {
+                true
+            } else if let Some(id) = name.strip_suffix(".data") {
+                !dir.join(format!("{id}.json")).exists()
+            } else {
+                false
+            };
+            if stale {
+                warn!(path = %path.display(), "removing an unfinished spool file left by a crash");
+                std::fs::remove_file(&path)?;
+            }
+        }
+        let spool = Spool {
+            dir: dir.to_path_buf(),
+            stats: Arc::new(SpoolStats::default()),
+            added: Arc::new(Notify::new()),
+            busy: Arc::default(),
+        };
+        spool.stats.waiting.store(spool.list().len() as u64, Ordering::Relaxed);
+        Ok(spool)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.data"))
+    }
+
+    fn json_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// A path to write an upload's content to before [`Spool::commit`].
+    pub fn partial_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.partial"))
+    }
+
+    fn write_description(&self, entry: &SpoolEntry) -> std::io::Result<()> {
+        let temporary = self.dir.join(format!("{}.json.tmp", entry.id));
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(&serde_json::to_vec_pretty(entry).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, self.json_path(&entry.id))
+    }
+
+    /// Takes `source` into the spool by renaming it (same file system), after writing its description.
+    /// Once this returns the file is durable in the spool and gone from where it was.
+    pub fn take(&self, source: &Path, entry: &SpoolEntry) -> std::io::Result<()> {
+        self.write_description(entry)?;
+        if let Err(error) = std::fs::rename(source, self.data_path(&entry.id)) {
+            let _ = std::fs::remove_file(self.json_path(&entry.id));
+            return Err(error);
+        }
+        sync_parent(&self.data_path(&entry.id))?;
+        if let Some(parent) = source.parent() {
+            let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
+        }
+        self.note_added(entry);
+        Ok(())
+    }
+
+    /// Commits content already written (and synced) at [`Spool::partial_path`].
+    pub fn commit(&self, entry: &SpoolEntry) -> std::io::Result<()> {
+        self.write_description(entry)?;
+        if let Err(error) = std::fs::rename(self.partial_path(&entry.id), self.data_path(&entry.id)) {
+            let _ = std::fs::remove_file(self.json_path(&entry.id));
+            return Err(error);
+        }
+        sync_parent(&self.data_path(&entry.id))?;
+        self.note_added(entry);
+        Ok(())
+    }
+
+    fn note_added(&self, entry: &SpoolEntry) {
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.accepted_bytes.fetch_add(entry.size, Ordering::Relaxed);
+        self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        self.added.notify_one();
+    }
+
+    /// Complete entries, oldest first.
+    pub fn list(&self) -> Vec<SpoolEntry> {
+        let mut entries = BTreeMap::new();
+        let Ok(items) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        for item in items.flatten() {
+            let path = item.path();
+            let Some(id) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !self.data_path(id).exists() {
+                continue;
+            }
+            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<SpoolEntry>(&bytes)) {
+                Ok(Ok(entry)) => {
+                    entries.insert((entry.accepted_ms, entry.id.clone()), entry);
+                }
+                _ => warn!(path = %path.display(), "unreadable spool description: skipped"),
+            }
+        }
+        entries.into_values().collect()
+    }
+
+    /// Finishes an entry that has been sent: deletes it, or moves its content to the configured folder.
+    pub fn finish(&self, entry: &SpoolEntry) -> std::io::Result<()> {
+        let data = self.data_path(&entry.id);
+        match &entry.finish {
+            Finish::Delete => std::fs::remove_file(&data)?,
+            Finish::MoveTo(folder) => {
+                let target = free_name(&folder.join(&entry.name));
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::rename(&data, &target)?;
+            }
+        }
+        std::fs::remove_file(self.json_path(&entry.id))?;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// `path` if nothing is there, else `path` with " (2)", " (3)"… before the extension.
+pub fn free_name(path: &Path) -> PathBuf {
+    if !path.exists() {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("file").to_string();
+    let extension = path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    (2..)
+        .map(|n| path.with_file_name(format!("{stem} ({n}){extension}")))
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Read size from the spool: a few blocks' worth, so a large file streams without sitting in memory.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Sends the spool's entries, oldest first, each `repeat` times, until `shutdown`. Stream ids start at
+/// `first_stream` and are unique within the channel for this sender session.
+pub async fn run_spool_sender(
+    channel: u16,
+    spool: Spool,
+    repeat: u32,
+    events: mpsc::Sender<SourceEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next_stream = 1u64;
+    loop {
+        let entries = spool.list();
+        for entry in &entries {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Ok(mut busy) = spool.busy.lock() {
+                if !busy.insert(entry.id.clone()) {
+                    continue;
+                }
+            }
+            let mut sent_all = true;
+            for copy in 0..repeat.max(1) {
+                let stream = next_stream;
+                next_stream += 1;
+                match send_one(&spool, entry, stream, &events, &mut shutdown).await {
+                    Ok(()) => {
+                        spool.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        spool.stats.sent_bytes.fetch_add(entry.size, Ordering::Relaxed);
+                        info!(channel, stream, id = %entry.id, name = %entry.name, size = entry.size, copy = copy + 1, "file sent");
+                    }
+                    Err(SendFailure::Stopped) => {
+                        sent_all = false;
+                        break;
+                    }
+                    Err(SendFailure::Content(reason)) => {
+                        spool.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        warn!(channel, stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
+                        sent_all = false;
+                        break;
+                    }
+                }
+            }
+            if let Ok(mut busy) = spool.busy.lock() {
+                busy.remove(&entry.id);
+            }
+            if sent_all {
+                if let Err(error) = spool.finish(entry) {
+                    warn!(channel, id = %entry.id, %error, "cannot finish a sent spool entry");
+                }
+            }
+        }
+        // Sleep until something is added; the timeout retries failed entries and picks up entries
+        // another process (the pair replication) put in the folder.
+        tokio::select! {
+            _ = spool.added.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(if entries.is_empty() { 1 } else { 5 })) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+enum SendFailure {
+    /// The pipeline or the term ended: the entry stays for the next term.
+    Stopped,
+    /// The content could not be read or is not what was accepted: the entry stays and is retried.
+    Content(String),
+}
+
+async fn send_one(
+    spool: &Spool,
+    entry: &SpoolEntry,
+    stream: u64,
+    events: &mpsc::Sender<SourceEvent>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), SendFailure> {
+    let mut file =
+        tokio::fs::File::open(spool.data_path(&entry.id)).await.map_err(|e| SendFailure::Content(e.to_string()))?;
+    let meta = StreamMeta {
+        peer: entry.origin.clone(),
+        name: entry.name.clone(),
+        size: Some(entry.size),
+        mtime: entry.mtime,
+        file_id: entry.file_id(),
+    };
+    events.send(SourceEvent::Open { stream, meta }).await.map_err(|_| SendFailure::Stopped)?;
+    let mut sent = 0u64;
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+    let outcome = loop {
+        buffer.reserve(READ_CHUNK);
+        let read = tokio::select! {
+            read = file.read_buf(&mut buffer) => read,
+            _ = shutdown.changed() => break Err((AbortReason::ShuttingDown, SendFailure::Stopped)),
+        };
+        match read {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                sent += n as u64;
+                if sent > entry.size {
+                    break Err((AbortReason::SourceError, SendFailure::Content("the file grew in the spool".into())));
+                }
+                let bytes = buffer.split().freeze();
+                if events.send(SourceEvent::Data { stream, bytes }).await.is_err() {
+                    return Err(SendFailure::Stopped);
+                }
+            }
+            Err(error) => break Err((AbortReason::SourceError, SendFailure::Content(error.to_string()))),
+        }
+    };
+    let outcome = outcome.and_then(|()| {
+        if sent == entry.size {
+            Ok(())
+        } else {
+            let reason = format!("{sent} bytes in the spool, {} accepted", entry.size);
+            Err((AbortReason::SourceError, SendFailure::Content(reason)))
+        }
+    });
+    match outcome {
+        Ok(()) => events.send(SourceEvent::End { stream }).await.map_err(|_| SendFailure::Stopped),
+        Err((reason, failure)) => {
+            let _ = events.send(SourceEvent::Abort { stream, reason }).await;
+            Err(failure)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_between_the_two_steps_leaves_nothing_half_done() {
+        let dir = std::env::temp_dir().join(format!("spool-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir).unwrap();
+        let source = dir.with_extension("src");
+        std::fs::write(&source, b"content").unwrap();
+        let entry = SpoolEntry::new("a/b.txt".into(), 7, None, "drop folder".into(), Finish::Delete);
+        spool.take(&source, &entry).unwrap();
+        assert!(!source.exists());
+        // Leftovers of crashes: a description whose content never moved in, and a partial upload.
+        std::fs::write(dir.join("0011.json"), b"{}").unwrap();
+        std::fs::write(dir.join("0022.partial"), b"half").unwrap();
+        let reopened = Spool::open(&dir).unwrap();
+        assert_eq!(reopened.list(), vec![entry.clone()]);
+        assert!(!dir.join("0011.json").exists() && !dir.join("0022.partial").exists());
+        assert_eq!(entry.file_id().map(|id| hex_encode(&id)), Some(entry.id.clone()));
+        reopened.finish(&entry).unwrap();
+        assert!(reopened.list().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn free_names_never_overwrite() {
+        let dir = std::env::temp_dir().join(format!("free-name-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.txt"), b"1").unwrap();
+        std::fs::write(dir.join("a (2).txt"), b"2").unwrap();
+        assert_eq!(free_name(&dir.join("a.txt")), dir.join("a (3).txt"));
+        assert_eq!(free_name(&dir.join("b")), dir.join("b"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
