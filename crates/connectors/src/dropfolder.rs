@@ -62,11 +62,11 @@ impl DropFolder {
             }
         };
         let mut candidates: HashMap<PathBuf, (Seen, Instant)> = HashMap::new();
-        let mut last_scan = Instant::now() - self.rescan;
+        let mut last_scan: Option<Instant> = None;
         loop {
-            let scan_now = last_scan.elapsed() >= self.rescan || !candidates.is_empty();
+            let scan_now = last_scan.is_none_or(|t| t.elapsed() >= self.rescan) || !candidates.is_empty();
             if scan_now {
-                last_scan = Instant::now();
+                last_scan = Some(Instant::now());
                 let folder = self.clone();
                 let spool = spool.clone();
                 let pending = std::mem::take(&mut candidates);
@@ -80,7 +80,7 @@ impl DropFolder {
                 _ = changed_rx.recv() => {
                     // Let a burst of events finish before scanning.
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    last_scan = Instant::now() - self.rescan;
+                    last_scan = None;
                 }
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,

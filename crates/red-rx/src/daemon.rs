@@ -621,6 +621,7 @@ fn status_json(
                 "delivered_bytes": load(&f.delivered_bytes),
                 "duplicates": load(&f.duplicates),
                 "failed": f.failed.lock().map(|m| m.clone()).unwrap_or_default(),
+                "failed_total": f.failed_total(),
                 "recent": f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect::<Vec<_>>()).unwrap_or_default(),
             })),
         })).collect::<Vec<_>>(),

@@ -1,22 +1,33 @@
 //! `diode-lab demo`: the product end to end on loopback, as real processes.
 //!
 //! Starts blue-tx, red-rx and two fiber-sim processes (a little loss and bursts), then pushes
-//! concurrent TCP streams of mixed sizes and a run of UDP datagrams through, and checks what the
-//! destinations received: every TCP stream must arrive byte-identical and closed cleanly, and every UDP
-//! loss is counted. HA and the files and vault channels join in later issues.
+//! concurrent TCP streams of mixed sizes, a run of UDP datagrams, files dropped in nested folders and
+//! HTTP vault uploads through, and checks what arrived: every TCP stream byte-identical and closed
+//! cleanly, every file in RED's output folder exactly once and byte-identical, every upload
+//! downloadable from RED's vault byte for byte, and every UDP loss counted. HA joins in a later issue.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::lab::{free_port, loopback_net, send_stream, ChannelPlan, Lab, LinkPlan, TcpSink, UdpSink};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::folders::{check_folder, file_content, files_counter, write_file, FolderCheck};
+use crate::http::{multipart, request};
+use crate::lab::{free_port, loopback_net, send_stream, ChannelPlan, Lab, LinkPlan, TcpSink, TempDir, UdpSink};
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
     pub streams: usize,
     pub max_stream_bytes: usize,
     pub datagrams: usize,
+    /// Files dropped in BLUE's drop folder (nested folders, 0 B up to `max_file_bytes`).
+    pub files: usize,
+    pub max_file_bytes: usize,
+    /// Files uploaded to BLUE's vault (half with PUT, half in one multipart form).
+    pub uploads: usize,
     pub link: LinkPlan,
     /// Longest the demo waits for everything to arrive.
     pub timeout: Duration,
@@ -28,6 +39,9 @@ impl Default for DemoOptions {
             streams: 24,
             max_stream_bytes: 8 << 20,
             datagrams: 2_000,
+            files: 60,
+            max_file_bytes: 16 << 20,
+            uploads: 10,
             link: LinkPlan {
                 loss_percent: 0.5,
                 burst: Some((0.2, 25.0)),
@@ -50,6 +64,11 @@ pub struct DemoReport {
     pub tcp_false_complete: usize,
     pub udp_sent: u64,
     pub udp_delivered: u64,
+    pub files_sent: usize,
+    pub files: FolderCheck,
+    pub vault_uploaded: usize,
+    pub vault_downloaded: usize,
+    pub vault_intact: usize,
     pub fiber_dropped: u64,
     pub clean_shutdown: bool,
     pub elapsed: Duration,
@@ -61,8 +80,16 @@ impl DemoReport {
         self.tcp_intact_streams == self.tcp_streams && self.tcp_false_complete == 0
     }
 
+    pub fn files_intact(&self) -> bool {
+        self.files.intact == self.files_sent && self.files.lost == 0 && self.files.extra == 0
+    }
+
+    pub fn vault_intact(&self) -> bool {
+        self.vault_intact == self.vault_uploaded && self.vault_downloaded == self.vault_uploaded
+    }
+
     pub fn ok(&self) -> bool {
-        self.tcp_intact() && self.udp_delivered <= self.udp_sent
+        self.tcp_intact() && self.files_intact() && self.vault_intact() && self.udp_delivered <= self.udp_sent
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -80,6 +107,18 @@ impl DemoReport {
                     "delivered": self.udp_delivered,
                     "lost": self.udp_sent.saturating_sub(self.udp_delivered),
                 },
+            },
+            "files": {
+                "sent": self.files_sent,
+                "delivered": self.files.intact,
+                "lost": self.files.lost,
+                "duplicated": self.files.extra,
+                "intact": self.files_intact(),
+            },
+            "vault": {
+                "uploaded": self.vault_uploaded,
+                "downloaded": self.vault_downloaded,
+                "intact": self.vault_intact(),
             },
             "fiber_dropped": self.fiber_dropped,
             "clean_shutdown": self.clean_shutdown,
@@ -183,6 +222,12 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
     let udp_sink = UdpSink::start(SocketAddr::from((group, free_port(Ipv4Addr::LOCALHOST)?)), Some(group))?;
     let tcp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
     let udp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
+    let upload_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
+    let red_ip = Lab::ip(net, 2);
+    let download_listen = SocketAddr::from((red_ip, free_port(red_ip)?));
+    let data = TempDir::new("diode-demo-data")?;
+    let (drop_folder, files_out) = (data.path().join("blue-drop"), data.path().join("red-files"));
+    let (spool, vault_out) = (data.path().join("blue-vault-spool"), data.path().join("red-vault"));
     let channels = vec![
         ChannelPlan {
             number: 1,
@@ -204,6 +249,26 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
             red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
             blue_extra: String::new(),
         },
+        ChannelPlan {
+            number: 3,
+            kind: "files",
+            name: "reports".into(),
+            listen: tcp_listen,
+            multicast_group: None,
+            destinations: Vec::new(),
+            red_extra: format!("folder = \"{}\"\n", files_out.display()),
+            blue_extra: format!("folder = \"{}\"\nsettle_ms = 500\nrescan_s = 2\n", drop_folder.display()),
+        },
+        ChannelPlan {
+            number: 4,
+            kind: "vault",
+            name: "vault".into(),
+            listen: upload_listen,
+            multicast_group: None,
+            destinations: Vec::new(),
+            red_extra: format!("folder = \"{}\"\nlisten = \"{download_listen}\"\n", vault_out.display()),
+            blue_extra: format!("spool = \"{}\"\n", spool.display()),
+        },
     ];
     let lab = Lab::start(net, &options.link, &channels, None)?;
 
@@ -222,6 +287,8 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
             Ok(count as u64)
         })
     };
+    let dropped = drop_files(&drop_folder, options.files, options.max_file_bytes)?;
+    let uploads = upload_files(upload_listen, options.uploads)?;
     let sent = send_streams(tcp_listen, &sizes, 8)?;
     let udp_sent = udp_sender.join().map_err(|_| "UDP sender panicked".to_string())??;
 
@@ -229,6 +296,18 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
     while tcp_sink.streams() < sizes.len() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
+    while Instant::now() < deadline {
+        let red = lab.red_status();
+        let done = |kind: &str, count: usize| {
+            files_counter(&red, kind, "delivered") + files_counter(&red, kind, "failed_total") >= count as u64
+        };
+        if done("files", dropped.len()) && done("vault", uploads.len()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let files = check_folder(&dropped, &files_out);
+    let (vault_downloaded, vault_intact) = download_all(download_listen, &uploads);
     // UDP trails by the flush time; wait until it stops growing.
     let mut last = usize::MAX;
     while udp_sink.count() != last && Instant::now() < deadline {
@@ -257,9 +336,79 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         tcp_false_complete: false_complete,
         udp_sent,
         udp_delivered: udp_sink.count() as u64,
+        files_sent: dropped.len(),
+        files,
+        vault_uploaded: uploads.len(),
+        vault_downloaded,
+        vault_intact,
         fiber_dropped,
         clean_shutdown,
         elapsed: started.elapsed(),
         logs,
     })
+}
+
+/// Drops `count` files in nested folders of BLUE's drop folder (from empty up to `max` bytes), each
+/// written under a temporary dot name and renamed in whole, as careful writers do.
+fn drop_files(folder: &Path, count: usize, max: usize) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut dropped = BTreeMap::new();
+    for (index, size) in mixed_sizes(count, max, 7).into_iter().enumerate() {
+        let size = if index == 0 { 0 } else { size };
+        let name = format!("plant-{}/line {}/report-{index:03}.dat", index % 3, index % 4);
+        let bytes = file_content(1000 + index as u64, size);
+        let staging = folder.join(format!(".incoming-{index}"));
+        write_file(&staging, &bytes)?;
+        let target = folder.join(&name);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::rename(&staging, &target).map_err(|e| e.to_string())?;
+        dropped.insert(name, bytes);
+    }
+    Ok(dropped)
+}
+
+/// Uploads `count` files to BLUE's vault: half one by one with PUT, the rest in one multipart form.
+fn upload_files(addr: SocketAddr, count: usize) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let files: Vec<(String, Vec<u8>)> =
+        (0..count).map(|i| (format!("upload-{i:02}.bin"), file_content(5000 + i as u64, 1000 + i * 150_000))).collect();
+    let (single, form) = files.split_at(count / 2);
+    for (name, bytes) in single {
+        let answer = request(addr, "PUT", &format!("/upload/{name}"), &[], bytes)?;
+        if answer.status != 201 {
+            return Err(format!(
+                "vault upload of {name} answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+    }
+    if !form.is_empty() {
+        let parts: Vec<(&str, &[u8])> = form.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+        let (body, content_type) = multipart(&parts);
+        let answer = request(addr, "POST", "/upload", &[("Content-Type", &content_type)], &body)?;
+        if answer.status != 201 {
+            return Err(format!(
+                "vault multipart upload answered {}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            ));
+        }
+    }
+    Ok(files.into_iter().collect())
+}
+
+/// Downloads every uploaded file from RED's vault; returns how many downloaded and how many matched.
+fn download_all(addr: SocketAddr, uploads: &BTreeMap<String, Vec<u8>>) -> (usize, usize) {
+    let mut downloaded = 0;
+    let mut intact = 0;
+    for (name, bytes) in uploads {
+        if let Ok(answer) = request(addr, "GET", &format!("/files/{name}"), &[], b"") {
+            if answer.status == 200 {
+                downloaded += 1;
+                intact += usize::from(answer.body == *bytes);
+            }
+        }
+    }
+    (downloaded, intact)
 }

@@ -2,13 +2,14 @@
 //! them from in-process sources and checks what in-process destinations received.
 //!
 //! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`http`] is a small
-//! client for the vault, [`demo`] is
+//! client for the vault, [`folders`] writes and compares files, [`demo`] is
 //! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them.
 
 pub mod bins;
 pub mod demo;
+pub mod folders;
 pub mod ha_lab;
 pub mod http;
 pub mod lab;

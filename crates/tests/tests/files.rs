@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use tests::folders::{self, file_content as content, files_counter, visible_files};
 use tests::http::{multipart, request};
-use tests::lab::{free_port, loopback_net, stream_content, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
+use tests::lab::{free_port, loopback_net, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
@@ -31,12 +32,6 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     true
-}
-
-fn content(id: u64, len: usize) -> Vec<u8> {
-    let mut bytes = stream_content(id, len);
-    bytes.truncate(len);
-    bytes
 }
 
 /// Sizes from 0 B to `max`: mostly small (log-uniform up to 1 MB), every hundredth up to `max`.
@@ -70,38 +65,13 @@ fn files_channel(drop: &Path, out: &Path, blue_extra: &str, red_extra: &str) -> 
     }
 }
 
-/// The files channel's counters in a status file.
+/// The files (or vault) channel's counters in a status file.
 fn files_status(status: &serde_json::Value, key: &str) -> u64 {
-    status["channels"]
-        .as_array()
-        .and_then(|channels| channels.iter().find(|c| c["kind"] == "files" || c["kind"] == "vault"))
-        .and_then(|c| c["files"][key].as_u64())
-        .unwrap_or(0)
-}
-
-/// Every visible file under `folder` (skipping the diode's dot folders) → its content.
-fn visible_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for item in std::fs::read_dir(&dir).unwrap().flatten() {
-            if item.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            if item.file_type().unwrap().is_dir() {
-                stack.push(item.path());
-            } else {
-                let relative = item.path().strip_prefix(folder).unwrap().to_string_lossy().to_string();
-                out.insert(relative, std::fs::read(item.path()).unwrap());
-            }
-        }
-    }
-    out
+    files_counter(status, "files", key).max(files_counter(status, "vault", key))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    folders::write_file(path, bytes).unwrap();
 }
 
 #[test]

@@ -73,9 +73,11 @@ enum Command {
         count: u32,
     },
     /// Starts blue-tx, red-rx and two fiber-sim processes on loopback (no root needed), sends
-    /// concurrent TCP streams of mixed sizes and a flow of UDP datagrams through them, and checks that
-    /// every TCP stream arrived byte-identical and cleanly closed, and how many datagrams arrived.
-    /// Exits non-zero unless every stream is intact. Cleans up every process and temporary file.
+    /// concurrent TCP streams of mixed sizes, a flow of UDP datagrams, files dropped in nested folders
+    /// and HTTP vault uploads through them, and checks that every TCP stream arrived byte-identical and
+    /// cleanly closed, every file arrived exactly once and byte-identical, every upload downloads byte
+    /// for byte from RED's vault, and how many datagrams arrived. Exits non-zero unless all of that
+    /// holds. Cleans up every process and temporary file.
     Demo {
         /// Concurrent TCP streams (sizes from 1 byte to --max-stream-bytes).
         #[arg(long, default_value_t = 24)]
@@ -85,6 +87,14 @@ enum Command {
         /// UDP datagrams to send.
         #[arg(long, default_value_t = 2000)]
         datagrams: usize,
+        /// Files dropped in BLUE's drop folder (sizes from 0 bytes to --max-file-bytes).
+        #[arg(long, default_value_t = 60)]
+        files: usize,
+        #[arg(long, default_value_t = 16 << 20)]
+        max_file_bytes: usize,
+        /// Files uploaded to BLUE's HTTP vault.
+        #[arg(long, default_value_t = 10)]
+        uploads: usize,
         /// Uniform loss on each fiber, in percent.
         #[arg(long, default_value_t = 0.5)]
         loss: f64,
@@ -147,11 +157,26 @@ fn main() -> ExitCode {
         Command::NsAdvert { source, vhid, vip, key, replay, count } => {
             helper(tests::nshelp::advert(source, vhid, vip, key.as_deref(), replay, count))
         }
-        Command::Demo { streams, max_stream_bytes, datagrams, loss, repair, rate_mbps, seed, json } => {
+        Command::Demo {
+            streams,
+            max_stream_bytes,
+            datagrams,
+            files,
+            max_file_bytes,
+            uploads,
+            loss,
+            repair,
+            rate_mbps,
+            seed,
+            json,
+        } => {
             let options = DemoOptions {
                 streams,
                 max_stream_bytes,
                 datagrams,
+                files,
+                max_file_bytes,
+                uploads,
                 link: LinkPlan {
                     loss_percent: loss,
                     burst: Some((0.2, 25.0)),
@@ -236,8 +261,8 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
     }
     if !json {
         println!(
-            "diode-lab demo: blue-tx -> 2 x fiber-sim ({} % loss, bursts) -> red-rx, {} TCP streams up to {} bytes, {} UDP datagrams",
-            options.link.loss_percent, options.streams, options.max_stream_bytes, options.datagrams
+            "diode-lab demo: blue-tx -> 2 x fiber-sim ({} % loss, bursts) -> red-rx, {} TCP streams up to {} bytes, {} UDP datagrams, {} dropped files, {} vault uploads",
+            options.link.loss_percent, options.streams, options.max_stream_bytes, options.datagrams, options.files, options.uploads
         );
     }
     let report = match tests::demo::run(options) {
@@ -268,13 +293,39 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
             "-"
         );
         println!(
+            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+            "files",
+            format!("{} files", report.files_sent),
+            format!("{} files", report.files.intact),
+            report.files_sent,
+            report.files.intact
+        );
+        println!(
+            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+            "vault",
+            format!("{} uploads", report.vault_uploaded),
+            format!("{} downloads", report.vault_downloaded),
+            report.vault_uploaded,
+            report.vault_intact
+        );
+        if report.files.lost + report.files.extra > 0 {
+            println!("files lost {}, delivered twice {}", report.files.lost, report.files.extra);
+        }
+        println!(
             "fibers dropped {} datagrams; {} UDP datagrams lost (counted, best effort); clean shutdown: {}; {:.1} s",
             report.fiber_dropped,
             report.udp_sent.saturating_sub(report.udp_delivered),
             report.clean_shutdown,
             report.elapsed.as_secs_f64()
         );
-        println!("{}", if report.ok() { "OK: every TCP stream intact" } else { "FAILED: not every TCP stream intact" });
+        println!(
+            "{}",
+            if report.ok() {
+                "OK: every TCP stream, file and vault download intact, each file exactly once"
+            } else {
+                "FAILED: not every TCP stream, file or vault download intact"
+            }
+        );
     }
     if !report.ok() {
         eprintln!("{}", report.logs);
