@@ -26,6 +26,8 @@ pub struct BlueConfig {
     pub fibers: Vec<FiberOut>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<SourceChannel>,
+    /// The management API and dashboard; absent means none.
+    pub management: Option<connectors::management::ManagementConfig>,
 }
 
 fn default_mtu() -> usize {
@@ -163,6 +165,9 @@ pub struct Checked {
     pub fingerprint: [u8; 16],
     pub beacon_interval: Duration,
     pub ha: Option<ha_carp::driver::DriverConfig>,
+    pub management: Option<connectors::management::CheckedManagement>,
+    /// The file this configuration came from (the management API exports and replaces it).
+    pub path: std::path::PathBuf,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -242,7 +247,11 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     // Stripe spreads symbols over both fibers, so the wire rate is the sum; mirror sends everything twice.
     let per_fiber = (link.rate_mbps * 1e6) as u64;
     let rate_bps = if mode == FiberMode::Stripe { per_fiber * fibers.len() as u64 } else { per_fiber };
+    let management =
+        connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
     Ok(Checked {
+        management,
+        path: path.to_path_buf(),
         fingerprint: fingerprint(&config.channels),
         beacon_interval: Duration::from_millis(link.beacon_interval_ms),
         fec,

@@ -34,23 +34,23 @@ use crate::transmit::{spawn_encoders, Transmitter, TxStats};
 const SOURCE_QUEUE: usize = 64;
 
 /// Counters that outlive terms, so the status page adds up over failovers.
-struct Counters {
-    channels: Vec<ChannelCounters>,
-    transmit: Arc<TxStats>,
-    terms: AtomicU64,
-    session: AtomicU64,
-    epoch: AtomicU32,
-    warnings: Mutex<Vec<String>>,
+pub(crate) struct Counters {
+    pub(crate) channels: Vec<ChannelCounters>,
+    pub(crate) transmit: Arc<TxStats>,
+    pub(crate) terms: AtomicU64,
+    pub(crate) session: AtomicU64,
+    pub(crate) epoch: AtomicU32,
+    pub(crate) warnings: Mutex<Vec<String>>,
 }
 
-struct ChannelCounters {
-    number: u16,
-    name: String,
-    kind: ChannelKind,
-    source: Arc<SourceStats>,
-    pipeline: Arc<PipelineStats>,
+pub(crate) struct ChannelCounters {
+    pub(crate) number: u16,
+    pub(crate) name: String,
+    pub(crate) kind: ChannelKind,
+    pub(crate) source: Arc<SourceStats>,
+    pub(crate) pipeline: Arc<PipelineStats>,
     /// Files and vault channels: the folder where accepted files wait until sent.
-    spool: Option<Spool>,
+    pub(crate) spool: Option<Spool>,
 }
 
 fn random_u64() -> u64 {
@@ -261,7 +261,8 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             spools.insert(channel, spool);
         }
     }
-    let counters = Counters {
+    let checked = Arc::new(checked);
+    let counters = Arc::new(Counters {
         channels: checked
             .sources
             .iter()
@@ -279,7 +280,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         session: AtomicU64::new(0),
         epoch: AtomicU32::new(0),
         warnings: Mutex::new(Vec::new()),
-    };
+    });
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
         Some(config) => Some(ha_carp::driver::spawn(config.clone(), random_u64(), driver_shutdown_rx)?),
@@ -297,8 +298,23 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         })
         .await?;
     }
+    let transmitting = Arc::new(AtomicBool::new(false));
+    let (management_stop, management_stop_rx) = watch::channel(false);
+    let management = match &checked.management {
+        Some(config) => {
+            let managed = crate::manage::BlueManaged {
+                checked: Arc::clone(&checked),
+                counters: Arc::clone(&counters),
+                ha: ha.clone(),
+                transmitting: Arc::clone(&transmitting),
+            };
+            Some(connectors::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
+        }
+        None => None,
+    };
     let status_file = checked.config.node.status_file.clone();
     let write_status = |state: &str, term_active: bool| {
+        transmitting.store(term_active, Ordering::Relaxed);
         if let Some(path) = &status_file {
             write_json(path, &status_json(&checked, state, term_active, &counters, ha.as_ref()));
         }
@@ -373,6 +389,10 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     let _ = driver_shutdown.send(true);
     tokio::time::sleep(Duration::from_millis(100)).await;
     write_status("stopped", false);
+    let _ = management_stop.send(true);
+    if let Some(task) = management {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -421,7 +441,7 @@ async fn watch_changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
     }
 }
 
-fn status_json(
+pub(crate) fn status_json(
     checked: &Checked,
     state: &str,
     transmitting: bool,

@@ -2,11 +2,12 @@
 //! protects every block with RaptorQ and sends the symbols, paced on wire bits, over one or two fibers.
 //!
 //! [`config`] reads and checks the file; [`pipeline`] turns source events into blocks and shares the
-//! link between channels; [`transmit`] encodes and sends; [`daemon`] wires it all and writes the
-//! status file. Not yet: HA (issue "ha-carp"), files and vault (issue "Files and the HTTP vault"),
-//! the management API (issue "Management").
+//! link between channels; [`transmit`] encodes and sends; [`daemon`] wires it all (sources, drop
+//! folders, the vault, HA terms) and writes the status file; [`manage`] is what the management API
+//! shows and does. Not yet: pair replication (issue "Zero-loss failover").
 
 pub mod config;
 pub mod daemon;
+pub mod manage;
 pub mod pipeline;
 pub mod transmit;

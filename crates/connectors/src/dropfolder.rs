@@ -164,6 +164,8 @@ impl DropFolder {
 
     fn reject(&self, spool: &Spool, path: &Path, relative: &Path, reason: &str) {
         spool.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        spool.stats.note("", &relative.to_string_lossy(), size, "rejected", Some(reason.to_string()));
         let target = free_name(&self.rejected.join(relative));
         let moved = target
             .parent()

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dropfolder;
 pub mod filesink;
 pub mod ledger;
+pub mod management;
 pub mod names;
 pub mod pool;
 pub mod runtime;

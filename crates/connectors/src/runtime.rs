@@ -50,6 +50,9 @@ pub enum DaemonCommand {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Reads a password or API token on stdin (one line) and prints its Argon2 hash, for the
+    /// `[management]` section's password_hash or token_hash.
+    HashSecret,
     /// Steers the local daemon's HA pair membership through its control socket.
     Ha {
         #[arg(value_enum)]
@@ -81,6 +84,28 @@ pub fn daemon_main<C>(
     run: impl FnOnce(C) -> Result<(), String>,
 ) -> ExitCode {
     match command {
+        DaemonCommand::HashSecret => {
+            let mut line = String::new();
+            if let Err(error) = std::io::stdin().read_line(&mut line) {
+                eprintln!("{program}: cannot read the secret: {error}");
+                return ExitCode::FAILURE;
+            }
+            let secret = line.trim_end_matches(['\r', '\n']);
+            if secret.is_empty() {
+                eprintln!("{program}: the secret is empty");
+                return ExitCode::FAILURE;
+            }
+            match crate::management::hash_secret(secret) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{program}: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         DaemonCommand::Ha { action, config } => {
             let socket = match load(&config) {
                 Ok(checked) => control_socket(&checked),

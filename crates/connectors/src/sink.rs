@@ -2,8 +2,9 @@
 //!
 //! A TCP stream is delivered on its own connection to a destination from the channel's pool. It is
 //! closed cleanly only when the receiver reported it complete (length and BLAKE3 matched); every other
-//! ending (a lost block, a source abort, no destination, a destination too slow) resets the
-//! connection (SO_LINGER 0), so the destination never mistakes a truncated stream for a whole one.
+//! ending (a lost block, a source abort, no destination, a destination too slow, red-rx stopping or
+//! dying) resets the connection: SO_LINGER 0 is set from the connect until the verified end, so the
+//! destination never mistakes a truncated stream for a whole one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -141,6 +142,10 @@ async fn connect(pool: &Pool) -> Option<(TcpStream, SocketAddr)> {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
             Ok(Ok(connection)) => {
                 let _ = connection.set_nodelay(true);
+                // Until the stream is verified complete, any close is a reset: if this process dies
+                // or its runtime drops the task, the kernel sends RST, never a FIN that a destination
+                // would take for a whole stream.
+                let _ = socket2::SockRef::from(&connection).set_linger(Some(Duration::ZERO));
                 return Some((connection, addr));
             }
             Ok(Err(error)) => pool.report_failure(addr, &error.to_string()),
@@ -181,6 +186,8 @@ async fn deliver_stream(
                 stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             SinkEvent::End { .. } => {
+                // Verified whole: close gracefully, so the destination reads every byte, then FIN.
+                let _ = socket2::SockRef::from(&connection).set_linger(None);
                 match connection.shutdown().await {
                     Ok(()) => {
                         stats.streams_completed.fetch_add(1, Ordering::Relaxed);

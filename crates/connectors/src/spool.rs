@@ -103,6 +103,33 @@ pub struct SpoolStats {
     pub rejected: AtomicU64,
     /// Entries waiting now.
     pub waiting: AtomicU64,
+    /// The last files sent, rejected or failed, newest last.
+    pub recent: Mutex<std::collections::VecDeque<SpoolTransfer>>,
+}
+
+/// One file's outcome, for the management API.
+#[derive(Clone, Debug, Serialize)]
+pub struct SpoolTransfer {
+    pub id: String,
+    pub name: String,
+    pub size: u64,
+    /// "sent", "rejected" or "retrying".
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub at_ms: u64,
+}
+
+const RECENT_TRANSFERS: usize = 100;
+
+impl SpoolStats {
+    pub fn note(&self, id: &str, name: &str, size: u64, state: &'static str, reason: Option<String>) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_TRANSFERS {
+                recent.pop_front();
+            }
+            recent.push_back(SpoolTransfer { id: id.into(), name: name.into(), size, state, reason, at_ms: unix_ms() });
+        }
+    }
 }
 
 /// The spool folder of one channel.
@@ -301,6 +328,7 @@ pub async fn run_spool_sender(
                     }
                     Err(SendFailure::Content(reason)) => {
                         spool.stats.failed.fetch_add(1, Ordering::Relaxed);
+                        spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
                         warn!(channel, stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
                         sent_all = false;
                         break;
@@ -311,6 +339,7 @@ pub async fn run_spool_sender(
                 busy.remove(&entry.id);
             }
             if sent_all {
+                spool.stats.note(&entry.id, &entry.name, entry.size, "sent", None);
                 if let Err(error) = spool.finish(entry) {
                     warn!(channel, id = %entry.id, %error, "cannot finish a sent spool entry");
                 }

@@ -93,6 +93,9 @@ pub struct ReceiverStats {
     pub source_symbols: u64,
     /// Of those, how many were missing and rebuilt from repair symbols (the FEC headroom used).
     pub source_symbols_missing: u64,
+    /// Completed blocks that needed more than 90 % of their repair symbols (the sign that repair is too
+    /// low: a little more loss and they would have been lost). Counted once beacons told the repair.
+    pub blocks_near_repair_limit: u64,
     pub sessions: u64,
 }
 
@@ -142,6 +145,8 @@ struct Shared {
     stats: ReceiverStats,
     events: VecDeque<Event>,
     in_flight: usize,
+    /// Repair symbols per block, as the latest beacon announced.
+    repair_symbols: Option<u32>,
 }
 
 /// The receiving protocol state machine.
@@ -163,7 +168,14 @@ impl Receiver {
             suspect_timeout: config.stream_suspect_timeout,
         };
         Receiver {
-            shared: Shared { config, limits, stats: ReceiverStats::default(), events: VecDeque::new(), in_flight: 0 },
+            shared: Shared {
+                config,
+                limits,
+                stats: ReceiverStats::default(),
+                events: VecDeque::new(),
+                in_flight: 0,
+                repair_symbols: None,
+            },
             current: None,
             retired: VecDeque::new(),
             channels: BTreeMap::new(),
@@ -294,6 +306,7 @@ impl Receiver {
     }
 
     fn handle_beacon(&mut self, now: Instant, beacon: &Beacon) {
+        self.shared.repair_symbols = Some(beacon.fec.repair_symbols());
         for progress in &beacon.channels {
             // A beacon that cannot get a channel slot is still useful for the channels that have one.
             if self.channel_entry(progress.channel, progress.blocks_sent).is_err() {
@@ -408,7 +421,11 @@ impl Shared {
             stats.blocks_without_decoder += 1;
         }
         stats.source_symbols += u64::from(completion.source_symbols);
-        stats.source_symbols_missing += u64::from(completion.source_symbols - completion.source_received);
+        let missing = completion.source_symbols - completion.source_received;
+        stats.source_symbols_missing += u64::from(missing);
+        if self.repair_symbols.is_some_and(|repair| u64::from(missing) * 10 > u64::from(repair) * 9) {
+            stats.blocks_near_repair_limit += 1;
+        }
         if crate::block::open(&content).is_none() {
             return Slot::Failed(LossReason::HashMismatch);
         }

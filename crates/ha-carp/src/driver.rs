@@ -68,6 +68,33 @@ pub struct HaStatus {
     pub adverts_ignored: std::collections::BTreeMap<&'static str, u64>,
     pub transitions: u64,
     pub last_error: Option<String>,
+    /// When an advert from the peer was last accepted.
+    #[serde(skip)]
+    pub last_peer_advert: Option<std::time::Instant>,
+    #[serde(skip)]
+    pub interval: Duration,
+}
+
+impl HaStatus {
+    /// Whether the pair would survive the loss of one node, as far as the election can tell, and why.
+    /// CARP backups are silent, so an active node only knows of its standby from a recent advert (a
+    /// preemption or a yield); otherwise it says "unknown" rather than guess.
+    pub fn redundancy(&self) -> (&'static str, String) {
+        let limit = self.interval * 3 + Duration::from_secs(1);
+        let heard = self.last_peer_advert.is_some_and(|t| t.elapsed() <= limit);
+        match self.role {
+            _ if !self.faults.is_empty() => {
+                ("not redundant", format!("this node has faults: {}", self.faults.join(", ")))
+            }
+            Some(Role::Standby) if heard => {
+                ("redundant", "the active peer advertises and this standby is ready".into())
+            }
+            Some(Role::Standby) => ("not redundant", "no advert from an active peer".into()),
+            Some(Role::Active) if heard => ("redundant", "a peer advertised recently".into()),
+            Some(Role::Active) => ("unknown", "a CARP standby is silent; the pair channel will confirm it".into()),
+            Some(Role::Init) | None => ("not redundant", "the election has not settled".into()),
+        }
+    }
 }
 
 type CommandReply = oneshot::Sender<Result<(), CommandRefused>>;
@@ -96,6 +123,30 @@ impl HaHandle {
     pub fn status(&self) -> HaStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
+}
+
+/// Redundancy as the daemons report it: `{"state", "reason"}`.
+pub fn redundancy_json(ha: Option<&HaHandle>) -> serde_json::Value {
+    let (state, reason) = match ha {
+        Some(handle) => handle.status().redundancy(),
+        None => ("not redundant", "HA is off: a single node".to_string()),
+    };
+    serde_json::json!({"state": state, "reason": reason})
+}
+
+/// The role as a gauge value: 0 init, 1 standby, 2 active (a node without HA is active).
+pub fn role_value(ha: Option<&HaHandle>) -> f64 {
+    match ha.map_or(Role::Active, |h| *h.role.borrow()) {
+        Role::Init => 0.0,
+        Role::Standby => 1.0,
+        Role::Active => 2.0,
+    }
+}
+
+/// Demotes (or promotes) through an owned handle, for callers that need a `'static` future.
+pub async fn demote_or_promote(ha: Option<HaHandle>, demote: bool) -> Result<(), String> {
+    let handle = ha.ok_or_else(|| "HA is off on this node: nothing to demote or promote".to_string())?;
+    handle.command(if demote { Command::Demote } else { Command::Promote }).await
 }
 
 /// A received advert: its bytes (IP header stripped), sender, and IP TTL when the transport has one.
@@ -360,7 +411,11 @@ async fn apply(
         shared.demotion = machine.demotion();
         shared.faults = machine.faults().map(|f| format!("{f:?}")).collect();
         shared.adverts_sent = stats.adverts_sent;
+        if stats.adverts_accepted > shared.adverts_accepted {
+            shared.last_peer_advert = Some(std::time::Instant::now());
+        }
         shared.adverts_accepted = stats.adverts_accepted;
+        shared.interval = config.carp.interval;
         shared.transitions = stats.became_master + stats.became_backup;
         shared.adverts_ignored =
             AdvertError::ALL.iter().map(|r| (r.label(), stats.ignored(*r))).filter(|(_, n)| *n > 0).collect();

@@ -23,6 +23,8 @@ pub struct RedConfig {
     pub fibers: Vec<FiberIn>,
     #[serde(default, rename = "channel")]
     pub channels: Vec<SinkChannel>,
+    /// The management API and dashboard; absent means none.
+    pub management: Option<connectors::management::ManagementConfig>,
 }
 
 fn default_block_timeout_ms() -> u64 {
@@ -100,6 +102,9 @@ pub struct Checked {
     pub sinks: Vec<CheckedSink>,
     pub fingerprint: [u8; 16],
     pub ha: Option<ha_carp::driver::DriverConfig>,
+    pub management: Option<connectors::management::CheckedManagement>,
+    /// The file this configuration came from (the management API exports and replaces it).
+    pub path: std::path::PathBuf,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -164,7 +169,18 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         }
         None => None,
     };
-    Ok(Checked { fingerprint: fingerprint(&config.channels), receiver, fibers, sinks, ha, config })
+    let management =
+        connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
+    Ok(Checked {
+        fingerprint: fingerprint(&config.channels),
+        receiver,
+        fibers,
+        sinks,
+        ha,
+        management,
+        path: path.to_path_buf(),
+        config,
+    })
 }
 
 #[cfg(test)]

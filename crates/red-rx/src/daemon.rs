@@ -35,34 +35,40 @@ struct FiberBatch {
 
 /// What the protocol thread shares with the status writer.
 #[derive(Default)]
-struct Shared {
-    session: Option<(u64, u32)>,
-    config_mismatch: bool,
-    blue_fingerprint: Option<[u8; 16]>,
-    unknown_channels: HashSet<u16>,
-    streams_ended: u64,
-    streams_broken: BTreeMap<String, u64>,
-    blocks_lost: u64,
-    blocks_decoded: u64,
-    blocks_without_decoder: u64,
-    drops: BTreeMap<&'static str, u64>,
-    datagrams_delivered: u64,
-    fiber_harmful_drops: Vec<u64>,
+pub(crate) struct Shared {
+    pub(crate) session: Option<(u64, u32)>,
+    pub(crate) config_mismatch: bool,
+    pub(crate) blue_fingerprint: Option<[u8; 16]>,
+    pub(crate) unknown_channels: HashSet<u16>,
+    pub(crate) streams_ended: u64,
+    pub(crate) streams_broken: BTreeMap<String, u64>,
+    pub(crate) blocks_lost: u64,
+    pub(crate) blocks_decoded: u64,
+    pub(crate) blocks_without_decoder: u64,
+    pub(crate) drops: BTreeMap<&'static str, u64>,
+    pub(crate) datagrams_delivered: u64,
+    pub(crate) fiber_harmful_drops: Vec<u64>,
     /// Events not delivered because this node was standby.
-    standby_skipped: u64,
-    began_before_active: HashSet<(u16, u64)>,
+    pub(crate) standby_skipped: u64,
+    pub(crate) began_before_active: HashSet<(u16, u64)>,
+    /// FEC figures: source symbols of completed blocks, how many were rebuilt from repair, blocks that
+    /// needed more than 90 % of their repair, and the repair the sender announces (symbols per block of
+    /// how many source symbols).
+    pub(crate) source_symbols: u64,
+    pub(crate) source_symbols_missing: u64,
+    pub(crate) blocks_near_repair_limit: u64,
+    pub(crate) announced_repair: Option<(u32, u32)>,
 }
 
-struct SinkHandle {
-    number: u16,
-    name: String,
-    kind: ChannelKind,
-    events: mpsc::Sender<SinkEvent>,
-    stats: Arc<SinkStats>,
+pub(crate) struct SinkHandle {
+    pub(crate) number: u16,
+    pub(crate) name: String,
+    pub(crate) kind: ChannelKind,
+    pub(crate) stats: Arc<SinkStats>,
     /// TCP and UDP channels: their destinations.
-    pool: Option<Arc<Pool>>,
+    pub(crate) pool: Option<Arc<Pool>>,
     /// Files and vault channels: their output folder's counters.
-    files: Option<Arc<FileSinkStats>>,
+    pub(crate) files: Option<Arc<FileSinkStats>>,
 }
 
 pub fn run(checked: Checked) -> Result<(), String> {
@@ -70,8 +76,11 @@ pub fn run(checked: Checked) -> Result<(), String> {
 }
 
 async fn run_async(checked: Checked) -> Result<(), String> {
+    let checked = Arc::new(checked);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut sinks = Vec::new();
+    // The only long-lived senders to the sinks are the protocol thread's: when it ends, the sinks end.
+    let mut senders = Vec::new();
     let mut sink_tasks = Vec::new();
     let mut file_threads = Vec::new();
     let mut vaults = Vec::new();
@@ -125,11 +134,11 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             number: channel,
             name: sink.config.name.clone(),
             kind: sink.config.kind,
-            events: events_tx,
             stats,
             pool,
             files,
         });
+        senders.push((channel, sink.config.kind, events_tx));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,7 +170,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     let shared =
         Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
     let routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)> =
-        sinks.iter().map(|s| (s.number, (s.kind, s.events.clone()))).collect();
+        senders.into_iter().map(|(number, kind, events)| (number, (kind, events))).collect();
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
         Some(config) => {
@@ -204,10 +213,26 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     }
     info!(node = %checked.config.node.name, fibers = checked.fibers.len(), "red-rx running");
 
+    let view = Arc::new(StatusView {
+        checked: Arc::clone(&checked),
+        shared: Arc::clone(&shared),
+        sinks,
+        fibers: fiber_counters,
+        warnings,
+        ha: ha.clone(),
+    });
+    let (management_stop, management_stop_rx) = watch::channel(false);
+    let management = match &checked.management {
+        Some(config) => {
+            let managed = crate::manage::RedManaged { view: Arc::clone(&view) };
+            Some(connectors::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
+        }
+        None => None,
+    };
     let status_file = checked.config.node.status_file.clone();
     let write_status = |state: &str| {
         if let Some(path) = &status_file {
-            write_json(path, &status_json(&checked, state, &shared, &sinks, &fiber_counters, &warnings, ha.as_ref()));
+            write_json(path, &view.status(state));
         }
     };
     connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
@@ -223,7 +248,6 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     .await;
     let _ = shutdown_tx.send(true);
     write_status("stopped");
-    drop(sinks);
     for task in sink_tasks {
         let _ = task.await;
     }
@@ -233,6 +257,10 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         }
     })
     .await;
+    let _ = management_stop.send(true);
+    if let Some(task) = management {
+        let _ = task.await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -478,6 +506,10 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     out.blocks_lost = stats.blocks_lost;
     out.blocks_decoded = stats.blocks_decoded;
     out.blocks_without_decoder = stats.blocks_without_decoder;
+    out.source_symbols = stats.source_symbols;
+    out.source_symbols_missing = stats.source_symbols_missing;
+    out.blocks_near_repair_limit = stats.blocks_near_repair_limit;
+    out.announced_repair = local.announced_repair;
     out.drops = stats.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.label(), n)).collect();
     for (index, harmful) in out.fiber_harmful_drops.iter_mut().enumerate() {
         *harmful = stats.fibers.get(index).map_or(0, |f| f.harmful_drops);
@@ -490,6 +522,7 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
         let local = &mut dispatcher.local;
         let (channel, sink_event) = match event {
             Event::BeaconReceived { beacon, .. } => {
+                local.announced_repair = Some((beacon.fec.repair_symbols(), u32::from(beacon.fec.max_block_symbols)));
                 let mismatch = beacon.config_fingerprint != own_fingerprint;
                 if mismatch && !local.config_mismatch {
                     error!(
@@ -550,6 +583,22 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the status file and the management API read: shared with the running daemon.
+pub(crate) struct StatusView {
+    pub(crate) checked: Arc<Checked>,
+    pub(crate) shared: Arc<Mutex<Shared>>,
+    pub(crate) sinks: Vec<SinkHandle>,
+    pub(crate) fibers: Vec<(SocketAddr, Arc<Mutex<RxCounters>>)>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) ha: Option<HaHandle>,
+}
+
+impl StatusView {
+    pub(crate) fn status(&self, state: &str) -> serde_json::Value {
+        status_json(&self.checked, state, &self.shared, &self.sinks, &self.fibers, &self.warnings, self.ha.as_ref())
+    }
+}
+
 fn status_json(
     checked: &Checked,
     state: &str,
@@ -582,6 +631,9 @@ fn status_json(
         "role": ha.map_or(Role::Active, |h| *h.role.borrow()),
         "ha": ha.map(HaHandle::status),
         "standby_skipped": shared.standby_skipped,
+        "redundancy": ha_carp::driver::redundancy_json(ha),
+        "fec": crate::manage::fec_advice(&shared),
+        "bytes_total": fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.bytes)).sum::<u64>(),
         "session": shared.session.map(|(s, _)| format!("{s:016x}")),
         "epoch": shared.session.map(|(_, e)| e),
         "alarms": alarms,

@@ -1,9 +1,12 @@
 //! The RED-side daemon: receives symbols on one or two fibers, rebuilds and verifies blocks and streams,
-//! and delivers them to health-checked destination pools. It cannot send on a fiber.
+//! and delivers them to health-checked destination pools, output folders and the vault. It cannot send on
+//! a fiber.
 //!
-//! [`config`] reads and checks the file; [`daemon`] wires the fibers, the protocol thread and the
-//! sinks, and writes the status file. Not yet: HA (issue "ha-carp"), files and vault (issue "Files and
-//! the HTTP vault"), the management API (issue "Management").
+//! [`config`] reads and checks the file; [`daemon`] wires the fibers, the protocol thread, the sinks
+//! (destinations, output folders, the vault) and HA, and writes the status file; [`manage`] is what the
+//! management API shows and does, with the FEC advice. Not yet: pair replication and shadow takeover
+//! (issue "Zero-loss failover").
 
 pub mod config;
 pub mod daemon;
+pub mod manage;

@@ -318,3 +318,26 @@ fn connections_beyond_max_sessions_are_refused_and_counted() {
     assert!(wait_for(Duration::from_secs(5), || lab.blue_status()["channels"][0]["refused"] == 1));
     assert!(lab.stop());
 }
+
+#[test]
+fn a_red_rx_killed_mid_stream_leaves_its_destination_a_reset_not_a_clean_close() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let sink_ip = Lab::ip(net, 4);
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let channel = tcp_channel(net, vec![sink.addr], "");
+    // 50 MB at 100 Mbit/s takes four seconds: red-rx dies in the middle.
+    let link = LinkPlan { rate_mbps: 100.0, ..LinkPlan::default() };
+    let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None).unwrap();
+    let sender = std::thread::spawn(move || send_stream(channel.listen, 7, 50_000_000));
+    assert!(wait_for(Duration::from_secs(20), || lab.red_status()["channels"][0]["bytes"].as_u64().unwrap_or(0)
+        > 5_000_000));
+    lab.red.kill();
+    let _ = sender.join();
+    assert!(wait_for(Duration::from_secs(10), || sink.received.lock().unwrap().iter().any(|r| r.len > 0)));
+    let received = sink.received.lock().unwrap().clone();
+    lab.stop();
+    let record = received.iter().find(|r| r.len > 0).unwrap();
+    assert!(record.len < 50_000_000, "the stream was cut");
+    assert!(!record.clean, "a stream cut by a dying red-rx must reach the destination as a reset");
+}

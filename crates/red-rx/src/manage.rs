@@ -1,0 +1,250 @@
+//! What RED's management API shows (status, transfers, metrics, the FEC advice) and does.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use connectors::config::{parse_toml, ConfigError};
+use connectors::management::{labels, Family, HaFuture, Managed, Sample};
+use ha_carp::driver::{demote_or_promote, role_value};
+use serde_json::json;
+
+use crate::daemon::{Shared, StatusView};
+
+/// Source symbols seen before the advice means anything (a few hundred blocks).
+const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
+
+/// Turns what the receiver saw into advice on the repair setting.
+///
+/// The loss seen is the share of source symbols that had to be rebuilt from repair. Repair is too low
+/// when blocks were lost or more than 1 % of blocks needed over 90 % of their repair (a little more
+/// loss and they would have been lost). It is more than needed when it is over three times the loss
+/// seen; twice the loss seen plus half a point (at least 1 %) leaves room for bursts.
+pub(crate) fn fec_advice(shared: &Shared) -> serde_json::Value {
+    let blocks = shared.blocks_decoded + shared.blocks_without_decoder;
+    let loss = if shared.source_symbols == 0 {
+        0.0
+    } else {
+        shared.source_symbols_missing as f64 / shared.source_symbols as f64 * 100.0
+    };
+    let repair = shared.announced_repair.map(|(repair, k)| f64::from(repair) / f64::from(k.max(1)) * 100.0);
+    let near_limit = if blocks == 0 { 0.0 } else { shared.blocks_near_repair_limit as f64 / blocks as f64 * 100.0 };
+    let headroom = repair.filter(|r| *r > 0.0).map(|r| ((1.0 - loss / r) * 100.0).max(0.0));
+    let recommendation = match repair {
+        None => "no beacon yet: the repair in use is not known".to_string(),
+        Some(_) if shared.blocks_lost > 0 => format!(
+            "raise repair: {} blocks were lost; {near_limit:.1}% of blocks needed more than 90% of their repair",
+            shared.blocks_lost
+        ),
+        Some(_) if near_limit > 1.0 => {
+            format!("raise repair: {near_limit:.1}% of blocks needed more than 90% of their repair")
+        }
+        Some(_) if shared.source_symbols < MIN_SYMBOLS_FOR_ADVICE => "not enough traffic yet to judge".to_string(),
+        Some(r) if r > 3.0 * loss.max(0.1) && r > 1.0 => {
+            let enough = (2.0 * loss + 0.5).max(1.0).ceil();
+            format!("repair {r:.0}% is more than needed: {loss:.1}% loss seen, {enough:.0}% would do")
+        }
+        Some(r) => format!("repair {r:.0}% fits the {loss:.1}% loss seen"),
+    };
+    json!({
+        "loss_seen_percent": (loss * 100.0).round() / 100.0,
+        "repair_percent": repair.map(|r| (r * 100.0).round() / 100.0),
+        "headroom_percent": headroom.map(|h| (h * 10.0).round() / 10.0),
+        "blocks_near_repair_limit": shared.blocks_near_repair_limit,
+        "blocks_near_repair_limit_percent": (near_limit * 100.0).round() / 100.0,
+        "recommendation": recommendation,
+    })
+}
+
+pub struct RedManaged {
+    pub(crate) view: Arc<StatusView>,
+}
+
+impl Managed for RedManaged {
+    fn status(&self) -> serde_json::Value {
+        self.view.status("running")
+    }
+
+    fn transfers(&self) -> serde_json::Value {
+        let mut transfers = Vec::new();
+        for sink in &self.view.sinks {
+            let Some(files) = &sink.files else { continue };
+            if let Ok(recent) = files.recent.lock() {
+                transfers.extend(recent.iter().rev().map(|t| {
+                    let mut value = json!(t);
+                    value["channel"] = json!(sink.name);
+                    value
+                }));
+            }
+        }
+        json!({"transfers": transfers})
+    }
+
+    fn metrics(&self) -> Vec<Family> {
+        let node = self.view.checked.config.node.name.as_str();
+        let base = || labels(&[("node", node), ("side", "red")]);
+        let Ok(shared) = self.view.shared.lock() else { return Vec::new() };
+        let mut drops: Vec<Sample> = shared
+            .drops
+            .iter()
+            .map(|(reason, n)| (labels(&[("node", node), ("where", "receiver"), ("reason", reason)]), *n as f64))
+            .collect();
+        let mut aborted = Vec::new();
+        let mut sink_bytes = Vec::new();
+        let mut completed = Vec::new();
+        let mut files_delivered = Vec::new();
+        let mut files_duplicates = Vec::new();
+        for sink in &self.view.sinks {
+            let channel = sink.name.as_str();
+            let kind = sink.kind.as_str();
+            let at = |extra: &[(&str, &str)]| {
+                let mut l = labels(&[("node", node), ("channel", channel), ("kind", kind)]);
+                l.extend(labels(extra));
+                l
+            };
+            sink_bytes.push((at(&[]), sink.stats.bytes.load(Ordering::Relaxed) as f64));
+            completed.push((at(&[]), sink.stats.streams_completed.load(Ordering::Relaxed) as f64));
+            if let Ok(map) = sink.stats.aborted.lock() {
+                aborted.extend(map.iter().map(|(reason, n)| (at(&[("reason", reason)]), *n as f64)));
+            }
+            if let Ok(map) = sink.stats.datagrams_dropped.lock() {
+                drops.extend(map.iter().map(|(reason, n)| {
+                    (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", channel)]), *n as f64)
+                }));
+            }
+            if let Some(files) = &sink.files {
+                files_delivered.push((at(&[]), files.delivered.load(Ordering::Relaxed) as f64));
+                files_duplicates.push((at(&[]), files.duplicates.load(Ordering::Relaxed) as f64));
+                if let Ok(map) = files.failed.lock() {
+                    drops.extend(map.iter().map(|(reason, n)| {
+                        (
+                            labels(&[("node", node), ("where", "files"), ("reason", reason), ("channel", channel)]),
+                            *n as f64,
+                        )
+                    }));
+                }
+            }
+        }
+        let broken = shared
+            .streams_broken
+            .iter()
+            .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), *n as f64))
+            .collect();
+        let mut fibers = Vec::new();
+        let mut fiber_kernel_drops = Vec::new();
+        let mut fiber_check_failures = Vec::new();
+        for (index, (listen, counters)) in self.view.fibers.iter().enumerate() {
+            let fiber = (index + 1).to_string();
+            let listen = listen.to_string();
+            let l = labels(&[("node", node), ("fiber", &fiber), ("listen", &listen)]);
+            let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
+            fibers.push((l.clone(), c.bytes as f64));
+            fiber_kernel_drops.push((l.clone(), c.kernel_drops as f64));
+            fiber_check_failures.push((l, shared.fiber_harmful_drops.get(index).copied().unwrap_or(0) as f64));
+        }
+        let advice = fec_advice(&shared);
+        let headroom = advice["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
+        let epoch = shared.session.map_or(0.0, |(_, e)| f64::from(e));
+        vec![
+            Family::counter("fiber_bytes", "Bytes received per fiber.", fibers),
+            Family::counter(
+                "fiber_kernel_drops",
+                "Datagrams the kernel dropped on a full receive buffer.",
+                fiber_kernel_drops,
+            ),
+            Family::counter(
+                "fiber_check_failures",
+                "Datagrams dropped for damage or a failed tag, per fiber.",
+                fiber_check_failures,
+            ),
+            Family::counter(
+                "blocks_decoded",
+                "Blocks rebuilt with the RaptorQ decoder.",
+                vec![(base(), shared.blocks_decoded as f64)],
+            ),
+            Family::counter(
+                "blocks_clean",
+                "Blocks complete from source symbols alone.",
+                vec![(base(), shared.blocks_without_decoder as f64)],
+            ),
+            Family::counter(
+                "blocks_lost",
+                "Blocks that could not be rebuilt.",
+                vec![(base(), shared.blocks_lost as f64)],
+            ),
+            Family::gauge(
+                "fec_headroom_ratio",
+                "Share of the repair symbols not needed on average (1 = no loss).",
+                vec![(base(), headroom)],
+            ),
+            Family::counter(
+                "blocks_near_repair_limit",
+                "Blocks that needed more than 90% of their repair.",
+                vec![(base(), shared.blocks_near_repair_limit as f64)],
+            ),
+            Family::counter("streams_completed", "Streams delivered complete.", completed),
+            Family::counter("streams_aborted", "Streams a sink aborted, by reason.", aborted),
+            Family::counter("streams_broken", "Streams the receiver broke, by reason.", broken),
+            Family::counter("sink_bytes", "Bytes delivered to destinations.", sink_bytes),
+            Family::counter("files_delivered", "Files delivered.", files_delivered),
+            Family::counter(
+                "files_duplicates",
+                "Files recognised in the ledger and not delivered again.",
+                files_duplicates,
+            ),
+            Family::counter("drops", "Things not delivered, by where and why.", drops),
+            Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), role_value(self.view.ha.as_ref()))]),
+            Family::counter(
+                "ha_transitions",
+                "Role changes.",
+                vec![(base(), self.view.ha.as_ref().map_or(0.0, |h| h.status().transitions as f64))],
+            ),
+            Family::gauge("epoch", "Epoch of the sender session followed.", vec![(base(), epoch)]),
+        ]
+    }
+
+    fn ha_command(&self, demote: bool) -> HaFuture {
+        Box::pin(demote_or_promote(self.view.ha.clone(), demote))
+    }
+
+    fn config_path(&self) -> &Path {
+        &self.view.checked.path
+    }
+
+    fn check_config(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        crate::config::check(path, parse_toml(path, text)?).map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(source: u64, missing: u64, near: u64, lost: u64) -> Shared {
+        Shared {
+            source_symbols: source,
+            source_symbols_missing: missing,
+            blocks_near_repair_limit: near,
+            blocks_lost: lost,
+            blocks_decoded: 900,
+            blocks_without_decoder: 100,
+            announced_repair: Some((4, 80)),
+            ..Shared::default()
+        }
+    }
+
+    #[test]
+    fn the_advice_follows_the_loss_seen() {
+        let advice = |s: Shared| fec_advice(&s)["recommendation"].as_str().unwrap_or("").to_string();
+        assert_eq!(advice(seen(100_000, 300, 0, 0)), "repair 5% is more than needed: 0.3% loss seen, 2% would do");
+        assert_eq!(
+            advice(seen(100_000, 41, 41, 0)),
+            "raise repair: 4.1% of blocks needed more than 90% of their repair"
+        );
+        assert!(advice(seen(100_000, 4000, 0, 3)).starts_with("raise repair: 3 blocks were lost"));
+        assert_eq!(advice(seen(100_000, 3000, 0, 0)), "repair 5% fits the 3.0% loss seen");
+        assert_eq!(advice(seen(100, 0, 0, 0)), "not enough traffic yet to judge");
+        let headroom = fec_advice(&seen(100_000, 2500, 0, 0))["headroom_percent"].as_f64();
+        assert_eq!(headroom, Some(50.0));
+    }
+}
