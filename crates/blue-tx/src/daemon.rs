@@ -441,6 +441,25 @@ async fn watch_changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
     }
 }
 
+/// What an operator must see on BLUE: a fiber interface down, HA faults or errors.
+fn blue_alarms(checked: &Checked, ha: Option<&HaHandle>) -> Vec<serde_json::Value> {
+    let mut alarms = Vec::new();
+    for interface in checked.config.fibers.iter().filter_map(|f| f.interface.as_deref()) {
+        if !hw::link::interface_up(interface) {
+            alarms.push(json!({"kind": "fiber_down", "message": format!("fiber interface {interface} is down")}));
+        }
+    }
+    if let Some(status) = ha.map(HaHandle::status) {
+        if !status.faults.is_empty() {
+            alarms.push(json!({"kind": "ha_fault", "message": status.faults.join(", ")}));
+        }
+        if let Some(error) = status.last_error {
+            alarms.push(json!({"kind": "ha_error", "message": error}));
+        }
+    }
+    alarms
+}
+
 pub(crate) fn status_json(
     checked: &Checked,
     state: &str,
@@ -464,7 +483,14 @@ pub(crate) fn status_json(
         "terms": load(&counters.terms),
         "session": format!("{:016x}", load(&counters.session)),
         "epoch": counters.epoch.load(Ordering::Relaxed),
-        "fibers": checked.fibers.iter().map(|(remote, _)| remote.to_string()).collect::<Vec<_>>(),
+        "fibers": checked.fibers.iter().zip(&checked.config.fibers).map(|((remote, _), fiber)| json!({
+            "remote": remote.to_string(),
+            "interface": fiber.interface,
+            "up": fiber.interface.as_deref().is_none_or(hw::link::interface_up),
+            "rate_mbps": checked.config.link.rate_mbps,
+            "send_errors": load(&tx.send_errors),
+        })).collect::<Vec<_>>(),
+        "alarms": blue_alarms(checked, ha),
         "transmit": {
             "datagrams": load(&tx.datagrams),
             "wire_bytes": load(&tx.wire_bytes),

@@ -194,6 +194,8 @@ struct Server {
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
 const SESSION_FOR: Duration = Duration::from_secs(8 * 3600);
 const SESSION_COOKIE: &str = "diode_session";
+/// Sent by the dashboard's own requests.
+const DASHBOARD_HEADER: &str = "x-diode-dashboard";
 
 impl Server {
     fn remembered(&self, key: &[u8; 32]) -> bool {
@@ -309,7 +311,13 @@ async fn require_auth(State(server): State<Arc<Server>>, request: Request, next:
         return next.run(request).await;
     }
     let mut response = refuse(StatusCode::UNAUTHORIZED, "credentials required");
-    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"diode\""));
+    // The dashboard shows its own login form: a Basic challenge would make the browser pop its own
+    // dialog over the page, so only other clients (curl, scrapers) are challenged.
+    if !request.headers().contains_key(DASHBOARD_HEADER) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"diode\""));
+    }
     response
 }
 

@@ -16,7 +16,9 @@ use std::path::Path;
 
 use crate::folders::{check_folder, file_content, files_counter, write_file, FolderCheck};
 use crate::http::{multipart, request};
-use crate::lab::{free_port, loopback_net, send_stream, ChannelPlan, Lab, LinkPlan, TcpSink, TempDir, UdpSink};
+use crate::lab::{
+    free_port, loopback_net, send_stream, ChannelPlan, Lab, LabExtra, LinkPlan, TcpSink, TempDir, UdpSink,
+};
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -31,6 +33,8 @@ pub struct DemoOptions {
     pub link: LinkPlan,
     /// Longest the demo waits for everything to arrive.
     pub timeout: Duration,
+    /// Leave everything running after the checks (until Ctrl-C) with the dashboards' addresses printed.
+    pub keep_running: bool,
 }
 
 impl Default for DemoOptions {
@@ -50,6 +54,7 @@ impl Default for DemoOptions {
                 seed: 1,
             },
             timeout: Duration::from_secs(90),
+            keep_running: false,
         }
     }
 }
@@ -71,6 +76,9 @@ pub struct DemoReport {
     pub vault_intact: usize,
     pub fiber_dropped: u64,
     pub clean_shutdown: bool,
+    /// Each node's dashboard (name, URL) and the credentials that open them.
+    pub dashboards: Vec<(String, String)>,
+    pub credentials: (String, String),
     pub elapsed: Duration,
     pub logs: String,
 }
@@ -270,7 +278,25 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
             blue_extra: format!("spool = \"{}\"\n", spool.display()),
         },
     ];
-    let lab = Lab::start(net, &options.link, &channels, None)?;
+    // Every node gets its management API and dashboard, with a password made for this run.
+    let password = connectors::spool::new_file_id()[..16].to_string();
+    let password_hash = connectors::management::hash_secret(&password)?;
+    let management = |host: u8| -> Result<(String, SocketAddr), String> {
+        let ip = Lab::ip(net, host);
+        let listen = SocketAddr::from((ip, free_port(ip)?));
+        let section = format!(
+            "\n[management]\nlisten = \"{listen}\"\nusername = \"operator\"\npassword_hash = \"{password_hash}\"\n"
+        );
+        Ok((section, listen))
+    };
+    let (blue_management, blue_dashboard) = management(201)?;
+    let (red_management, red_dashboard) = management(202)?;
+    let extra = LabExtra { blue: blue_management, red: red_management };
+    let dashboards = vec![
+        ("blue1".to_string(), format!("http://{blue_dashboard}/")),
+        ("red1".to_string(), format!("http://{red_dashboard}/")),
+    ];
+    let lab = Lab::start_with(net, &options.link, &channels, None, &extra)?;
 
     let sizes = mixed_sizes(options.streams, options.max_stream_bytes, options.link.seed);
     let udp_sender = {
@@ -315,6 +341,25 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         std::thread::sleep(Duration::from_millis(300));
     }
     let (intact, false_complete, delivered) = compare(&sent, &tcp_sink);
+    if options.keep_running {
+        println!(
+            "checks: TCP {intact}/{} streams intact, files {}/{} intact ({} extra), vault {vault_intact}/{} downloads intact, UDP {}/{udp_sent} datagrams",
+            sizes.len(),
+            files.intact,
+            dropped.len(),
+            files.extra,
+            uploads.len(),
+            udp_sink.count()
+        );
+        println!("\nThe demo keeps running; press Ctrl-C to stop it and remove everything.");
+        for (name, url) in &dashboards {
+            println!("  {name:<6} dashboard {url}");
+        }
+        println!("  user operator, password {password}");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
     let mut lab = lab;
     let clean_shutdown = lab.stop();
     let logs = format!("--- blue-tx\n{}\n--- red-rx\n{}", lab.log("blue.log"), lab.log("red.log"));
@@ -343,6 +388,8 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         vault_intact,
         fiber_dropped,
         clean_shutdown,
+        dashboards,
+        credentials: ("operator".to_string(), password),
         elapsed: started.elapsed(),
         logs,
     })

@@ -42,8 +42,26 @@ pub fn request(
     stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
     // A server may answer (413) before the whole body is sent and close: that is an answer, not an error.
     let _ = stream.write_all(body);
+    // Read the head, then exactly Content-Length bytes: some servers keep the connection open.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| format!("reading the answer: {e}"))?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| raw.len() >= split + 4 + len) || method == "HEAD" {
+                break;
+            }
+        }
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            Err(error) => return Err(format!("reading the answer: {error}")),
+        }
+    }
     parse(&raw)
 }
 
@@ -84,4 +102,58 @@ pub fn multipart(files: &[(&str, &[u8])]) -> (Vec<u8>, String) {
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     (body, format!("multipart/form-data; boundary={boundary}"))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 (padding optional, whitespace ignored); `None` when malformed.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u32> = text
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .map(|c| BASE64.iter().position(|d| *d == c).map(|p| p as u32))
+        .collect::<Option<_>>()?;
+    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
+    for chunk in digits.chunks(4) {
+        if chunk.len() == 1 {
+            return None;
+        }
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, d)| acc | (d << (18 - 6 * i)));
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// The `Authorization` value for HTTP Basic.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    format!("Basic {}", base64_encode(format!("{user}:{password}").as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for text in ["", "a", "ab", "abc", "operator:correct horse battery"] {
+            assert_eq!(base64_decode(&base64_encode(text.as_bytes())).as_deref(), Some(text.as_bytes()));
+        }
+        assert_eq!(base64_encode(b"admin:secret"), "YWRtaW46c2VjcmV0");
+    }
 }

@@ -407,6 +407,13 @@ pub struct ChannelPlan {
     pub blue_extra: String,
 }
 
+/// Whole sections appended to each daemon's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct LabExtra {
+    pub blue: String,
+    pub red: String,
+}
+
 /// A running BLUE → fiber-sim ×2 → RED topology on loopback.
 pub struct Lab {
     pub dir: TempDir,
@@ -432,6 +439,17 @@ impl Lab {
         link: &LinkPlan,
         channels: &[ChannelPlan],
         red_channels_override: Option<&[ChannelPlan]>,
+    ) -> Result<Lab, String> {
+        Lab::start_with(net, link, channels, red_channels_override, &LabExtra::default())
+    }
+
+    /// [`Lab::start`] with extra configuration sections (`[management]`, say) for each daemon.
+    pub fn start_with(
+        net: [u8; 3],
+        link: &LinkPlan,
+        channels: &[ChannelPlan],
+        red_channels_override: Option<&[ChannelPlan]>,
+        extra: &LabExtra,
     ) -> Result<Lab, String> {
         let bins = binaries()?;
         let dir = TempDir::new("diode-lab")?;
@@ -499,6 +517,8 @@ impl Lab {
             }
             red_toml += "\n";
         }
+        blue_toml += &extra.blue;
+        red_toml += &extra.red;
         let blue_config = dir.path().join("blue.toml");
         let red_config = dir.path().join("red.toml");
         std::fs::write(&blue_config, blue_toml).map_err(|e| e.to_string())?;

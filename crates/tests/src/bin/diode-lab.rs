@@ -109,6 +109,10 @@ enum Command {
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
+        /// After the checks, leave everything running and print each node's dashboard URL and the
+        /// credentials; Ctrl-C stops it and removes every process and file.
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Sends a TCP-like stream, a folder of files and UDP datagrams through the real protocol code
     /// (block builder, RaptorQ encoder, interleaver, receiver) over a seeded lossy link in this
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
             rate_mbps,
             seed,
             json,
+            keep_running,
         } => {
             let options = DemoOptions {
                 streams,
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
                 files,
                 max_file_bytes,
                 uploads,
+                keep_running,
                 link: LinkPlan {
                     loss_percent: loss,
                     burst: Some((0.2, 25.0)),
