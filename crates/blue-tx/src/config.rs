@@ -28,6 +28,9 @@ pub struct BlueConfig {
     pub channels: Vec<SourceChannel>,
     /// The management API and dashboard; absent means none.
     pub management: Option<connectors::management::ManagementConfig>,
+    /// Keys that authenticate every datagram (absent: CRC32 only).
+    #[serde(default, rename = "link_key")]
+    pub link_keys: Vec<connectors::config::LinkKeyConfig>,
 }
 
 fn default_mtu() -> usize {
@@ -112,6 +115,8 @@ pub struct LinkConfig {
     /// quickly that the stream had nothing in it.
     #[serde(default = "default_keepalive_s")]
     pub keepalive_s: u64,
+    /// With several `[[link_key]]`s (a rotation), the id of the one datagrams are tagged with.
+    pub send_key: Option<u8>,
 }
 
 impl Default for LinkConfig {
@@ -123,6 +128,7 @@ impl Default for LinkConfig {
             epoch: 0,
             queue_blocks: default_queue_blocks(),
             keepalive_s: default_keepalive_s(),
+            send_key: None,
         }
     }
 }
@@ -166,6 +172,7 @@ pub struct Checked {
     pub beacon_interval: Duration,
     pub ha: Option<ha_carp::driver::DriverConfig>,
     pub management: Option<connectors::management::CheckedManagement>,
+    pub auth: diode_proto::LinkAuth,
     /// The file this configuration came from (the management API exports and replaces it).
     pub path: std::path::PathBuf,
 }
@@ -249,8 +256,13 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     let rate_bps = if mode == FiberMode::Stripe { per_fiber * fibers.len() as u64 } else { per_fiber };
     let management =
         connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
+    if config.link_keys.len() > 1 && link.send_key.is_none() {
+        return Err(err("link: send_key", "several [[link_key]]s: say which one datagrams are tagged with".into()));
+    }
+    let auth = connectors::config::check_link_keys(path, &config.link_keys, link.send_key)?;
     Ok(Checked {
         management,
+        auth,
         path: path.to_path_buf(),
         fingerprint: fingerprint(&config.channels),
         beacon_interval: Duration::from_millis(link.beacon_interval_ms),

@@ -201,6 +201,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         fibers,
         encoded: encoded_rx,
         stats: Arc::clone(&counters.transmit),
+        auth: checked.auth.clone(),
         stopping: Arc::clone(&stopping),
     };
     workers.push(

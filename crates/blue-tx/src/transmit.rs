@@ -71,6 +71,8 @@ pub struct Transmitter {
     pub fibers: Vec<FiberTx>,
     pub encoded: Receiver<EncodedBlock>,
     pub stats: Arc<TxStats>,
+    /// CRC32 or keyed tags on every datagram.
+    pub auth: LinkAuth,
     /// Set when the daemon is stopping, so the last beacons say so.
     pub stopping: Arc<AtomicBool>,
 }
@@ -88,7 +90,7 @@ struct Outgoing {
 impl Transmitter {
     /// Runs until the encoders are gone and everything they produced is on the wire.
     pub fn run(mut self) {
-        let auth = LinkAuth::none();
+        let auth = self.auth.clone();
         let start = Instant::now();
         let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
         let mut interleaver: Interleaver<EncodedBlock> = Interleaver::new(self.fec.interleave_depth);

@@ -48,6 +48,78 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Re
     })
 }
 
+/// One `[[link_key]]`: a 32-byte key that authenticates every datagram on the fibers (keyed BLAKE3
+/// tags instead of bare CRC32), named on the wire by its id. Configure the same keys on both sides;
+/// during a rotation both the old and the new key are listed and BLUE's `send_key` picks the one it tags
+/// with.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkKeyConfig {
+    pub id: u8,
+    /// 64 hex digits, or
+    pub key: Option<String>,
+    /// a file holding them (kept out of the configuration, readable by the daemon only).
+    pub key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LinkKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("LinkKeyConfig").field("id", &self.id).field("key_file", &self.key_file).finish_non_exhaustive()
+    }
+}
+
+/// Turns the `[[link_key]]` sections into the link's authentication. `send_key` is BLUE's choice (RED
+/// passes `None` and accepts every listed key); without keys the link uses CRC32 only.
+pub fn check_link_keys(
+    path: &Path,
+    keys: &[LinkKeyConfig],
+    send_key: Option<u8>,
+) -> Result<diode_proto::LinkAuth, ConfigError> {
+    use diode_proto::auth::LinkKey;
+    if keys.is_empty() {
+        if let Some(id) = send_key {
+            return Err(ConfigError::new(
+                path,
+                "link: send_key",
+                format!("key {id} is set but no [[link_key]] is configured"),
+            ));
+        }
+        return Ok(diode_proto::LinkAuth::none());
+    }
+    let mut parsed = Vec::new();
+    for key in keys {
+        let field = format!("link_key {}", key.id);
+        let text = match (&key.key, &key.key_file) {
+            (Some(text), None) => text.clone(),
+            (None, Some(file)) => std::fs::read_to_string(file).map_err(|e| {
+                ConfigError::new(path, format!("{field}: key_file"), format!("cannot read {}: {e}", file.display()))
+            })?,
+            _ => return Err(ConfigError::new(path, field, "give exactly one of key and key_file")),
+        };
+        let text = text.trim();
+        let bytes: Option<Vec<u8>> = (text.len() == 64)
+            .then(|| (0..64).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect())
+            .flatten();
+        let Some(bytes) = bytes else {
+            return Err(ConfigError::new(path, field, "a link key is 64 hex digits (32 bytes)"));
+        };
+        let mut key_bytes = [0u8; 32];
+        key_bytes.copy_from_slice(&bytes);
+        if key_bytes.iter().all(|b| *b == 0) {
+            return Err(ConfigError::new(path, field, "an all-zero key protects nothing"));
+        }
+        parsed.push(LinkKey { id: key.id, key: key_bytes });
+    }
+    let send = match send_key {
+        Some(id) => id,
+        None if keys.len() == 1 => keys[0].id,
+        // RED: any listed id; the sender's choice is checked per datagram.
+        None => keys[0].id,
+    };
+    diode_proto::LinkAuth::keyed(parsed, send).map_err(|e| ConfigError::new(path, "link: send_key", e.to_string()))
+}
+
 /// The node section both daemons share.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -25,6 +25,9 @@ pub struct RedConfig {
     pub channels: Vec<SinkChannel>,
     /// The management API and dashboard; absent means none.
     pub management: Option<connectors::management::ManagementConfig>,
+    /// Keys whose tags are accepted (absent: CRC32 only, and tagged datagrams are refused).
+    #[serde(default, rename = "link_key")]
+    pub link_keys: Vec<connectors::config::LinkKeyConfig>,
 }
 
 fn default_block_timeout_ms() -> u64 {
@@ -150,6 +153,7 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         block_timeout: Duration::from_millis(r.block_timeout_ms),
         stream_suspect_timeout: Duration::from_secs(r.suspect_timeout_s),
         max_open_streams: r.max_open_streams,
+        auth: connectors::config::check_link_keys(path, &config.link_keys, None)?,
         ..ReceiverConfig::default()
     };
     let ha = match &config.ha {

@@ -5,7 +5,8 @@
 //! client for the vault, [`folders`] writes and compares files, [`demo`] is
 //! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
-//! --netns`, root); [`nshelp`] are the small clients it runs inside them.
+//! --netns`, root); [`nshelp`] are the small clients it runs inside them. [`rawwire`] starts a red-rx
+//! alone and sends it raw protocol datagrams, for the hostile-input tests.
 
 pub mod bins;
 pub mod demo;
@@ -15,4 +16,5 @@ pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod nshelp;
+pub mod rawwire;
 pub mod roundtrip;

@@ -341,3 +341,45 @@ fn a_red_rx_killed_mid_stream_leaves_its_destination_a_reset_not_a_clean_close()
     assert!(record.len < 50_000_000, "the stream was cut");
     assert!(!record.clean, "a stream cut by a dying red-rx must reach the destination as a reset");
 }
+
+#[test]
+fn link_keys_authenticate_every_datagram_and_a_wrong_key_delivers_nothing() {
+    let _turn = heavy();
+    let key1 = "11".repeat(32);
+    let key2 = "22".repeat(32);
+    let forged = "33".repeat(32);
+    let run = |blue_keys: &str, red_keys: &str, streams: usize, expect_delivery: bool| {
+        let net = loopback_net();
+        let sink_ip = Lab::ip(net, 4);
+        let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+        let channel = tcp_channel(net, vec![sink.addr], "");
+        let extra = tests::lab::LabExtra { blue: blue_keys.to_string(), red: red_keys.to_string() };
+        let link = LinkPlan { rate_mbps: 200.0, ..LinkPlan::default() };
+        let mut lab = Lab::start_with(net, &link, std::slice::from_ref(&channel), None, &extra).unwrap();
+        let sizes = vec![100_000; streams];
+        let sent = send_streams(channel.listen, &sizes, streams).unwrap();
+        // A refused link never delivers: a few seconds show it as well as ten.
+        let limit = Duration::from_secs(if expect_delivery { 10 } else { 4 });
+        let arrived = wait_for(limit, || sink.streams() >= streams);
+        std::thread::sleep(Duration::from_millis(1200));
+        let red = lab.red_status();
+        assert!(lab.stop());
+        let (intact, _, _) = compare(&sent, &sink);
+        (arrived, intact, red)
+    };
+    let key = |id: u8, hex: &str| format!("\n[[link_key]]\nid = {id}\nkey = \"{hex}\"\n");
+    // A rotation's overlap: BLUE already tags with key 2, RED accepts 1 and 2.
+    let (arrived, intact, _) = run(&key(2, &key2), &format!("{}{}", key(1, &key1), key(2, &key2)), 3, true);
+    assert!(arrived && intact == 3, "keyed link delivers");
+    // A forger with the right key id but the wrong key, and a RED that does not know the id.
+    let (_, intact, red) = run(&key(1, &forged), &key(1, &key1), 2, false);
+    assert_eq!(intact, 0, "nothing under a wrong key is delivered");
+    assert!(red["receiver"]["drops"]["bad_tag"].as_u64().unwrap_or(0) > 100, "bad tags counted: {red}");
+    let (_, intact, red) = run(&key(2, &key2), &key(1, &key1), 2, false);
+    assert_eq!(intact, 0);
+    assert!(red["receiver"]["drops"]["unknown_key"].as_u64().unwrap_or(0) > 100, "unknown key ids counted: {red}");
+    // Untagged datagrams at a RED that requires tags.
+    let (_, intact, red) = run("", &key(1, &key1), 2, false);
+    assert_eq!(intact, 0);
+    assert!(red["receiver"]["drops"]["missing_tag"].as_u64().unwrap_or(0) > 100, "untagged datagrams counted: {red}");
+}

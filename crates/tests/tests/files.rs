@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tests::folders::{self, file_content as content, files_counter, visible_files};
 use tests::http::{multipart, request};
 use tests::lab::{free_port, loopback_net, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
+use tests::rawwire::{LoneRed, RawSender};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
@@ -225,12 +226,7 @@ fn hash_file(path: &Path) -> [u8; 32] {
 
 /// The process's peak resident set (VmHWM), in MB.
 fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
+    tests::rawwire::proc_kb(pid, "VmHWM:") / 1024.0
 }
 
 fn vault_channel(net: [u8; 3], spool: &Path, out: &Path, blue_extra: &str) -> (ChannelPlan, SocketAddr) {
@@ -302,97 +298,25 @@ fn vault_uploads_are_downloadable_on_red_with_ranges_and_refusals_say_why() {
     assert_eq!(std::fs::read_dir(folders.path().join("spool")).unwrap().count(), 0, "the spool is empty once sent");
 }
 
-/// A raw sender on the test's side of the fiber: what a faulty or hostile BLUE could send.
-mod raw {
-    use std::net::{SocketAddr, UdpSocket};
-    use std::time::Duration;
-
-    use diode_proto::beacon::SenderState;
-    use diode_proto::{FecParams, FiberMode, LinkAuth, Sender, SenderConfig, StreamMeta};
-
-    pub fn send_files(to: &[SocketAddr], fingerprint: [u8; 16], files: &[(String, Vec<u8>)]) {
-        let fec = FecParams::for_mtu(1500);
-        let mut sender = Sender::new(SenderConfig {
-            session: 0x5eed_0000_0000_0001,
-            epoch: 1,
-            fec,
-            auth: LinkAuth::none(),
-            fiber_mode: FiberMode::Mirror,
-            config_fingerprint: fingerprint,
-            beacon_interval_ms: 100,
-        });
-        for (index, (name, bytes)) in files.iter().enumerate() {
-            let stream = index as u64 + 1;
-            let channel = sender.channel(2);
-            let meta = StreamMeta {
-                name: name.clone(),
-                size: Some(bytes.len() as u64),
-                file_id: Some([stream as u8; 16]),
-                ..StreamMeta::default()
-            };
-            channel.open(stream, meta).unwrap();
-            channel.data(stream, bytes).unwrap();
-            channel.end(stream).unwrap();
-        }
-        sender.flush();
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut datagram = Vec::new();
-        sender.beacon(0, SenderState::Active, &mut datagram);
-        for target in to {
-            socket.send_to(&datagram, target).unwrap();
-        }
-        let mut sent = 0;
-        while sender.poll_datagram(true, &mut datagram) {
-            for target in to {
-                socket.send_to(&datagram, target).unwrap();
-            }
-            sent += 1;
-            if sent % 64 == 0 {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        // Beacons announce the last block so the receiver does not wait for more.
-        for tick in 1..=5u64 {
-            sender.beacon(tick * 100_000, SenderState::Active, &mut datagram);
-            for target in to {
-                socket.send_to(&datagram, target).unwrap();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+/// Sends whole files on channel 2 straight to RED's fibers, as a faulty or hostile BLUE could.
+fn send_files(to: &[SocketAddr], files: &[(String, Vec<u8>)]) {
+    let mut raw = RawSender::new(to, 0x5eed_0000_0000_0001, 1).unwrap();
+    for (index, (name, bytes)) in files.iter().enumerate() {
+        raw.file(2, index as u64 + 1, name, bytes, index as u8 + 1).unwrap();
     }
+    raw.flush();
 }
 
-/// Starts red-rx alone with one files channel; returns it, its fiber addresses and its status path.
-fn lone_red(dir: &Path, out: &Path, extra: &str) -> (Proc, Vec<SocketAddr>, PathBuf) {
-    let bins = tests::bins::binaries().unwrap();
-    let net = loopback_net();
-    let ip = Lab::ip(net, 2);
-    let fibers: Vec<SocketAddr> = (0..2).map(|_| SocketAddr::from((ip, free_port(ip).unwrap()))).collect();
-    let status = dir.join("red-status.json");
-    let mut toml = format!("[node]\nname = \"red1\"\nstatus_file = \"{}\"\n", status.display());
-    for fiber in &fibers {
-        toml += &format!("[[fiber]]\nlisten = \"{fiber}\"\n");
-    }
-    toml +=
-        &format!("[[channel]]\nnumber = 2\nkind = \"files\"\nname = \"drop\"\nfolder = \"{}\"\n{extra}", out.display());
-    let config = dir.join("red.toml");
-    std::fs::write(&config, toml).unwrap();
-    let red = Proc::spawn(
-        "red-rx",
-        &bins.red_rx,
-        &["run".into(), "--config".into(), config.display().to_string()],
-        &dir.join("red.log"),
-    )
-    .unwrap();
-    assert!(wait_for(Duration::from_secs(20), || status.exists()), "red-rx did not start");
-    (red, fibers, status)
+fn files_section(out: &Path) -> String {
+    format!("[[channel]]\nnumber = 2\nkind = \"files\"\nname = \"drop\"\nfolder = \"{}\"\n", out.display())
 }
 
 #[test]
 fn hostile_names_from_the_wire_are_quarantined_with_their_reasons() {
     let dir = TempDir::new("files-hostile").unwrap();
     let out = dir.path().join("out");
-    let (mut red, fibers, status) = lone_red(dir.path(), &out, "");
+    let lone = LoneRed::start(dir.path(), &files_section(&out)).unwrap();
+    let (mut red, fibers, status) = (lone.red, lone.fibers, lone.status);
     let hostile = [
         "../../etc/passwd",
         "/etc/shadow",
@@ -405,7 +329,7 @@ fn hostile_names_from_the_wire_are_quarantined_with_their_reasons() {
     ];
     let mut files: Vec<(String, Vec<u8>)> = hostile.iter().map(|n| (n.to_string(), b"payload".to_vec())).collect();
     files.push(("fine/report.txt".into(), b"a good file among bad ones".to_vec()));
-    raw::send_files(&fibers, [0; 16], &files);
+    send_files(&fibers, &files);
     let settled = wait_for(Duration::from_secs(10), || {
         let s = Lab::status(&status);
         files_status(&s, "delivered") >= 1
@@ -460,7 +384,7 @@ fn a_full_disk_on_red_quarantines_the_file_and_delivery_recovers() {
     for fiber in &fibers {
         toml += &format!("[[fiber]]\nlisten = \"{fiber}\"\n");
     }
-    toml += &format!("[[channel]]\nnumber = 2\nkind = \"files\"\nname = \"drop\"\nfolder = \"{}\"\n", out.display());
+    toml += &files_section(&out);
     let config = dir.path().join("red.toml");
     std::fs::write(&config, toml).unwrap();
     let script = format!(
@@ -488,7 +412,7 @@ fn a_full_disk_on_red_quarantines_the_file_and_delivery_recovers() {
         ("too-big-for-the-disk.bin".to_string(), content(2, 6_000_000)),
         ("after.bin".to_string(), content(3, 1_000_000)),
     ];
-    raw::send_files(&fibers, [0; 16], &files);
+    send_files(&fibers, &files);
     let settled = wait_for(Duration::from_secs(15), || files_status(&Lab::status(&status), "delivered") >= 2);
     let final_status = Lab::status(&status);
     let visible = visible_files(&seen);
