@@ -413,3 +413,68 @@ fn the_dashboard_in_a_browser_logs_in_shows_the_role_and_demotes() {
     browser.screenshot(&shot);
     println!("dashboard screenshot: {}", shot.display());
 }
+
+/// Asks `python3` (on every machine the project runs on) for one HTTPS request that trusts only `ca`.
+fn https_status(addr: SocketAddr, ca: &Path, auth: &str) -> Result<u16, String> {
+    let script = r#"
+import ssl, sys
+import socket
+context = ssl.create_default_context(cafile=sys.argv[3])
+raw = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+tls = context.wrap_socket(raw, server_hostname="localhost")
+tls.sendall(("GET /api/v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: " + sys.argv[4] + "\r\nConnection: close\r\n\r\n").encode())
+print(tls.recv(64).decode().split(" ")[1])
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &addr.ip().to_string(), &addr.port().to_string(), &ca.display().to_string(), auth])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).to_string());
+    }
+    String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|_| "no status".to_string())
+}
+
+#[test]
+fn with_a_certificate_the_management_api_speaks_only_tls() {
+    let bins = binaries().unwrap();
+    let dir = TempDir::new("management-tls").unwrap();
+    let rcgen::CertifiedKey { cert, signing_key } =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("mgmt.crt"), dir.path().join("mgmt.key"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, signing_key.serialize_pem()).unwrap();
+    let net = loopback_net();
+    let api = SocketAddr::from((Lab::ip(net, 31), free_port(Lab::ip(net, 31)).unwrap()));
+    let toml = format!(
+        "[node]\nname = \"blue1\"\n[[fiber]]\nremote = \"{}:9\"\n[management]\nlisten = \"{api}\"\nusername = \"{USER}\"\npassword_hash = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        Lab::ip(net, 2),
+        hash_secret(&bins.blue_tx, PASSWORD),
+        cert_path.display(),
+        key_path.display()
+    );
+    std::fs::write(dir.path().join("blue.toml"), toml).unwrap();
+    let _blue = Proc::spawn(
+        "blue-tx",
+        &bins.blue_tx,
+        &["run".into(), "--config".into(), dir.path().join("blue.toml").display().to_string()],
+        &dir.path().join("blue.log"),
+    )
+    .unwrap();
+    let auth = basic(USER, PASSWORD);
+    assert!(
+        wait_for(Duration::from_secs(20), || https_status(api, &cert_path, &auth) == Ok(200)),
+        "HTTPS with the certificate: {:?}\n{}",
+        https_status(api, &cert_path, &auth),
+        std::fs::read_to_string(dir.path().join("blue.log")).unwrap_or_default()
+    );
+    assert_eq!(https_status(api, &cert_path, &basic(USER, "wrong")), Ok(401));
+    // Plain HTTP gets no answer: the server expects a TLS handshake.
+    let plain = request(api, "GET", "/api/v1/status", &[("Authorization", &auth)], b"");
+    assert!(plain.is_err() || plain.is_ok_and(|a| a.status != 200), "no plain-HTTP access");
+    // A client that does not trust the certificate refuses the connection.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_path = dir.path().join("other.crt");
+    std::fs::write(&other_path, other.cert.pem()).unwrap();
+    assert!(https_status(api, &other_path, &auth).is_err());
+}
