@@ -396,7 +396,7 @@ fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     let ignored = |h: &Ha, reason: &str| {
         (0..2).map(|i| h.status(i)["ha"]["adverts_ignored"][reason].as_u64().unwrap_or(0)).sum::<u64>()
     };
-    let (hmac_before, replay_before) = (ignored(ha, "hmac"), ignored(ha, "replay"));
+    let (hmac_before, replay_before, ttl_before) = (ignored(ha, "hmac"), ignored(ha, "replay"), ignored(ha, "ttl"));
     let run = |args: &[&str]| -> Result<(), String> {
         let output = Command::new("ip")
             .args(["netns", "exec", &ha.topology.ns("cl")])
@@ -414,16 +414,24 @@ fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     };
     run(&["--key", "not-the-secret", "--count", "10"])?;
     run(&["--replay", "--count", "10"])?;
+    // The right key but a TTL below 255: sent from off the link, so refused before the HMAC.
+    run(&["--key", SECRET, "--ttl", "64", "--count", "10"])?;
     // Status files are rewritten every second.
     std::thread::sleep(Duration::from_millis(1500));
     let (hmac, replay) = (ignored(ha, "hmac") - hmac_before, ignored(ha, "replay") - replay_before);
+    let ttl = ignored(ha, "ttl") - ttl_before;
     if ha.actives("blue") != before {
         return Err(format!("roles changed from {before:?} to {:?}", ha.actives("blue")));
     }
-    if hmac < 10 || replay < 10 {
-        return Err(format!("ignored {hmac} wrong-key and {replay} replayed adverts, expected at least 10 each"));
+    if hmac < 10 || replay < 10 || ttl < 10 {
+        return Err(format!(
+            "ignored {hmac} wrong-key, {replay} replayed and {ttl} wrong-TTL adverts, expected at least 10 each"
+        ));
     }
-    Ok((None, format!("{hmac} wrong-key and {replay} replayed adverts ignored and counted; roles unchanged")))
+    Ok((
+        None,
+        format!("{hmac} wrong-key, {replay} replayed and {ttl} wrong-TTL adverts ignored and counted; roles unchanged"),
+    ))
 }
 
 fn partition(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
@@ -575,7 +583,7 @@ pub fn run(kill_trials_count: u32) -> Result<serde_json::Value, String> {
         if scenarios[0].ok {
             scenarios.push(scenario("kill -9 of the active BLUE", kill_trials(&mut ha, kill_trials_count)));
             scenarios.push(scenario("demote, promote and preemption", demote_promote_preempt(&mut ha)));
-            scenarios.push(scenario("wrong security text and replayed adverts", authentication(&mut ha)));
+            scenarios.push(scenario("wrong security text, wrong TTL and replayed adverts", authentication(&mut ha)));
             scenarios.push(scenario("partition and heal", partition(&mut ha)));
             scenarios.push(scenario("RED with silent fibers demotes", red_blind(&mut ha)));
             scenarios.push(scenario("BLUE with a dead fiber demotes", blue_fiber_down(&mut ha)));

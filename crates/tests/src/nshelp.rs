@@ -57,13 +57,14 @@ pub fn advert(
     key: Option<&str>,
     replay: bool,
     count: u32,
+    ttl: u32,
 ) -> Result<(), String> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).map_err(|e| e.to_string())?;
     let group = Ipv4Addr::new(224, 0, 0, 18);
     socket.join_multicast_v4(&group, &source).map_err(|e| e.to_string())?;
     socket.set_multicast_if_v4(&source).map_err(|e| e.to_string())?;
-    socket.set_multicast_ttl_v4(255).map_err(|e| e.to_string())?;
+    socket.set_multicast_ttl_v4(ttl).map_err(|e| e.to_string())?;
     socket.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
     let bytes: Vec<u8> = if replay {
         let mut buffer = [0u8; 256];

@@ -71,6 +71,9 @@ enum Command {
         replay: bool,
         #[arg(long, default_value_t = 10)]
         count: u32,
+        /// IP TTL of the adverts (CARP requires 255: anything else came from off the link).
+        #[arg(long, default_value_t = 255)]
+        ttl: u32,
     },
     /// Starts blue-tx, red-rx and two fiber-sim processes on loopback (no root needed), sends
     /// concurrent TCP streams of mixed sizes, a flow of UDP datagrams, files dropped in nested folders
@@ -158,8 +161,8 @@ fn main() -> ExitCode {
         Command::NsSend { to, id, bytes, timeout_ms } => {
             helper(tests::nshelp::send(to, id, bytes, std::time::Duration::from_millis(timeout_ms)))
         }
-        Command::NsAdvert { source, vhid, vip, key, replay, count } => {
-            helper(tests::nshelp::advert(source, vhid, vip, key.as_deref(), replay, count))
+        Command::NsAdvert { source, vhid, vip, key, replay, count, ttl } => {
+            helper(tests::nshelp::advert(source, vhid, vip, key.as_deref(), replay, count, ttl))
         }
         Command::Demo {
             streams,
