@@ -52,6 +52,7 @@ impl Default for DemoOptions {
                 repair_percent: 10.0,
                 rate_mbps: 1000.0,
                 seed: 1,
+                ..LinkPlan::default()
             },
             timeout: Duration::from_secs(90),
             keep_running: false,

@@ -383,11 +383,26 @@ pub struct LinkPlan {
     pub repair_percent: f64,
     pub rate_mbps: f64,
     pub seed: u64,
+    /// Fiber MTU the symbol size is derived from.
+    pub mtu: usize,
+    /// "mirror" or "stripe".
+    pub mode: &'static str,
+    /// BLUE sends straight to RED, without fiber-sim processes (no loss possible): for benchmarks.
+    pub direct: bool,
 }
 
 impl Default for LinkPlan {
     fn default() -> LinkPlan {
-        LinkPlan { loss_percent: 0.0, burst: None, repair_percent: 5.0, rate_mbps: 1000.0, seed: 1 }
+        LinkPlan {
+            loss_percent: 0.0,
+            burst: None,
+            repair_percent: 5.0,
+            rate_mbps: 1000.0,
+            seed: 1,
+            mtu: 1500,
+            mode: "mirror",
+            direct: false,
+        }
     }
 }
 
@@ -460,10 +475,14 @@ impl Lab {
         let mut blue_fibers = String::new();
         let mut red_fibers = String::new();
         for index in 0..2u16 {
-            let sim_port = free_port(sim_ip)?;
             let red_port = free_port(red_ip)?;
-            blue_fibers += &format!("[[fiber]]\nremote = \"{sim_ip}:{sim_port}\"\n");
             red_fibers += &format!("[[fiber]]\nlisten = \"{red_ip}:{red_port}\"\n");
+            if link.direct {
+                blue_fibers += &format!("[[fiber]]\nremote = \"{red_ip}:{red_port}\"\n");
+                continue;
+            }
+            let sim_port = free_port(sim_ip)?;
+            blue_fibers += &format!("[[fiber]]\nremote = \"{sim_ip}:{sim_port}\"\n");
             let mut args = vec![
                 "--listen".to_string(),
                 format!("{sim_ip}:{sim_port}"),
@@ -485,10 +504,12 @@ impl Lab {
         let blue_status = dir.path().join("blue-status.json");
         let red_status = dir.path().join("red-status.json");
         let mut blue_toml = format!(
-            "[node]\nname = \"blue1\"\nstatus_file = \"{}\"\n\n[fec]\nrepair_percent = {}\n\n[link]\nrate_mbps = {}\n\n{blue_fibers}\n",
+            "[node]\nname = \"blue1\"\nstatus_file = \"{}\"\n\n[fec]\nrepair_percent = {}\nmtu = {}\n\n[link]\nrate_mbps = {}\nmode = \"{}\"\n\n{blue_fibers}\n",
             blue_status.display(),
             link.repair_percent,
-            link.rate_mbps
+            link.mtu,
+            link.rate_mbps,
+            link.mode
         );
         for channel in channels {
             blue_toml += &format!(
@@ -592,6 +613,18 @@ impl Lab {
         clean &= self.red.stop(Duration::from_secs(10));
         clean
     }
+}
+
+/// Polls `done` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
 }
 
 /// Lower-case hex of bytes.

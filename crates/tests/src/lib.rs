@@ -1,13 +1,14 @@
 //! The integration harness: starts blue-tx, red-rx and fiber-sim as real processes on loopback, feeds
 //! them from in-process sources and checks what in-process destinations received.
 //!
-//! [`bins`] finds (and builds) the binaries, [`lab`] runs a topology and its endpoints, [`http`] is a small
+//! [`bins`] finds (and builds) the binaries, [`bench`] is `diode-lab bench`, [`lab`] runs a topology and its endpoints, [`http`] is a small
 //! client for the vault, [`folders`] writes and compares files, [`demo`] is
 //! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them. [`rawwire`] starts a red-rx
 //! alone and sends it raw protocol datagrams, for the hostile-input tests.
 
+pub mod bench;
 pub mod bins;
 pub mod demo;
 pub mod folders;

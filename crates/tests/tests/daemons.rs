@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::bins::binaries;
 use tests::demo::{compare, mixed_sizes, send_streams};
-use tests::lab::{free_port, loopback_net, send_stream, ChannelPlan, Lab, LinkPlan, TcpSink, UdpSink};
+use tests::lab::{free_port, loopback_net, send_stream, wait_for, ChannelPlan, Lab, LinkPlan, TcpSink, UdpSink};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
@@ -36,17 +36,6 @@ fn tcp_channel(net: [u8; 3], destinations: Vec<SocketAddr>, red_extra: &str) -> 
     }
 }
 
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
-
 /// 100 concurrent streams of 1 B to 50 MB through a link with `loss` and optional bursts, default repair.
 fn hundred_streams_intact(loss_percent: f64, burst: Option<(f64, f64)>, seed: u64) {
     let _turn = heavy();
@@ -55,7 +44,7 @@ fn hundred_streams_intact(loss_percent: f64, burst: Option<(f64, f64)>, seed: u6
     let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     // 400 Mbit/s leaves this small machine the CPU for four processes and the test itself.
-    let link = LinkPlan { loss_percent, burst, repair_percent: 5.0, rate_mbps: 400.0, seed };
+    let link = LinkPlan { loss_percent, burst, repair_percent: 5.0, rate_mbps: 400.0, seed, ..LinkPlan::default() };
     let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None).unwrap();
     let sizes = mixed_sizes(100, 50_000_000, seed);
     let sent = send_streams(channel.listen, &sizes, 100).unwrap();
@@ -98,7 +87,14 @@ fn beyond_the_fec_budget_no_destination_sees_a_clean_close_of_a_damaged_stream()
     let channel = tcp_channel(net, vec![sink.addr], "");
     // 25 % on each mirrored fiber is about 6 % joint loss against 5 % repair: most blocks fail, but
     // many streams still open before they break.
-    let link = LinkPlan { loss_percent: 25.0, burst: None, repair_percent: 5.0, rate_mbps: 400.0, seed: 21 };
+    let link = LinkPlan {
+        loss_percent: 25.0,
+        burst: None,
+        repair_percent: 5.0,
+        rate_mbps: 400.0,
+        seed: 21,
+        ..LinkPlan::default()
+    };
     let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None).unwrap();
     let sizes = mixed_sizes(40, 5_000_000, 21);
     let sent = send_streams(channel.listen, &sizes, 40).unwrap();
@@ -141,7 +137,14 @@ fn udp_multicast_channel_delivers_and_counts_its_losses() {
         red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
         blue_extra: String::new(),
     };
-    let link = LinkPlan { loss_percent: 20.0, burst: None, repair_percent: 0.0, rate_mbps: 200.0, seed: 31 };
+    let link = LinkPlan {
+        loss_percent: 20.0,
+        burst: None,
+        repair_percent: 0.0,
+        rate_mbps: 200.0,
+        seed: 31,
+        ..LinkPlan::default()
+    };
     let mut lab = Lab::start(net, &link, &[channel], None).unwrap();
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     socket2::SockRef::from(&socket).set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();

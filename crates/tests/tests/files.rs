@@ -15,24 +15,13 @@ use std::time::{Duration, Instant};
 
 use tests::folders::{self, file_content as content, files_counter, visible_files};
 use tests::http::{multipart, request};
-use tests::lab::{free_port, loopback_net, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
+use tests::lab::{free_port, loopback_net, wait_for, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
 use tests::rawwire::{LoneRed, RawSender};
 
 static HEAVY: Mutex<()> = Mutex::new(());
 
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 /// Sizes from 0 B to `max`: mostly small (log-uniform up to 1 MB), every hundredth up to `max`.
@@ -83,8 +72,14 @@ fn a_thousand_files_of_mixed_sizes_arrive_identical_exactly_once_through_loss() 
     let (drop, out) = (folders.path().join("drop"), folders.path().join("out"));
     // Each file is sent twice (repeat = 2): the second copy must be recognised, never delivered again.
     let channel = files_channel(&drop, &out, "repeat = 2\n", "");
-    let link =
-        LinkPlan { loss_percent: 1.0, burst: Some((0.05, 30.0)), repair_percent: 5.0, rate_mbps: 400.0, seed: 21 };
+    let link = LinkPlan {
+        loss_percent: 1.0,
+        burst: Some((0.05, 30.0)),
+        repair_percent: 5.0,
+        rate_mbps: 400.0,
+        seed: 21,
+        ..LinkPlan::default()
+    };
     let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None).unwrap();
     let sizes = file_sizes(1000, 20_000_000);
     let mut expected = BTreeMap::new();

@@ -11,22 +11,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::folders::{file_content, visible_files};
-use tests::lab::{free_port, loopback_net, Lab, TcpSink, TempDir};
+use tests::lab::{free_port, loopback_net, wait_for, Lab, TcpSink, TempDir};
 use tests::rawwire::{LoneRed, RawSender};
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
-}
 
 fn files_section(out: &Path, extra: &str) -> String {
     format!("[[channel]]\nnumber = 2\nkind = \"files\"\nname = \"drop\"\nfolder = \"{}\"\n{extra}", out.display())

@@ -11,11 +11,11 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tests::bins::binaries;
 use tests::http::{base64_decode, basic_auth, request, Answer};
-use tests::lab::{free_port, loopback_net, Lab, Proc, TempDir};
+use tests::lab::{free_port, loopback_net, wait_for, Lab, Proc, TempDir};
 
 const USER: &str = "operator";
 const PASSWORD: &str = "correct horse battery";
@@ -42,17 +42,6 @@ fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> Answer {
 
 fn post(addr: SocketAddr, path: &str, auth: &str, body: &[u8]) -> Answer {
     request(addr, "POST", path, &[("Authorization", auth)], body).unwrap()
-}
-
-fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    true
 }
 
 struct Pair {
