@@ -200,14 +200,10 @@ pub fn raw_udp_gbps(mtu: usize, duration: Duration) -> Result<f64, String> {
     let mut bytes = 0u64;
     let started = Instant::now();
     let mut last = started;
-    loop {
-        match receiver.recv(&mut buffer) {
-            Ok(n) => {
-                bytes += n as u64;
-                last = Instant::now();
-            }
-            Err(_) => break,
-        }
+    // The receive timeout ends the count once the sender has stopped.
+    while let Ok(n) = receiver.recv(&mut buffer) {
+        bytes += n as u64;
+        last = Instant::now();
     }
     sender.join().map_err(|_| "UDP sender panicked".to_string())??;
     Ok(bytes as f64 * 8.0 / last.duration_since(started).as_secs_f64().max(1e-3) / 1e9)
