@@ -867,6 +867,34 @@ mod tests {
     }
 
     #[test]
+    fn link_keys_are_checked_with_their_field() {
+        let key = |id: u8, key: &str| LinkKeyConfig { id, key: Some(key.into()), key_file: None };
+        let path = Path::new("blue.toml");
+        let good = "ab".repeat(32);
+        let auth = check_link_keys(path, &[key(1, &good), key(2, &"cd".repeat(32))], Some(2))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(auth.send_key_id(), Some(2));
+        assert!(!check_link_keys(path, &[], None).unwrap_or_else(|e| unreachable!("{e}")).requires_tag());
+        let refused = [
+            (vec![key(1, "abcd")], None, "link_key 1: a link key is 64 hex digits (32 bytes)"),
+            (vec![key(1, &"zz".repeat(32))], None, "link_key 1: a link key is 64 hex digits (32 bytes)"),
+            (vec![key(1, &"00".repeat(32))], None, "link_key 1: an all-zero key protects nothing"),
+            (vec![key(1, &good)], Some(3), "link: send_key: send key id 3 is not among the configured link keys"),
+            (vec![key(1, &good), key(1, &good)], Some(1), "link: send_key: link key id 1 is configured twice"),
+            (vec![], Some(1), "link: send_key: key 1 is set but no [[link_key]] is configured"),
+            (
+                vec![LinkKeyConfig { id: 4, key: None, key_file: Some("/nonexistent/diode.key".into()) }],
+                None,
+                "link_key 4: key_file: cannot read /nonexistent/diode.key",
+            ),
+        ];
+        for (keys, send, expected) in refused {
+            let error = check_link_keys(path, &keys, send).map(|_| ()).unwrap_err().to_string();
+            assert!(error.starts_with(&format!("blue.toml: {expected}")), "{error}");
+        }
+    }
+
+    #[test]
     fn duplicate_numbers_and_names_are_refused() {
         let a: SourceChannel =
             parse_toml(Path::new("a"), "number = 1\nkind = \"tcp\"\nname = \"a\"\nlisten = \"127.0.0.1:1\"")
