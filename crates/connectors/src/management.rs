@@ -189,7 +189,14 @@ struct Server {
     verified: Mutex<HashMap<[u8; 32], Instant>>,
     /// Session ids → expiry.
     sessions: Mutex<HashMap<String, Instant>>,
+    /// When recent credential checks failed: guessing is slowed down, and the Argon2 work a stranger
+    /// can cause is bounded.
+    failures: Mutex<std::collections::VecDeque<Instant>>,
 }
+
+/// Failed credential checks allowed within [`FAILURE_WINDOW`] before further checks are refused.
+const MAX_FAILURES: usize = 20;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
 const SESSION_FOR: Duration = Duration::from_secs(8 * 3600);
@@ -198,6 +205,22 @@ const SESSION_COOKIE: &str = "diode_session";
 const DASHBOARD_HEADER: &str = "x-diode-dashboard";
 
 impl Server {
+    /// Whether too many checks failed lately: then no new Argon2 check is made.
+    fn throttled(&self) -> bool {
+        let now = Instant::now();
+        let Ok(mut failures) = self.failures.lock() else { return true };
+        while failures.front().is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW) {
+            failures.pop_front();
+        }
+        failures.len() >= MAX_FAILURES
+    }
+
+    fn note_failure(&self) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.push_back(Instant::now());
+        }
+    }
+
     fn remembered(&self, key: &[u8; 32]) -> bool {
         let now = Instant::now();
         let Ok(mut verified) = self.verified.lock() else { return false };
@@ -217,9 +240,14 @@ impl Server {
         if self.remembered(&key) {
             return true;
         }
+        if self.throttled() {
+            return false;
+        }
         let ok = user == name && verify_secret(password, hash);
         if ok {
             self.remember(key);
+        } else {
+            self.note_failure();
         }
         ok
     }
@@ -230,9 +258,14 @@ impl Server {
         if self.remembered(&key) {
             return true;
         }
+        if self.throttled() {
+            return false;
+        }
         let ok = verify_secret(token, hash);
         if ok {
             self.remember(key);
+        } else {
+            self.note_failure();
         }
         ok
     }
@@ -365,6 +398,9 @@ async fn login(State(server): State<Arc<Server>>, Json(login): Json<Login>) -> R
         .unwrap_or(false);
     if !ok {
         warn!("management login refused");
+        if server.throttled() {
+            return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed logins: wait a few seconds");
+        }
         return refuse(StatusCode::UNAUTHORIZED, "wrong username or password");
     }
     let mut id = [0u8; 32];
@@ -506,7 +542,13 @@ pub async fn spawn(
         None => None,
     };
     let listen = config.listen;
-    let server = Arc::new(Server { managed, config, verified: Mutex::default(), sessions: Mutex::default() });
+    let server = Arc::new(Server {
+        managed,
+        config,
+        verified: Mutex::default(),
+        sessions: Mutex::default(),
+        failures: Mutex::default(),
+    });
     let app = router(server);
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -579,6 +621,61 @@ impl axum::serve::Listener for TlsListener {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Nothing;
+
+    impl Managed for Nothing {
+        fn status(&self) -> serde_json::Value {
+            json!({})
+        }
+        fn transfers(&self) -> serde_json::Value {
+            json!({})
+        }
+        fn metrics(&self) -> Vec<Family> {
+            Vec::new()
+        }
+        fn ha_command(&self, _demote: bool) -> HaFuture {
+            Box::pin(async { Ok(()) })
+        }
+        fn config_path(&self) -> &Path {
+            Path::new("/nonexistent")
+        }
+        fn check_config(&self, _path: &Path, _text: &str) -> Result<(), ConfigError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn guessing_is_throttled_and_the_right_password_still_works_after_the_window() {
+        let hash = hash_secret("right").unwrap();
+        let config = CheckedManagement {
+            listen: "127.0.0.1:1".parse().unwrap(),
+            username: Some("op".into()),
+            password_hash: Some(hash),
+            token_hash: None,
+            tls: None,
+        };
+        let server = Server {
+            managed: Arc::new(Nothing),
+            config,
+            verified: Mutex::default(),
+            sessions: Mutex::default(),
+            failures: Mutex::default(),
+        };
+        assert!(server.check_password("op", "right"));
+        for guess in 0..MAX_FAILURES {
+            assert!(!server.check_password("op", &format!("guess {guess}")));
+        }
+        assert!(server.throttled());
+        // A credential verified before stays usable; a new one waits for the window to pass.
+        assert!(server.check_password("op", "right"));
+        if let Ok(mut failures) = server.failures.lock() {
+            for t in failures.iter_mut() {
+                *t -= FAILURE_WINDOW * 2;
+            }
+        }
+        assert!(!server.throttled());
+    }
 
     #[test]
     fn base64_decodes_basic_credentials() {
