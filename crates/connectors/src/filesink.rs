@@ -164,10 +164,6 @@ impl FileSink {
         Ok(FileSink { config, part_dir, ledger, streams: HashMap::new(), stats })
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
-    }
-
     pub fn handle(&mut self, event: SinkEvent) {
         match event {
             SinkEvent::Open { stream, meta, session, epoch } => self.open_stream(stream, meta, session, epoch),

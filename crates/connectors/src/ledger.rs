@@ -71,10 +71,6 @@ impl Ledger {
         self.by_id.contains_key(id)
     }
 
-    pub fn get(&self, id: &str) -> Option<&LedgerEntry> {
-        self.by_id.get(id)
-    }
-
     pub fn len(&self) -> usize {
         self.by_id.len()
     }

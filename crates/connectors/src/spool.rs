@@ -174,10 +174,6 @@ impl Spool {
         Ok(spool)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn data_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.data"))
     }
@@ -291,8 +287,8 @@ pub fn free_name(path: &Path) -> PathBuf {
 /// Read size from the spool: a few blocks' worth, so a large file streams without sitting in memory.
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Sends the spool's entries, oldest first, each `repeat` times, until `shutdown`. Stream ids start at
-/// `first_stream` and are unique within the channel for this sender session.
+/// Sends the spool's entries, oldest first, each `repeat` times, until `shutdown`. Stream ids count up
+/// from 1: each call runs within one sender session (a term), where they are unique per channel.
 pub async fn run_spool_sender(
     channel: u16,
     spool: Spool,

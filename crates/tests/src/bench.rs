@@ -55,6 +55,12 @@ impl BenchReport {
         })
     }
 
+    /// What overload may never break: the stream arrived whole, or the sink saw it reset (reported
+    /// aborted); anything else is a silent truncation.
+    pub fn whole_or_reported(&self) -> bool {
+        self.intact || self.aborted
+    }
+
     /// CPU seconds of both daemons per gigabyte moved.
     pub fn cpu_s_per_gb(&self, bytes: u64) -> f64 {
         (self.cpu_s_blue + self.cpu_s_red) / (bytes as f64 / 1e9)

@@ -92,6 +92,17 @@ impl Proc {
         Ok(Proc { name: name.to_string(), child: Some(child) })
     }
 
+    /// Runs a daemon (`blue-tx` or `red-rx`) with `config`, logging beside it (`x.toml` → `x.log`).
+    pub fn run_daemon(program: &Path, config: &Path) -> Result<Proc, String> {
+        let name = config.file_stem().map_or_else(|| "daemon".into(), |s| s.to_string_lossy().to_string());
+        Proc::spawn(
+            &name,
+            program,
+            &["run".into(), "--config".into(), config.display().to_string()],
+            &config.with_extension("log"),
+        )
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -544,18 +555,8 @@ impl Lab {
         let red_config = dir.path().join("red.toml");
         std::fs::write(&blue_config, blue_toml).map_err(|e| e.to_string())?;
         std::fs::write(&red_config, red_toml).map_err(|e| e.to_string())?;
-        let red = Proc::spawn(
-            "red-rx",
-            &bins.red_rx,
-            &["run".into(), "--config".into(), red_config.display().to_string()],
-            &dir.path().join("red.log"),
-        )?;
-        let blue = Proc::spawn(
-            "blue-tx",
-            &bins.blue_tx,
-            &["run".into(), "--config".into(), blue_config.display().to_string()],
-            &dir.path().join("blue.log"),
-        )?;
+        let red = Proc::run_daemon(&bins.red_rx, &red_config)?;
+        let blue = Proc::run_daemon(&bins.blue_tx, &blue_config)?;
         let lab = Lab { dir, net, blue, red, fibers, blue_status, red_status, bins };
         lab.wait_for_status(Duration::from_secs(20))?;
         let _ = blue_ip;

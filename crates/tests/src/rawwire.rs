@@ -35,13 +35,8 @@ impl LoneRed {
         toml += sections;
         let config = dir.join("red.toml");
         std::fs::write(&config, toml).map_err(|e| e.to_string())?;
-        let log = dir.join("red.log");
-        let red = Proc::spawn(
-            "red-rx",
-            &bins.red_rx,
-            &["run".into(), "--config".into(), config.display().to_string()],
-            &log,
-        )?;
+        let log = config.with_extension("log");
+        let red = Proc::run_daemon(&bins.red_rx, &config)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !status.exists() {
             if Instant::now() > deadline {

@@ -147,13 +147,7 @@ fn a_killed_and_restarted_red_rx_does_not_deliver_a_file_twice() {
     );
     lab.red.kill();
     let red_config = lab.dir.path().join("red.toml");
-    lab.red = Proc::spawn(
-        "red-rx",
-        &lab.bins.red_rx,
-        &["run".into(), "--config".into(), red_config.display().to_string()],
-        &lab.dir.path().join("red.log"),
-    )
-    .unwrap();
+    lab.red = Proc::run_daemon(&lab.bins.red_rx, &red_config).unwrap();
     let all_sent = wait_for(Duration::from_secs(60), || files_status(&lab.blue_status(), "sent") >= 36);
     std::thread::sleep(Duration::from_millis(1500));
     let red = lab.red_status();

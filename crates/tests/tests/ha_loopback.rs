@@ -43,13 +43,7 @@ fn start(net: [u8; 3]) -> Pair {
         sink.addr
     );
     std::fs::write(dir.path().join("red.toml"), red_toml).unwrap();
-    let red = Proc::spawn(
-        "red-rx",
-        &bins.red_rx,
-        &["run".into(), "--config".into(), dir.path().join("red.toml").display().to_string()],
-        &dir.path().join("red.log"),
-    )
-    .unwrap();
+    let red = Proc::run_daemon(&bins.red_rx, &dir.path().join("red.toml")).unwrap();
     let advert_ports = [free_port(Lab::ip(net, 11)).unwrap(), free_port(Lab::ip(net, 12)).unwrap()];
     let mut configs = Vec::new();
     let mut blues = Vec::new();
@@ -75,15 +69,7 @@ fn start(net: [u8; 3]) -> Pair {
         std::fs::write(&path, toml).unwrap();
         let check = Command::new(&bins.blue_tx).arg("check-config").arg(&path).output().unwrap();
         assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
-        blues.push(
-            Proc::spawn(
-                &format!("blue{}", index + 1),
-                &bins.blue_tx,
-                &["run".into(), "--config".into(), path.display().to_string()],
-                &dir.path().join(format!("blue{}.log", index + 1)),
-            )
-            .unwrap(),
-        );
+        blues.push(Proc::run_daemon(&bins.blue_tx, &path).unwrap());
         configs.push(path);
     }
     Pair { dir, red, blues, vip_listen, sink, configs }

@@ -74,13 +74,7 @@ fn start() -> Pair {
         management(red_api)
     );
     std::fs::write(dir.path().join("red.toml"), red_toml).unwrap();
-    let mut procs = vec![Proc::spawn(
-        "red-rx",
-        &bins.red_rx,
-        &["run".into(), "--config".into(), dir.path().join("red.toml").display().to_string()],
-        &dir.path().join("red.log"),
-    )
-    .unwrap()];
+    let mut procs = vec![Proc::run_daemon(&bins.red_rx, &dir.path().join("red.toml")).unwrap()];
     let vip = Lab::ip(net, 100);
     let vip_listen = SocketAddr::from((vip, free_port(vip).unwrap()));
     let advert_ports = [free_port(Lab::ip(net, 11)).unwrap(), free_port(Lab::ip(net, 12)).unwrap()];
@@ -109,16 +103,8 @@ fn start() -> Pair {
         std::fs::write(&path, toml).unwrap();
         path
     });
-    for (index, path) in blue_configs.iter().enumerate() {
-        procs.push(
-            Proc::spawn(
-                &format!("blue{}", index + 1),
-                &bins.blue_tx,
-                &["run".into(), "--config".into(), path.display().to_string()],
-                &dir.path().join(format!("blue{}.log", index + 1)),
-            )
-            .unwrap(),
-        );
+    for path in &blue_configs {
+        procs.push(Proc::run_daemon(&bins.blue_tx, path).unwrap());
     }
     let auth = basic(USER, PASSWORD);
     for api in blue_api.iter().chain([&red_api]) {
@@ -443,13 +429,7 @@ fn with_a_certificate_the_management_api_speaks_only_tls() {
         key_path.display()
     );
     std::fs::write(dir.path().join("blue.toml"), toml).unwrap();
-    let _blue = Proc::spawn(
-        "blue-tx",
-        &bins.blue_tx,
-        &["run".into(), "--config".into(), dir.path().join("blue.toml").display().to_string()],
-        &dir.path().join("blue.log"),
-    )
-    .unwrap();
+    let _blue = Proc::run_daemon(&bins.blue_tx, &dir.path().join("blue.toml")).unwrap();
     let auth = basic(USER, PASSWORD);
     assert!(
         wait_for(Duration::from_secs(20), || https_status(api, &cert_path, &auth) == Ok(200)),

@@ -469,11 +469,7 @@ fn roundtrip(
             if report.ok() { "OK: every stream and file intact" } else { "FAILED: not every stream and file intact" }
         );
     }
-    if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    exit(report.ok())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -501,11 +497,7 @@ fn bench(
                     return ExitCode::FAILURE;
                 }
                 print!("{text}");
-                if rows.iter().all(|r| r.report.intact || r.report.aborted) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
+                exit(rows.iter().all(|r| r.report.whole_or_reported()))
             }
             Err(error) => {
                 eprintln!("diode-lab bench: {error}");
@@ -541,16 +533,19 @@ fn bench(
                     report.kernel_drops
                 );
             }
-            // Overload must never truncate silently: whole, or reported aborted.
-            if report.intact || report.aborted {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            exit(report.whole_or_reported())
         }
         Err(error) => {
             eprintln!("diode-lab bench: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
