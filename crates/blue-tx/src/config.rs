@@ -31,6 +31,8 @@ pub struct BlueConfig {
     /// Keys that authenticate every datagram (absent: CRC32 only).
     #[serde(default, rename = "link_key")]
     pub link_keys: Vec<connectors::config::LinkKeyConfig>,
+    /// The pair channel to the other node of an HA pair (replication); absent: no replication.
+    pub pair: Option<connectors::pair::PairConfig>,
 }
 
 fn default_mtu() -> usize {
@@ -175,6 +177,7 @@ pub struct Checked {
     pub auth: diode_proto::LinkAuth,
     /// The file this configuration came from (the management API exports and replaces it).
     pub path: std::path::PathBuf,
+    pub pair: Option<connectors::pair::CheckedPair>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -260,7 +263,11 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
         return Err(err("link: send_key", "several [[link_key]]s: say which one datagrams are tagged with".into()));
     }
     let auth = connectors::config::check_link_keys(path, &config.link_keys, link.send_key)?;
+    let pair_ha =
+        config.ha.as_ref().zip(ha.as_ref()).map(|(section, driver)| (section.security_text.as_str(), driver.vip));
+    let pair = connectors::pair::check_section(path, config.pair.as_ref(), "blue", pair_ha)?;
     Ok(Checked {
+        pair,
         management,
         auth,
         path: path.to_path_buf(),

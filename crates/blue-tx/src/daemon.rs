@@ -41,6 +41,8 @@ pub(crate) struct Counters {
     pub(crate) session: AtomicU64,
     pub(crate) epoch: AtomicU32,
     pub(crate) warnings: Mutex<Vec<String>>,
+    /// With a `[pair]`: the pair channel's state.
+    pub(crate) pair: Option<Arc<connectors::pair::PairStats>>,
 }
 
 pub(crate) struct ChannelCounters {
@@ -242,12 +244,32 @@ async fn stop_term(term: Term) {
 }
 
 /// Runs the daemon until a stop signal. Errors are startup failures (a port in use, a fiber that
-/// cannot be opened), reported with what failed.
+/// cannot be opened), reported with what failed. A standby that receives a new configuration from
+/// its active peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
-    connectors::runtime::block_on("blue-tx", run_async(checked))
+    connectors::runtime::block_on("blue-tx", async move {
+        let mut checked = checked;
+        loop {
+            let path = checked.path.clone();
+            match run_async(checked).await? {
+                Exit::Stopped => return Ok(()),
+                Exit::Reload => {
+                    checked = crate::config::load(&path).map_err(|e| e.to_string())?;
+                    info!(path = %path.display(), "running the replicated configuration");
+                }
+            }
+        }
+    })
 }
 
-async fn run_async(checked: Checked) -> Result<(), String> {
+/// Why a run ended.
+enum Exit {
+    Stopped,
+    /// The configuration file changed (replicated from the active peer): run again with it.
+    Reload,
+}
+
+async fn run_async(checked: Checked) -> Result<Exit, String> {
     // Spools outlive terms: what was accepted while active is still sent after a restart or a takeover.
     let mut spools = std::collections::HashMap::new();
     for source in &checked.sources {
@@ -281,6 +303,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         session: AtomicU64::new(0),
         epoch: AtomicU32::new(0),
         warnings: Mutex::new(Vec::new()),
+        pair: checked.pair.as_ref().map(|_| Arc::new(connectors::pair::PairStats::default())),
     });
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
@@ -299,6 +322,25 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         })
         .await?;
     }
+    let reload = Arc::new(Notify::new());
+    let (pair_stop, pair_stop_rx) = watch::channel(false);
+    let replication = match (&ha, &counters.pair) {
+        (Some(handle), Some(stats)) => {
+            let spools = counters.channels.iter().filter_map(|c| c.spool.clone().map(|s| (c.number, s))).collect();
+            Some(
+                crate::replicate::start(
+                    &checked,
+                    spools,
+                    handle.role.clone(),
+                    Arc::clone(&reload),
+                    Arc::clone(stats),
+                    pair_stop_rx,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
     let transmitting = Arc::new(AtomicBool::new(false));
     let (management_stop, management_stop_rx) = watch::channel(false);
     let management = match &checked.management {
@@ -308,6 +350,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                 counters: Arc::clone(&counters),
                 ha: ha.clone(),
                 transmitting: Arc::clone(&transmitting),
+                pair: replication.clone(),
             };
             Some(connectors::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
         }
@@ -330,6 +373,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
     let mut previous_epoch = 0;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
+    let mut exit = Exit::Stopped;
     loop {
         let should_transmit = role.as_ref().is_none_or(|r| *r.borrow() == Role::Active);
         if should_transmit && term.is_none() {
@@ -380,6 +424,10 @@ async fn run_async(checked: Checked) -> Result<(), String> {
                 result?;
                 break;
             }
+            _ = reload.notified() => {
+                exit = Exit::Reload;
+                break;
+            }
         }
     }
     info!("stopping: flushing what was accepted");
@@ -388,14 +436,16 @@ async fn run_async(checked: Checked) -> Result<(), String> {
     }
     // Hand the VIP over now rather than after the peer's master-down time.
     let _ = driver_shutdown.send(true);
+    let _ = pair_stop.send(true);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    write_status("stopped", false);
+    write_status(if matches!(exit, Exit::Reload) { "reloading" } else { "stopped" }, false);
     let _ = management_stop.send(true);
     if let Some(task) = management {
         let _ = task.await;
     }
+    drop(replication);
     info!("stopped");
-    Ok(())
+    Ok(exit)
 }
 
 /// How long a fiber interface must stay down before this node is demoted: links flap, and the kernel
@@ -519,8 +569,15 @@ pub(crate) fn status_json(
                 "rejected": load(&spool.stats.rejected),
                 "failed": load(&spool.stats.failed),
                 "waiting": load(&spool.stats.waiting),
+                "replicas": load(&spool.stats.replicas),
+                "unreplicated": load(&spool.stats.unreplicated),
             })),
         })).collect::<Vec<_>>(),
         "warnings": counters.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
+        "pair": counters.pair.as_ref().map(|p| p.json()),
+        "redundancy": connectors::pair::redundancy_json(
+            ha.map(|h| h.status().redundancy()),
+            counters.pair.as_deref(),
+        ),
     })
 }

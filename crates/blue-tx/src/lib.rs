@@ -4,10 +4,12 @@
 //! [`config`] reads and checks the file; [`pipeline`] turns source events into blocks and shares the
 //! link between channels; [`transmit`] encodes and sends; [`daemon`] wires it all (sources, drop
 //! folders, the vault, HA terms) and writes the status file; [`manage`] is what the management API
-//! shows and does. Not yet: pair replication (issue "Zero-loss failover").
+//! shows and does; [`replicate`] copies accepted files and the configuration to the standby of an HA
+//! pair.
 
 pub mod config;
 pub mod daemon;
 pub mod manage;
 pub mod pipeline;
+pub mod replicate;
 pub mod transmit;

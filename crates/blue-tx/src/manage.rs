@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use connectors::config::{parse_toml, ConfigError};
 use connectors::management::{labels, Family, HaFuture, Managed};
-use ha_carp::driver::{demote_or_promote, redundancy_json, role_value, HaHandle};
+use ha_carp::driver::{demote_or_promote, role_value, HaHandle};
 use serde_json::json;
 
 use crate::config::Checked;
@@ -18,6 +18,14 @@ pub struct BlueManaged {
     pub(crate) counters: Arc<Counters>,
     pub(crate) ha: Option<HaHandle>,
     pub(crate) transmitting: Arc<AtomicBool>,
+    pub(crate) pair: Option<crate::replicate::Replication>,
+}
+
+impl BlueManaged {
+    fn redundancy(&self) -> serde_json::Value {
+        let election = self.ha.as_ref().map(|h| h.status().redundancy());
+        connectors::pair::redundancy_json(election, self.pair.as_ref().map(|p| &*p.stats))
+    }
 }
 
 fn load(a: &AtomicU64) -> f64 {
@@ -34,7 +42,7 @@ impl Managed for BlueManaged {
             &self.counters,
             self.ha.as_ref(),
         );
-        status["redundancy"] = redundancy_json(self.ha.as_ref());
+        status["redundancy"] = self.redundancy();
         status["bytes_total"] = json!(self.counters.transmit.wire_bytes.load(Ordering::Relaxed));
         status
     }
@@ -82,7 +90,7 @@ impl Managed for BlueManaged {
                 })
                 .collect::<Vec<_>>()
         };
-        vec![
+        let mut families = vec![
             Family::counter(
                 "wire_bytes",
                 "Bytes sent on the fibers, headers and repair included.",
@@ -164,7 +172,11 @@ impl Managed for BlueManaged {
                 "Epoch of the current or last term.",
                 vec![(base(), f64::from(self.counters.epoch.load(Ordering::Relaxed)))],
             ),
-        ]
+        ];
+        if let Some(pair) = &self.pair {
+            families.extend(pair.stats.families(node, self.redundancy()["state"] == "redundant"));
+        }
+        families
     }
 
     fn ha_command(&self, demote: bool) -> HaFuture {
@@ -177,5 +189,16 @@ impl Managed for BlueManaged {
 
     fn check_config(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         crate::config::check(path, parse_toml(path, text)?).map(|_| ())
+    }
+
+    fn config_imported(&self, text: &str) -> bool {
+        let active = self.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
+        match &self.pair {
+            Some(pair) if active => {
+                pair.replicator.notice(connectors::pair::PairMessage::Config { toml: text.to_string() });
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -10,6 +10,14 @@
 //! refused, too large, a full disk) never shows under its name: its part goes to the quarantine folder
 //! with a `.reason.json`, or is removed, as configured.
 //!
+//! With an HA pair the sink also follows the node's role. A standby decodes in shadow: verified files
+//! wait in `<folder>/.shadow/` (at most `shadow_files`, oldest dropped first and counted) until the
+//! active reports them delivered, and become deliveries of this node if it takes over first. The
+//! active announces each delivery to the standby before placing it and keeps the announcement
+//! (`.part/<stem>.ready.json`) until the file is in place: a node that dies in between finishes the
+//! delivery when it restarts, if the peer's ledger says the peer counted on it (and drops it if not,
+//! since the peer then delivered the file itself).
+//!
 //! The sink runs on its own thread: file system calls block, and a slow disk must not stall the
 //! protocol thread (its queue to the sink is bounded, so back-pressure reaches the receiver instead).
 
@@ -22,13 +30,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use diode_proto::StreamMeta;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::ledger::{sync_parent, Ledger, LedgerEntry};
 use crate::names::{sanitize, SafePath};
-use crate::sink::SinkEvent;
+use crate::pair::Replicator;
+use crate::sink::{Reply, SinkEvent};
 use crate::spool::hex_encode;
 
 /// What happens to a file that cannot be delivered.
@@ -53,6 +62,15 @@ pub struct FileSinkConfig {
     pub max_file_size: u64,
 }
 
+/// A files sink's part in an HA pair.
+#[derive(Clone)]
+pub struct FileSinkPair {
+    /// This node's name, recorded with its deliveries.
+    pub node: String,
+    pub shadow_files: usize,
+    pub replicator: Replicator,
+}
+
 /// One finished transfer, for the status page.
 #[derive(Clone, Debug, Serialize)]
 pub struct Transfer {
@@ -75,6 +93,14 @@ pub struct FileSinkStats {
     /// Files not delivered, by reason label.
     pub failed: Mutex<BTreeMap<&'static str, u64>>,
     pub recent: Mutex<VecDeque<Transfer>>,
+    /// HA: verified files held in shadow now, dropped from the shadow for lack of room, delivered
+    /// from the shadow at a takeover, and deliveries the active peer reported.
+    pub shadow_held: AtomicU64,
+    pub shadow_evicted: AtomicU64,
+    pub shadow_delivered: AtomicU64,
+    pub peer_delivered: AtomicU64,
+    /// HA: deliveries placed without the standby's acknowledgement.
+    pub unreplicated: AtomicU64,
 }
 
 const RECENT_TRANSFERS: usize = 100;
@@ -139,29 +165,95 @@ enum State {
     Failed(Failure),
 }
 
+/// A verified file ready to be placed (or held in shadow), and the ledger line it will get.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Ready {
+    entry: LedgerEntry,
+    /// The name as sent (sanitised again when placed).
+    name: String,
+    part: PathBuf,
+}
+
+fn ready_note(part: &Path) -> PathBuf {
+    part.with_extension("ready.json")
+}
+
 pub struct FileSink {
     config: FileSinkConfig,
     part_dir: PathBuf,
     ledger: Ledger,
     streams: HashMap<u64, Incoming>,
     stats: Arc<FileSinkStats>,
+    pair: Option<FileSinkPair>,
+    /// Without a pair always; with one, while the node is active.
+    active: bool,
+    shadow_dir: PathBuf,
+    shadow: VecDeque<Ready>,
+    /// Deliveries begun before a crash, waiting for the peer's ledger (or a takeover) to settle them.
+    pending: Vec<Ready>,
 }
 
 impl FileSink {
     /// Opens the folders and the ledger, and removes part files a previous run left (they are this
-    /// node's own, and were never visible).
-    pub fn open(config: FileSinkConfig, stats: Arc<FileSinkStats>) -> std::io::Result<FileSink> {
+    /// node's own, and were never visible), except deliveries it had announced (see the module
+    /// documentation). With a pair the sink starts as a standby.
+    pub fn open(
+        config: FileSinkConfig,
+        stats: Arc<FileSinkStats>,
+        pair: Option<FileSinkPair>,
+    ) -> std::io::Result<FileSink> {
         let part_dir = config.folder.join(".part");
+        let shadow_dir = config.folder.join(".shadow");
         std::fs::create_dir_all(&config.folder)?;
         std::fs::create_dir_all(&part_dir)?;
+        if pair.is_some() {
+            std::fs::create_dir_all(&shadow_dir)?;
+        }
         std::fs::create_dir_all(&config.quarantine)?;
+        let mut pending = Vec::new();
         for item in std::fs::read_dir(&part_dir)?.flatten() {
-            warn!(channel = config.channel, part = %item.path().display(), "removing a part file left by an earlier run");
+            let path = item.path();
+            if !path.to_string_lossy().ends_with(".ready.json") {
+                continue;
+            }
+            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<Ready>(&bytes)) {
+                Ok(Ok(ready)) if ready.part.exists() => pending.push(ready),
+                _ => {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let keep: Vec<PathBuf> = pending.iter().flat_map(|r| [r.part.clone(), ready_note(&r.part)]).collect();
+        for item in std::fs::read_dir(&part_dir)?.flatten() {
+            if !keep.contains(&item.path()) {
+                warn!(channel = config.channel, part = %item.path().display(), "removing a part file left by an earlier run");
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+        // Shadow copies of an earlier run may be stale (the active went on delivering): the active's
+        // ledger and BLUE's resends are what count after a restart.
+        for item in std::fs::read_dir(&shadow_dir).into_iter().flatten().flatten() {
             let _ = std::fs::remove_file(item.path());
         }
         let ledger = Ledger::open(&config.ledger, config.ledger_entries)?;
-        info!(channel = config.channel, folder = %config.folder.display(), remembered = ledger.len(), "output folder ready");
-        Ok(FileSink { config, part_dir, ledger, streams: HashMap::new(), stats })
+        info!(channel = config.channel, folder = %config.folder.display(), remembered = ledger.len(), pending = pending.len(), "output folder ready");
+        let active = pair.is_none();
+        let mut sink = FileSink {
+            config,
+            part_dir,
+            ledger,
+            streams: HashMap::new(),
+            stats,
+            pair,
+            active,
+            shadow_dir,
+            shadow: VecDeque::new(),
+            pending,
+        };
+        if sink.pair.is_none() {
+            sink.settle_pending(None);
+        }
+        Ok(sink)
     }
 
     pub fn handle(&mut self, event: SinkEvent) {
@@ -179,6 +271,121 @@ impl FileSink {
                 }
             }
             SinkEvent::Datagram(_) => {}
+            SinkEvent::Role { active } => self.set_role(active),
+            SinkEvent::PeerDelivered { entry, reply } => self.peer_delivered(entry, Some(reply)),
+            SinkEvent::PeerLedger { entries, complete } => self.peer_ledger(entries, complete),
+        }
+    }
+
+    fn set_role(&mut self, active: bool) {
+        if active == self.active || self.pair.is_none() {
+            return;
+        }
+        self.active = active;
+        if !active {
+            info!(channel = self.config.channel, "standby: verified files are held in shadow");
+            return;
+        }
+        self.settle_pending(None);
+        let held = std::mem::take(&mut self.shadow);
+        self.stats.shadow_held.store(0, Ordering::Relaxed);
+        info!(channel = self.config.channel, held = held.len(), "active: delivering what the shadow holds");
+        for ready in held {
+            if self.ledger.contains(&ready.entry.id) {
+                let _ = std::fs::remove_file(&ready.part);
+                continue;
+            }
+            self.stats.shadow_delivered.fetch_add(1, Ordering::Relaxed);
+            self.deliver(ready);
+        }
+    }
+
+    /// The active peer is delivering `entry`: record it so this node never delivers it, and drop
+    /// any copy of it this node holds or is receiving.
+    fn peer_delivered(&mut self, entry: LedgerEntry, reply: Option<Reply>) {
+        let id = entry.id.clone();
+        let result = self.ledger.record(entry).map(|_| ()).map_err(|e| format!("cannot write the ledger: {e}"));
+        if result.is_ok() {
+            self.stats.peer_delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(position) = self.shadow.iter().position(|r| r.entry.id == id) {
+            if let Some(ready) = self.shadow.remove(position) {
+                let _ = std::fs::remove_file(&ready.part);
+                self.stats.shadow_held.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        for (stream, incoming) in &mut self.streams {
+            if Self::ledger_key(&incoming.meta, incoming.session, incoming.epoch, *stream) == id {
+                if let State::Writing { part, .. } = &incoming.state {
+                    let _ = std::fs::remove_file(part);
+                }
+                incoming.state = State::Duplicate;
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.0.send(result);
+        }
+    }
+
+    /// A part of the active peer's ledger, on a new pair connection: settles what this node left
+    /// pending, then records the rest.
+    fn peer_ledger(&mut self, entries: Vec<LedgerEntry>, complete: bool) {
+        self.settle_pending(Some((&entries, complete)));
+        for entry in entries {
+            if !self.ledger.contains(&entry.id) {
+                self.peer_delivered(entry, None);
+            }
+        }
+    }
+
+    /// Finishes or drops deliveries announced before a crash. With the peer's ledger: finish those
+    /// the peer recorded as this node's, drop the others (the peer never heard of them, or delivered
+    /// them itself). Without it (no pair, or a takeover): finish them all.
+    fn settle_pending(&mut self, peer: Option<(&[LedgerEntry], bool)>) {
+        let own = self.pair.as_ref().map(|p| p.node.clone()).unwrap_or_default();
+        for ready in std::mem::take(&mut self.pending) {
+            let finish = match peer {
+                None => true,
+                Some((entries, complete)) => match entries.iter().find(|e| e.id == ready.entry.id) {
+                    Some(entry) => entry.node == own,
+                    None if !complete => {
+                        // Maybe in a later part of the peer's ledger.
+                        self.pending.push(ready);
+                        continue;
+                    }
+                    None => false,
+                },
+            };
+            if finish {
+                info!(channel = self.config.channel, name = %ready.name, "finishing a delivery announced before a restart");
+                self.deliver(ready);
+            } else {
+                info!(channel = self.config.channel, name = %ready.name, "dropping a delivery the peer did not count on");
+                let _ = std::fs::remove_file(&ready.part);
+                let _ = std::fs::remove_file(ready_note(&ready.part));
+            }
+        }
+    }
+
+    /// Standby: keeps a verified file in the shadow, oldest dropped beyond the limit.
+    fn hold(&mut self, mut ready: Ready) {
+        let limit = self.pair.as_ref().map_or(0, |p| p.shadow_files);
+        let held = self.shadow_dir.join(format!("{}.data", ready.entry.id));
+        if let Err(error) = std::fs::rename(&ready.part, &held) {
+            warn!(channel = self.config.channel, %error, "cannot keep a file in shadow");
+            let _ = std::fs::remove_file(&ready.part);
+            return;
+        }
+        ready.part = held;
+        debug!(channel = self.config.channel, name = %ready.name, "held in shadow");
+        self.shadow.push_back(ready);
+        self.stats.shadow_held.fetch_add(1, Ordering::Relaxed);
+        while self.shadow.len() > limit {
+            let Some(dropped) = self.shadow.pop_front() else { break };
+            let _ = std::fs::remove_file(&dropped.part);
+            self.stats.shadow_held.fetch_sub(1, Ordering::Relaxed);
+            self.stats.shadow_evicted.fetch_add(1, Ordering::Relaxed);
+            warn!(channel = self.config.channel, name = %dropped.name, "shadow full: dropped the oldest file held");
         }
     }
 
@@ -270,36 +477,103 @@ impl FileSink {
             let _ = std::fs::remove_file(&part);
             return self.duplicate(stream, &incoming.meta);
         }
-        let placed = match self.place(&part, &target, written, &hash) {
-            Ok(placed) => placed,
-            Err(failure) => return self.fail(stream, incoming, failure),
-        };
-        let _ = std::fs::remove_file(&part);
+        let _ = target;
         let entry = LedgerEntry {
             id: key,
             blake3: hex_encode(&hash),
             session: format!("{:016x}", incoming.session),
             epoch: incoming.epoch,
             stream,
-            path: placed.clone(),
+            path: String::new(),
             size: written,
-            delivered_at: unix_now(),
+            delivered_at: 0,
+            node: self.pair.as_ref().map(|p| p.node.clone()).unwrap_or_default(),
         };
-        if let Err(error) = self.ledger.record(entry) {
+        let ready = Ready { entry, name: incoming.meta.name.clone(), part };
+        if self.active {
+            self.deliver(ready);
+        } else {
+            self.hold(ready);
+        }
+    }
+
+    /// Places a verified file and records it. With a pair the standby hears of it first, and the
+    /// announcement stays on disk until the file is in place.
+    fn deliver(&mut self, mut ready: Ready) {
+        let stream = ready.entry.stream;
+        if self.ledger.contains(&ready.entry.id) {
+            let _ = std::fs::remove_file(&ready.part);
+            let meta = StreamMeta { name: ready.name.clone(), size: Some(ready.entry.size), ..StreamMeta::default() };
+            return self.duplicate(stream, &meta);
+        }
+        let target = match sanitize(&ready.name) {
+            Ok(target) => target,
+            Err(error) => {
+                let failure = Failure::new("name_refused", format!("name refused: {error}"));
+                return self.fail_ready(ready, failure);
+            }
+        };
+        let note = ready_note(&ready.part);
+        if let Some(pair) = &self.pair {
+            ready.entry.node.clone_from(&pair.node);
+            let written =
+                serde_json::to_vec(&ready).map_err(std::io::Error::other).and_then(|bytes| write_synced(&note, &bytes));
+            if let Err(error) = written {
+                warn!(channel = self.config.channel, %error, "cannot keep the delivery's announcement");
+            }
+            if let Err(reason) = pair.replicator.replicate_delivery_blocking(self.config.channel, ready.entry.clone()) {
+                self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
+                debug!(channel = self.config.channel, %reason, "delivered without the standby's acknowledgement");
+            }
+        }
+        let mut hash = [0u8; 32];
+        if let Some(bytes) = crate::spool::hex_decode(&ready.entry.blake3) {
+            hash.copy_from_slice(&bytes[..32.min(bytes.len())]);
+        }
+        let placed = match self.place(&ready.part, &target, ready.entry.size, &hash) {
+            Ok(placed) => placed,
+            Err(failure) => {
+                let _ = std::fs::remove_file(&note);
+                return self.fail_ready(ready, failure);
+            }
+        };
+        let _ = std::fs::remove_file(&ready.part);
+        let size = ready.entry.size;
+        ready.entry.path.clone_from(&placed);
+        ready.entry.delivered_at = unix_now();
+        if let Err(error) = self.ledger.record(ready.entry) {
             // The file is in place; without its ledger line a resend would be delivered again.
             error!(channel = self.config.channel, %error, "ALARM cannot write the delivered-file ledger");
         }
+        let _ = std::fs::remove_file(&note);
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
-        self.stats.delivered_bytes.fetch_add(written, Ordering::Relaxed);
+        self.stats.delivered_bytes.fetch_add(size, Ordering::Relaxed);
         self.stats.note(Transfer {
-            name: incoming.meta.name.clone(),
-            size: written,
+            name: ready.name.clone(),
+            size,
             state: "delivered",
             reason: None,
             path: Some(placed.clone()),
             at: unix_now(),
         });
-        info!(channel = self.config.channel, stream, path = %placed, size = written, "file delivered");
+        info!(channel = self.config.channel, stream, path = %placed, size, "file delivered");
+    }
+
+    fn fail_ready(&mut self, ready: Ready, failure: Failure) {
+        let meta = StreamMeta {
+            name: ready.name.clone(),
+            size: Some(ready.entry.size),
+            file_id: crate::spool::hex_decode(&ready.entry.id).and_then(|b| b.try_into().ok()),
+            ..StreamMeta::default()
+        };
+        let session = u64::from_str_radix(&ready.entry.session, 16).unwrap_or(0);
+        let file = File::open(&ready.part);
+        let state = match file {
+            Ok(file) => State::Writing { file, part: ready.part, hasher: Box::default(), written: ready.entry.size },
+            Err(_) => State::Failed(failure.clone()),
+        };
+        let incoming = Incoming { meta, session, epoch: ready.entry.epoch, target: Err(failure.clone()), state };
+        self.fail(ready.entry.stream, incoming, failure);
     }
 
     /// Links the verified part file into place under the first free variant of its name. A file
@@ -437,6 +711,12 @@ fn same_content(path: &Path, len: u64, hash: &[u8; 32]) -> bool {
     hasher.finalize().as_bytes() == hash
 }
 
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -446,9 +726,10 @@ pub fn spawn_file_sink(
     config: FileSinkConfig,
     mut events: mpsc::Receiver<SinkEvent>,
     stats: Arc<FileSinkStats>,
+    pair: Option<FileSinkPair>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let channel = config.channel;
-    let mut sink = FileSink::open(config, stats)?;
+    let mut sink = FileSink::open(config, stats, pair)?;
     std::thread::Builder::new().name(format!("files-{channel}")).spawn(move || {
         while let Some(event) = events.blocking_recv() {
             sink.handle(event);
@@ -480,7 +761,7 @@ mod tests {
             max_file_size,
         };
         let stats = Arc::new(FileSinkStats::default());
-        let sink = FileSink::open(config, Arc::clone(&stats)).unwrap();
+        let sink = FileSink::open(config, Arc::clone(&stats), None).unwrap();
         Fixture { root, sink, stats }
     }
 
@@ -525,7 +806,7 @@ mod tests {
         // The ledger survives a restart.
         let config = f.sink.config.clone();
         drop(f.sink);
-        let mut sink = FileSink::open(config, Arc::clone(&f.stats)).unwrap();
+        let mut sink = FileSink::open(config, Arc::clone(&f.stats), None).unwrap();
         send(&mut sink, 1, "a/b.txt", 1, b"hello world", None);
         assert_eq!(f.stats.duplicates.load(Ordering::Relaxed), 2);
         assert_eq!(std::fs::read_dir(f.root.join("out/.part")).unwrap().count(), 0);

@@ -30,6 +30,9 @@ pub struct LedgerEntry {
     pub size: u64,
     /// Unix seconds of the delivery.
     pub delivered_at: u64,
+    /// The node that placed it (with a pair, the standby's ledger also holds the active's deliveries).
+    #[serde(default)]
+    pub node: String,
 }
 
 pub struct Ledger {
@@ -69,6 +72,10 @@ impl Ledger {
 
     pub fn contains(&self, id: &str) -> bool {
         self.by_id.contains_key(id)
+    }
+
+    pub fn get(&self, id: &str) -> Option<&LedgerEntry> {
+        self.by_id.get(id)
     }
 
     pub fn len(&self) -> usize {
@@ -153,6 +160,7 @@ mod tests {
             path: format!("{id}.bin"),
             size: 1,
             delivered_at: 0,
+            node: String::new(),
         }
     }
 

@@ -180,6 +180,11 @@ pub trait Managed: Send + Sync + 'static {
     fn config_path(&self) -> &Path;
     /// Runs the daemon's own configuration checks on a candidate file.
     fn check_config(&self, path: &Path, text: &str) -> Result<(), ConfigError>;
+    /// A configuration was imported and saved: an active node with a pair pushes it to its standby
+    /// (which applies it at once). Whether it was handed to the pair channel.
+    fn config_imported(&self, _text: &str) -> bool {
+        false
+    }
 }
 
 struct Server {
@@ -473,19 +478,16 @@ async fn import_config(State(server): State<Arc<Server>>, body: String) -> Respo
         )
             .into_response();
     }
-    let saved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let temporary = path.with_extension("import");
-        std::fs::write(&temporary, body.as_bytes())?;
-        std::fs::File::open(&temporary)?.sync_all()?;
-        let _ = std::fs::copy(&path, path.with_extension("toml.bak"));
-        std::fs::rename(&temporary, &path)?;
-        crate::ledger::sync_parent(&path)
-    })
-    .await;
+    let saved = {
+        let text = body.clone();
+        tokio::task::spawn_blocking(move || crate::replicated::save(&path, &text)).await
+    };
     match saved {
         Ok(Ok(())) => {
             info!("configuration imported through the management API");
-            Json(json!({"ok": true, "applied": false, "restart_required": true})).into_response()
+            let replicated = server.managed.config_imported(&body);
+            Json(json!({"ok": true, "applied": false, "restart_required": true, "replicated_to_standby": replicated}))
+                .into_response()
         }
         Ok(Err(error)) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot save: {error}")),
         Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),

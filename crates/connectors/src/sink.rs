@@ -21,8 +21,18 @@ use tracing::{debug, info, warn};
 
 use crate::pool::Pool;
 
+/// How a files sink answers the pair channel: once the delivery is in its ledger, or why not.
+#[derive(Clone)]
+pub struct Reply(pub std::sync::mpsc::SyncSender<Result<(), String>>);
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reply")
+    }
+}
+
 /// What the receiver hands a channel's sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SinkEvent {
     Open {
         stream: u64,
@@ -47,6 +57,20 @@ pub enum SinkEvent {
         reason: String,
     },
     Datagram(Bytes),
+    /// HA with a pair (files and vault sinks): this node became active (`true`) or standby.
+    Role {
+        active: bool,
+    },
+    /// HA: the active peer is delivering this file; a standby records it and never delivers it.
+    PeerDelivered {
+        entry: crate::ledger::LedgerEntry,
+        reply: Reply,
+    },
+    /// HA: a part of the active peer's ledger, sent on each new pair connection (`complete` on the last).
+    PeerLedger {
+        entries: Vec<crate::ledger::LedgerEntry>,
+        complete: bool,
+    },
 }
 
 /// Counters of one sink channel.
@@ -106,7 +130,10 @@ pub async fn run_tcp_sink(
             SinkEvent::Data { stream, .. } | SinkEvent::End { stream, .. } | SinkEvent::Broken { stream, .. } => {
                 *stream
             }
-            SinkEvent::Datagram(_) => continue,
+            SinkEvent::Datagram(_)
+            | SinkEvent::Role { .. }
+            | SinkEvent::PeerDelivered { .. }
+            | SinkEvent::PeerLedger { .. } => continue,
         };
         let last = matches!(event, SinkEvent::End { .. } | SinkEvent::Broken { .. });
         let Some(sender) = streams.get(&stream) else { continue };
@@ -206,7 +233,11 @@ async fn deliver_stream(
                 reset(connection);
                 return;
             }
-            SinkEvent::Open { .. } | SinkEvent::Datagram(_) => {}
+            SinkEvent::Open { .. }
+            | SinkEvent::Datagram(_)
+            | SinkEvent::Role { .. }
+            | SinkEvent::PeerDelivered { .. }
+            | SinkEvent::PeerLedger { .. } => {}
         }
     }
     // The channel closed without an end: shutting down, or the dispatcher gave up on this stream.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use crate::ledger::sync_parent;
+use crate::pair::{PairMessage, Replicator};
 use crate::source::SourceEvent;
 
 /// What becomes of a drop-folder file once it has been sent.
@@ -103,6 +104,10 @@ pub struct SpoolStats {
     pub rejected: AtomicU64,
     /// Entries waiting now.
     pub waiting: AtomicU64,
+    /// Entries copied here by the active peer (held for a takeover).
+    pub replicas: AtomicU64,
+    /// Accepted files the standby peer did not confirm holding (it was unreachable or refused).
+    pub unreplicated: AtomicU64,
     /// The last files sent, rejected or failed, newest last.
     pub recent: Mutex<std::collections::VecDeque<SpoolTransfer>>,
 }
@@ -141,6 +146,8 @@ pub struct Spool {
     pub added: Arc<Notify>,
     /// Ids being sent right now (so a rescan does not start them twice).
     busy: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// With a pair: this spool's channel and the way to the standby.
+    replication: Arc<OnceLock<(u16, Replicator)>>,
 }
 
 impl Spool {
@@ -169,12 +176,13 @@ impl Spool {
             stats: Arc::new(SpoolStats::default()),
             added: Arc::new(Notify::new()),
             busy: Arc::default(),
+            replication: Arc::default(),
         };
         spool.stats.waiting.store(spool.list().len() as u64, Ordering::Relaxed);
         Ok(spool)
     }
 
-    fn data_path(&self, id: &str) -> PathBuf {
+    pub fn data_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.data"))
     }
 
@@ -195,19 +203,64 @@ impl Spool {
         std::fs::rename(&temporary, self.json_path(&entry.id))
     }
 
-    /// Takes `source` into the spool by renaming it (same file system), after writing its description.
-    /// Once this returns the file is durable in the spool and gone from where it was.
+    /// Has accepted files copied to the pair's standby before they count as accepted.
+    pub fn set_replicator(&self, channel: u16, replicator: Replicator) {
+        let _ = self.replication.set((channel, replicator));
+    }
+
+    /// Copies an accepted file (content at `path`) to the standby, when there is a pair. A standby
+    /// that cannot be reached does not stop the active: the file is accepted, counted unreplicated,
+    /// and the pair reports itself not redundant.
+    pub async fn replicate(&self, entry: &SpoolEntry, path: &Path) {
+        let Some((channel, replicator)) = self.replication.get() else { return };
+        if let Err(reason) = replicator.replicate_file(*channel, entry, path.to_path_buf()).await {
+            self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
+            warn!(channel, id = %entry.id, name = %entry.name, %reason, "accepted without a copy on the standby");
+        }
+    }
+
+    /// Takes `source` into the spool (same file system): the content is linked in, copied to the pair's
+    /// standby, committed, and only then removed from where it was. A crash before the commit leaves
+    /// the source in place; a crash after it and before the removal takes the file again (RED finds the
+    /// same content under its name and does not deliver it twice). Call from a blocking thread.
     pub fn take(&self, source: &Path, entry: &SpoolEntry) -> std::io::Result<()> {
-        self.write_description(entry)?;
-        if let Err(error) = std::fs::rename(source, self.data_path(&entry.id)) {
-            let _ = std::fs::remove_file(self.json_path(&entry.id));
+        let partial = self.partial_path(&entry.id);
+        std::fs::hard_link(source, &partial)?;
+        if self.replication.get().is_some() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.block_on(self.replicate(entry, &partial));
+            }
+        }
+        if let Err(error) = self.commit(entry) {
+            let _ = std::fs::remove_file(&partial);
             return Err(error);
         }
-        sync_parent(&self.data_path(&entry.id))?;
+        std::fs::remove_file(source)?;
         if let Some(parent) = source.parent() {
             let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
-        self.note_added(entry);
+        Ok(())
+    }
+
+    /// Commits a file the active peer copied here (at [`Spool::partial_path`], synced): held, not
+    /// sent, until this node takes over.
+    pub fn commit_replica(&self, entry: &SpoolEntry) -> std::io::Result<()> {
+        let known = self.json_path(&entry.id).exists();
+        self.write_description(entry)?;
+        std::fs::rename(self.partial_path(&entry.id), self.data_path(&entry.id))?;
+        sync_parent(&self.data_path(&entry.id))?;
+        if !known {
+            self.stats.replicas.fetch_add(1, Ordering::Relaxed);
+            self.stats.waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Forgets an entry without sending it (a replica the active sent long enough ago).
+    pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        std::fs::remove_file(self.data_path(id))?;
+        std::fs::remove_file(self.json_path(id))?;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -338,6 +391,9 @@ pub async fn run_spool_sender(
                 spool.stats.note(&entry.id, &entry.name, entry.size, "sent", None);
                 if let Err(error) = spool.finish(entry) {
                     warn!(channel, id = %entry.id, %error, "cannot finish a sent spool entry");
+                }
+                if let Some((_, replicator)) = spool.replication.get() {
+                    replicator.notice(PairMessage::Sent { channel, id: entry.id.clone() });
                 }
             }
         }

@@ -148,6 +148,7 @@ async fn accept(
     entry.blake3 = Some(hex_encode(hash.as_bytes()));
     entry.mtime =
         std::time::SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| (d.as_secs() as i64, d.subsec_nanos()));
+    state.spool.replicate(&entry, &partial).await;
     let spool = state.spool.clone();
     let committed = entry.clone();
     let result = tokio::task::spawn_blocking(move || spool.commit(&committed)).await;

@@ -28,6 +28,9 @@ pub struct RedConfig {
     /// Keys whose tags are accepted (absent: CRC32 only, and tagged datagrams are refused).
     #[serde(default, rename = "link_key")]
     pub link_keys: Vec<connectors::config::LinkKeyConfig>,
+    /// The pair channel to the other node of an HA pair (ledger replication, shadow decoding);
+    /// absent: a standby delivers nothing and keeps nothing.
+    pub pair: Option<connectors::pair::PairConfig>,
 }
 
 fn default_block_timeout_ms() -> u64 {
@@ -108,6 +111,7 @@ pub struct Checked {
     pub management: Option<connectors::management::CheckedManagement>,
     /// The file this configuration came from (the management API exports and replaces it).
     pub path: std::path::PathBuf,
+    pub pair: Option<connectors::pair::CheckedPair>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -175,7 +179,11 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     };
     let management =
         connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
+    let pair_ha =
+        config.ha.as_ref().zip(ha.as_ref()).map(|(section, driver)| (section.security_text.as_str(), driver.vip));
+    let pair = connectors::pair::check_section(path, config.pair.as_ref(), "red", pair_ha)?;
     Ok(Checked {
+        pair,
         fingerprint: fingerprint(&config.channels),
         receiver,
         fibers,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connectors::config::ChannelKind;
-use connectors::filesink::{spawn_file_sink, FileSinkStats};
+use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
 use connectors::runtime::write_json;
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
@@ -21,7 +21,7 @@ use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::{Command, Fault};
 use hw::fiber::{FiberRx, RxConfig, RxCounters};
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::Checked;
@@ -50,6 +50,8 @@ pub(crate) struct Shared {
     pub(crate) fiber_harmful_drops: Vec<u64>,
     /// Events not delivered because this node was standby.
     pub(crate) standby_skipped: u64,
+    /// Files opened while standby and decoded in shadow.
+    pub(crate) shadowed: u64,
     pub(crate) began_before_active: HashSet<(u16, u64)>,
     /// FEC figures: source symbols of completed blocks, how many were rebuilt from repair, blocks that
     /// needed more than 90 % of their repair, and the repair the sender announces (symbols per block of
@@ -71,13 +73,52 @@ pub(crate) struct SinkHandle {
     pub(crate) files: Option<Arc<FileSinkStats>>,
 }
 
+/// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
+/// peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
-    connectors::runtime::block_on("red-rx", run_async(checked))
+    connectors::runtime::block_on("red-rx", async move {
+        let mut checked = checked;
+        loop {
+            let path = checked.path.clone();
+            match run_async(checked).await? {
+                Exit::Stopped => return Ok(()),
+                Exit::Reload => {
+                    checked = crate::config::load(&path).map_err(|e| e.to_string())?;
+                    info!(path = %path.display(), "running the replicated configuration");
+                }
+            }
+        }
+    })
 }
 
-async fn run_async(checked: Checked) -> Result<(), String> {
+/// Why a run ended.
+enum Exit {
+    Stopped,
+    /// The configuration file changed (replicated from the active peer): run again with it.
+    Reload,
+}
+
+async fn run_async(checked: Checked) -> Result<Exit, String> {
     let checked = Arc::new(checked);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
+    let ha = match &checked.ha {
+        Some(config) => {
+            Some(ha_carp::driver::spawn(config.clone(), u64::from(std::process::id()) << 32, driver_shutdown_rx)?)
+        }
+        None => None,
+    };
+    let pair_stats = checked.pair.as_ref().map(|_| Arc::new(connectors::pair::PairStats::default()));
+    let replicator = match (&checked.pair, &ha, &pair_stats) {
+        (Some(pair), Some(handle), Some(stats)) => {
+            let files = checked.sinks.iter().filter_map(|s| s.files.clone()).collect();
+            let node = &checked.config.node.name;
+            let role = handle.role.clone();
+            Some(crate::replicate::pusher(pair, node, checked.path.clone(), files, role, Arc::clone(stats)))
+        }
+        _ => None,
+    };
+    let mut standby_sinks = HashMap::new();
     let mut sinks = Vec::new();
     // The only long-lived senders to the sinks are the protocol thread's: when it ends, the sinks end.
     let mut senders = Vec::new();
@@ -117,7 +158,15 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             }
             (ChannelKind::Files | ChannelKind::Vault, Some(config)) => {
                 let file_stats = Arc::new(FileSinkStats::default());
-                let thread = spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats))
+                let pair = checked.pair.as_ref().zip(replicator.clone()).map(|(pair, replicator)| FileSinkPair {
+                    node: checked.config.node.name.clone(),
+                    shadow_files: pair.shadow_files,
+                    replicator,
+                });
+                if pair.is_some() {
+                    standby_sinks.insert(channel, events_tx.clone());
+                }
+                let thread = spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats), pair)
                     .map_err(|e| format!("channel {channel}: output folder {}: {e}", config.folder.display()))?;
                 file_threads.push(thread);
                 if let Some(listen) = sink.vault_listen {
@@ -171,13 +220,13 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
     let routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)> =
         senders.into_iter().map(|(number, kind, events)| (number, (kind, events))).collect();
-    let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
-    let ha = match &checked.ha {
-        Some(config) => {
-            Some(ha_carp::driver::spawn(config.clone(), u64::from(std::process::id()) << 32, driver_shutdown_rx)?)
-        }
-        None => None,
-    };
+    let reload = Arc::new(Notify::new());
+    let (pair_stop, pair_stop_rx) = watch::channel(false);
+    if let (Some(pair), Some(stats)) = (&checked.pair, &pair_stats) {
+        let node = &checked.config.node.name;
+        let (path, reload) = (checked.path.clone(), Arc::clone(&reload));
+        crate::replicate::serve(pair, node, path, standby_sinks, reload, Arc::clone(stats), pair_stop_rx).await?;
+    }
     let active = Arc::new(AtomicBool::new(ha.is_none()));
     let last_beacon = Arc::new(Mutex::new(None));
     let dispatcher = Dispatcher {
@@ -186,6 +235,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         local: Shared::default(),
         active: Arc::clone(&active),
         was_active: ha.is_none(),
+        shadow: checked.pair.is_some(),
         delivering: HashSet::new(),
         last_beacon: Arc::clone(&last_beacon),
     };
@@ -220,6 +270,8 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         fibers: fiber_counters,
         warnings,
         ha: ha.clone(),
+        pair: pair_stats.clone(),
+        replicator: replicator.clone(),
     });
     let (management_stop, management_stop_rx) = watch::channel(false);
     let management = match &checked.management {
@@ -235,9 +287,16 @@ async fn run_async(checked: Checked) -> Result<(), String> {
             write_json(path, &view.status(state));
         }
     };
-    connectors::runtime::tick_until_stopped(|| write_status("active")).await?;
+    let exit = tokio::select! {
+        result = connectors::runtime::tick_until_stopped(|| write_status("active")) => {
+            result?;
+            Exit::Stopped
+        }
+        _ = reload.notified() => Exit::Reload,
+    };
     info!("stopping");
     let _ = driver_shutdown.send(true);
+    let _ = pair_stop.send(true);
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || {
         for thread in fiber_threads {
@@ -262,7 +321,7 @@ async fn run_async(checked: Checked) -> Result<(), String> {
         let _ = task.await;
     }
     info!("stopped");
-    Ok(())
+    Ok(exit)
 }
 
 /// Serves a vault channel's downloads while this node is active (always, without HA): with HA the
@@ -388,6 +447,9 @@ struct Dispatcher {
     local: Shared,
     active: Arc<AtomicBool>,
     was_active: bool,
+    /// With a pair, files and vault sinks get every event whatever the role (a standby keeps
+    /// verified files in shadow) and are told the role.
+    shadow: bool,
     /// Streams whose Open reached a sink: only these get their data, end or reset.
     delivering: HashSet<(u16, u64)>,
     last_beacon: Arc<Mutex<Option<Instant>>>,
@@ -402,6 +464,17 @@ impl Dispatcher {
             return;
         }
         self.was_active = active;
+        if self.shadow {
+            let files: Vec<u16> = self
+                .routes
+                .iter()
+                .filter(|(_, (kind, _))| matches!(kind, ChannelKind::Files | ChannelKind::Vault))
+                .map(|(number, _)| *number)
+                .collect();
+            for channel in files {
+                self.send(channel, SinkEvent::Role { active });
+            }
+        }
         if !active {
             for (channel, stream) in std::mem::take(&mut self.delivering) {
                 let reason = "this node became standby".to_string();
@@ -428,6 +501,14 @@ impl Dispatcher {
     /// Whether an event may go to its sink now, keeping track of the streams being delivered.
     fn admit(&mut self, channel: u16, event: &SinkEvent) -> bool {
         let key = |stream: u64| (channel, stream);
+        let files =
+            self.routes.get(&channel).is_some_and(|(kind, _)| matches!(kind, ChannelKind::Files | ChannelKind::Vault));
+        if self.shadow && files {
+            if !self.was_active && matches!(event, SinkEvent::Open { .. }) {
+                self.local.shadowed += 1;
+            }
+            return true;
+        }
         match event {
             SinkEvent::Open { stream, .. } => {
                 if self.was_active {
@@ -452,6 +533,7 @@ impl Dispatcher {
                 }
                 self.was_active
             }
+            SinkEvent::Role { .. } | SinkEvent::PeerDelivered { .. } | SinkEvent::PeerLedger { .. } => true,
         }
     }
 }
@@ -503,6 +585,7 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     out.streams_broken.clone_from(&local.streams_broken);
     out.datagrams_delivered = local.datagrams_delivered;
     out.standby_skipped = local.standby_skipped;
+    out.shadowed = local.shadowed;
     out.blocks_lost = stats.blocks_lost;
     out.blocks_decoded = stats.blocks_decoded;
     out.blocks_without_decoder = stats.blocks_without_decoder;
@@ -591,11 +674,29 @@ pub(crate) struct StatusView {
     pub(crate) fibers: Vec<(SocketAddr, Arc<Mutex<RxCounters>>)>,
     pub(crate) warnings: Vec<String>,
     pub(crate) ha: Option<HaHandle>,
+    pub(crate) pair: Option<Arc<connectors::pair::PairStats>>,
+    pub(crate) replicator: Option<connectors::pair::Replicator>,
 }
 
 impl StatusView {
     pub(crate) fn status(&self, state: &str) -> serde_json::Value {
-        status_json(&self.checked, state, &self.shared, &self.sinks, &self.fibers, &self.warnings, self.ha.as_ref())
+        let mut status = status_json(
+            &self.checked,
+            state,
+            &self.shared,
+            &self.sinks,
+            &self.fibers,
+            &self.warnings,
+            self.ha.as_ref(),
+        );
+        status["redundancy"] = self.redundancy();
+        status["pair"] = json!(self.pair.as_ref().map(|p| p.json()));
+        status
+    }
+
+    pub(crate) fn redundancy(&self) -> serde_json::Value {
+        let election = self.ha.as_ref().map(|h| h.status().redundancy());
+        connectors::pair::redundancy_json(election, self.pair.as_deref())
     }
 }
 
@@ -631,7 +732,7 @@ fn status_json(
         "role": ha.map_or(Role::Active, |h| *h.role.borrow()),
         "ha": ha.map(HaHandle::status),
         "standby_skipped": shared.standby_skipped,
-        "redundancy": ha_carp::driver::redundancy_json(ha),
+        "shadowed": shared.shadowed,
         "fec": crate::manage::fec_advice(&shared),
         "bytes_total": fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.bytes)).sum::<u64>(),
         "session": shared.session.map(|(s, _)| format!("{s:016x}")),
@@ -674,6 +775,11 @@ fn status_json(
                 "duplicates": load(&f.duplicates),
                 "failed": f.failed.lock().map(|m| m.clone()).unwrap_or_default(),
                 "failed_total": f.failed_total(),
+                "shadow_held": load(&f.shadow_held),
+                "shadow_evicted": load(&f.shadow_evicted),
+                "shadow_delivered": load(&f.shadow_delivered),
+                "peer_delivered": load(&f.peer_delivered),
+                "unreplicated": load(&f.unreplicated),
                 "recent": f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect::<Vec<_>>()).unwrap_or_default(),
             })),
         })).collect::<Vec<_>>(),

@@ -4,9 +4,10 @@
 //!
 //! [`config`] reads and checks the file; [`daemon`] wires the fibers, the protocol thread, the sinks
 //! (destinations, output folders, the vault) and HA, and writes the status file; [`manage`] is what the
-//! management API shows and does, with the FEC advice. Not yet: pair replication and shadow takeover
-//! (issue "Zero-loss failover").
+//! management API shows and does, with the FEC advice; [`replicate`] is the pair channel: ledger
+//! replication to the standby and the configuration, while the standby decodes in shadow.
 
 pub mod config;
 pub mod daemon;
 pub mod manage;
+pub mod replicate;

@@ -145,7 +145,7 @@ impl Managed for RedManaged {
         let advice = fec_advice(&shared);
         let headroom = advice["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
         let epoch = shared.session.map_or(0.0, |(_, e)| f64::from(e));
-        vec![
+        let mut families = vec![
             Family::counter("fiber_bytes", "Bytes received per fiber.", fibers),
             Family::counter(
                 "fiber_kernel_drops",
@@ -200,7 +200,12 @@ impl Managed for RedManaged {
                 vec![(base(), self.view.ha.as_ref().map_or(0.0, |h| h.status().transitions as f64))],
             ),
             Family::gauge("epoch", "Epoch of the sender session followed.", vec![(base(), epoch)]),
-        ]
+        ];
+        drop(shared);
+        if let Some(pair) = &self.view.pair {
+            families.extend(pair.families(node, self.view.redundancy()["state"] == "redundant"));
+        }
+        families
     }
 
     fn ha_command(&self, demote: bool) -> HaFuture {
@@ -213,6 +218,17 @@ impl Managed for RedManaged {
 
     fn check_config(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         crate::config::check(path, parse_toml(path, text)?).map(|_| ())
+    }
+
+    fn config_imported(&self, text: &str) -> bool {
+        let active = self.view.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
+        match &self.view.replicator {
+            Some(replicator) if active => {
+                replicator.notice(connectors::pair::PairMessage::Config { toml: text.to_string() });
+                true
+            }
+            _ => false,
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! [`bins`] finds (and builds) the binaries, [`bench`] is `diode-lab bench`, [`lab`] runs a topology and its endpoints, [`http`] is a small
 //! client for the vault, [`folders`] writes and compares files, [`demo`] is
-//! `diode-lab demo`, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
+//! `diode-lab demo`, [`pairs`] is the full HA pair-of-pairs on loopback and [`failover`] is
+//! `diode-lab failover` on it, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them. [`rawwire`] starts a red-rx
 //! alone and sends it raw protocol datagrams, for the hostile-input tests.
@@ -11,11 +12,13 @@
 pub mod bench;
 pub mod bins;
 pub mod demo;
+pub mod failover;
 pub mod folders;
 pub mod ha_lab;
 pub mod http;
 pub mod lab;
 pub mod netns;
 pub mod nshelp;
+pub mod pairs;
 pub mod rawwire;
 pub mod roundtrip;

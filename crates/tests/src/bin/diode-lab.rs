@@ -1,7 +1,8 @@
 //! diode-lab: the demo and benchmark driver.
 //!
-//! `demo` runs the product end to end as real processes on loopback; `roundtrip` runs the protocol
-//! alone in one process. HA failover and the benchmark join in later issues.
+//! `demo` runs the product end to end as real processes on loopback; `failover` kills the active node
+//! of a pair again and again under load; `bench` measures one sender and one receiver; `roundtrip`
+//! runs the protocol alone in one process; `ha --netns` runs the HA scenarios in namespaces.
 
 use std::process::ExitCode;
 
@@ -117,6 +118,22 @@ enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// Starts the full pair-of-pairs on loopback (no root: two blue-tx, two red-rx, four fiber-sims
+    /// cross-connected, VIPs on 127.x, pair channels), keeps files dropping and a TCP and a UDP stream
+    /// flowing, and in each trial kills -9 the active node of --side and starts it again as standby.
+    /// Then compares both REDs' folders with what was dropped, byte for byte: prints files sent,
+    /// delivered, lost and duplicated, takeover times, UDP datagrams lost and TCP streams aborted.
+    /// Exits non-zero unless no file was lost or duplicated.
+    Failover {
+        #[arg(long, value_parser = ["blue", "red"])]
+        side: String,
+        #[arg(long, default_value_t = 5)]
+        trials: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// One blue-tx and one red-rx on loopback (through fiber-sim only when loss is asked): pushes
     /// --bytes through a TCP channel from a fast source to a fast sink, verifies every byte, and
     /// prints throughput, CPU seconds and peak RSS of both daemons, blocks lost and kernel drops.
@@ -230,9 +247,65 @@ fn main() -> ExitCode {
             };
             demo(&options, json)
         }
+        Command::Failover { side, trials, seed, json } => failover(side, trials, seed, json),
         Command::Roundtrip { bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json } => {
             roundtrip(bytes, files, datagrams, loss, burst, repair, mtu, interleave, seed, json)
         }
+    }
+}
+
+fn failover(side: String, trials: usize, seed: u64, json: bool) -> ExitCode {
+    if let Err(error) = tests::lab::install_interrupt_cleanup() {
+        eprintln!("diode-lab: {error}");
+        return ExitCode::FAILURE;
+    }
+    let options = tests::failover::FailoverOptions { side, trials, seed, ..Default::default() };
+    let report = match tests::failover::run(&options) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("diode-lab failover: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        let value = serde_json::json!({
+            "side": report.side,
+            "trials": report.trials,
+            "files_sent": report.files_sent,
+            "files_delivered": report.files_delivered,
+            "files_lost": report.files_lost,
+            "files_duplicated": report.files_duplicated,
+            "takeover_ms_median": report.takeover_ms_median,
+            "takeover_ms_max": report.takeover_ms_max,
+            "udp_sent": report.udp_sent,
+            "udp_lost": report.udp_lost,
+            "tcp_streams": report.tcp_streams,
+            "tcp_aborted": report.tcp_aborted,
+            "tcp_false_complete": report.tcp_false_complete,
+            "ok": report.ok,
+        });
+        println!("{value}");
+    } else {
+        println!("failover of the active {} node, {} trials", report.side, report.trials);
+        println!(
+            "  files     sent {:>6}  delivered {:>6}  lost {:>3}  duplicated {:>3}",
+            report.files_sent, report.files_delivered, report.files_lost, report.files_duplicated
+        );
+        println!("  takeover  median {} ms, max {} ms", report.takeover_ms_median, report.takeover_ms_max);
+        println!("  udp       sent {:>6}  lost {:>6} (counted, best effort)", report.udp_sent, report.udp_lost);
+        println!(
+            "  tcp       streams {:>4}  aborted {:>3} (reported as resets)  false complete {}",
+            report.tcp_streams, report.tcp_aborted, report.tcp_false_complete
+        );
+        if !report.lost_names.is_empty() || !report.duplicated_names.is_empty() {
+            println!("  lost: {:?}\n  duplicated: {:?}", report.lost_names, report.duplicated_names);
+        }
+        println!("  {}", if report.ok { "OK" } else { "FAILED" });
+    }
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

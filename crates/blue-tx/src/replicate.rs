@@ -1,0 +1,251 @@
+//! Pair replication on BLUE (DESIGN §2 and §7): an accepted file is copied to the standby before its
+//! source is removed or its upload answered, so a takeover can resend it.
+//!
+//! The active pushes, on every new connection, its configuration, every file its spools hold and the
+//! list of what they hold; then each accepted file as it comes, a notice as each is sent, and the list
+//! again every few seconds (which repairs a lost notice). The standby keeps each replica in its own
+//! spool, unsent. A replica the active has sent (or no longer holds) is kept for the resend window and
+//! then forgotten; when this node takes over, its term's spool sender sends everything still held,
+//! under the new, higher epoch, and RED's ledger recognises what it already delivered.
+//! TCP and UDP are not replicated: a takeover aborts open streams with a reason and loses datagrams
+//! in flight, counted.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use connectors::pair::{
+    serve_standby, spawn_pusher, stopped, PairHandler, PairMessage, PairStats, Replicator, Request,
+};
+use connectors::replicated::Applied;
+use connectors::spool::{Spool, SpoolEntry};
+use ha_carp::driver::Role;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tracing::{info, warn};
+
+use crate::config::Checked;
+
+/// How often the active repeats the list of what it holds.
+const PENDING_EVERY: Duration = Duration::from_secs(5);
+
+/// The running replication of one daemon run.
+#[derive(Clone)]
+pub(crate) struct Replication {
+    pub(crate) replicator: Replicator,
+    pub(crate) stats: Arc<PairStats>,
+}
+
+/// Starts both halves: the pusher (used while this node is active) and the standby's listener.
+pub(crate) async fn start(
+    checked: &Checked,
+    spools: Vec<(u16, Spool)>,
+    role: watch::Receiver<Role>,
+    reload: Arc<Notify>,
+    stats: Arc<PairStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Replication, String> {
+    let pair = checked.pair.as_ref().ok_or("no [pair] section")?;
+    let (node, config_path) = (checked.config.node.name.as_str(), checked.path.clone());
+    let active = connectors::pair::follow_active(role.clone(), |r| *r == Role::Active);
+    let snapshot = {
+        let (config_path, spools) = (config_path.clone(), spools.clone());
+        Box::new(move || snapshot(&config_path, &spools))
+    };
+    let replicator = spawn_pusher(pair, node.to_string(), "blue", active, snapshot, Arc::clone(&stats));
+    for (channel, spool) in &spools {
+        spool.set_replicator(*channel, replicator.clone());
+    }
+    let standby = Arc::new(BlueStandby {
+        spools: spools.iter().cloned().collect(),
+        sent: Mutex::default(),
+        window: pair.resend_window,
+        config_path,
+        reload,
+        stats: Arc::clone(&stats),
+    });
+    let listener =
+        TcpListener::bind(pair.listen).await.map_err(|e| format!("pair: cannot listen on {}: {e}", pair.listen))?;
+    tokio::spawn(serve_standby(
+        listener,
+        pair.key.clone(),
+        node.to_string(),
+        "blue",
+        Arc::clone(&standby) as Arc<dyn PairHandler>,
+        Arc::clone(&stats),
+        shutdown.clone(),
+    ));
+    tokio::spawn(housekeeping(role, standby, replicator.clone(), spools, shutdown));
+    Ok(Replication { replicator, stats })
+}
+
+/// What a new connection starts with: the configuration, every held file, then what is held.
+fn snapshot(config_path: &std::path::Path, spools: &[(u16, Spool)]) -> Vec<Request> {
+    let mut requests = Vec::new();
+    match std::fs::read_to_string(config_path) {
+        Ok(toml) => requests.push(Request::Notice(PairMessage::Config { toml })),
+        Err(error) => warn!(%error, "cannot read this node's configuration to replicate it"),
+    }
+    for (channel, spool) in spools {
+        let entries = spool.list();
+        for entry in &entries {
+            // Nobody waits for these answers: a file that does not make it is sent again next time.
+            let (done, _) = tokio::sync::oneshot::channel();
+            requests.push(Request::File {
+                channel: *channel,
+                entry: entry.clone(),
+                path: spool.data_path(&entry.id),
+                done,
+            });
+        }
+        let ids = entries.into_iter().map(|e| e.id).collect();
+        requests.push(Request::Notice(PairMessage::Pending { channel: *channel, ids }));
+    }
+    requests
+}
+
+/// Standby: forgets replicas past the resend window. Active: repeats the list of what it holds.
+async fn housekeeping(
+    role: watch::Receiver<Role>,
+    standby: Arc<BlueStandby>,
+    replicator: Replicator,
+    spools: Vec<(u16, Spool)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let mut last_pending = Instant::now();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stopped(&mut shutdown) => return,
+        }
+        if *role.borrow() == Role::Active {
+            // A takeover resends everything held: the sent marks were for the old active.
+            standby.forget_marks();
+            if last_pending.elapsed() >= PENDING_EVERY {
+                last_pending = Instant::now();
+                for (channel, spool) in &spools {
+                    let ids = spool.list().into_iter().map(|e| e.id).collect();
+                    replicator.notice(PairMessage::Pending { channel: *channel, ids });
+                }
+            }
+        } else {
+            standby.expire();
+        }
+    }
+}
+
+/// The standby's side: applies what the active pushes.
+pub(crate) struct BlueStandby {
+    spools: HashMap<u16, Spool>,
+    /// Replicas the active has sent or no longer holds, and since when.
+    sent: Mutex<HashMap<(u16, String), Instant>>,
+    window: Duration,
+    config_path: PathBuf,
+    reload: Arc<Notify>,
+    stats: Arc<PairStats>,
+}
+
+impl BlueStandby {
+    fn spool(&self, channel: u16) -> Result<&Spool, String> {
+        self.spools.get(&channel).ok_or_else(|| format!("this node has no files or vault channel {channel}"))
+    }
+
+    fn mark(&self, channel: u16, id: String) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.entry((channel, id)).or_insert_with(Instant::now);
+        }
+    }
+
+    fn forget_marks(&self) {
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.clear();
+        }
+    }
+
+    /// Removes the replicas sent more than the resend window ago.
+    fn expire(&self) {
+        let expired: Vec<(u16, String)> = match self.sent.lock() {
+            Ok(sent) => sent.iter().filter(|(_, at)| at.elapsed() >= self.window).map(|(key, _)| key.clone()).collect(),
+            Err(_) => return,
+        };
+        for (channel, id) in expired {
+            if let Some(spool) = self.spools.get(&channel) {
+                if spool.list().iter().any(|e| e.id == id) {
+                    if let Err(error) = spool.remove(&id) {
+                        warn!(channel, %id, %error, "cannot forget a replica");
+                        continue;
+                    }
+                }
+            }
+            if let Ok(mut sent) = self.sent.lock() {
+                sent.remove(&(channel, id));
+            }
+        }
+    }
+
+    fn apply_config(&self, toml: &str) -> PairMessage {
+        let check = |path: &std::path::Path, text: &str| {
+            let config = connectors::config::parse_toml(path, text)?;
+            crate::config::check(path, config).map(|_| ())
+        };
+        let result = connectors::replicated::apply(&self.config_path, toml, check);
+        let reason = result.as_ref().err().cloned();
+        if let Ok(mut refused) = self.stats.config_refused.lock() {
+            refused.clone_from(&reason);
+        }
+        match result {
+            Ok(Applied::Changed) => {
+                info!("configuration replicated from the active: applying it now");
+                self.stats.configs_applied.fetch_add(1, Ordering::Relaxed);
+                self.reload.notify_one();
+            }
+            Ok(Applied::Unchanged) => {}
+            Err(ref reason) => warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own"),
+        }
+        PairMessage::ConfigResult { ok: reason.is_none(), reason }
+    }
+}
+
+impl PairHandler for BlueStandby {
+    fn file_path(&self, channel: u16, entry: &SpoolEntry) -> Result<PathBuf, String> {
+        // The id names files here: only the 32 hex digits an id has are accepted.
+        if entry.file_id().is_none() {
+            return Err(format!("'{}' is not a file id", entry.id));
+        }
+        Ok(self.spool(channel)?.partial_path(&entry.id))
+    }
+
+    fn file_received(&self, channel: u16, entry: SpoolEntry) -> Result<(), String> {
+        self.spool(channel)?.commit_replica(&entry).map_err(|e| format!("cannot keep the replica: {e}"))?;
+        if let Ok(mut sent) = self.sent.lock() {
+            sent.remove(&(channel, entry.id));
+        }
+        Ok(())
+    }
+
+    fn message(&self, message: PairMessage) -> Option<PairMessage> {
+        match message {
+            PairMessage::Config { toml } => Some(self.apply_config(&toml)),
+            PairMessage::Sent { channel, id } => {
+                self.mark(channel, id);
+                None
+            }
+            PairMessage::Pending { channel, ids } => {
+                let held: HashSet<String> = ids.into_iter().collect();
+                if let Some(spool) = self.spools.get(&channel) {
+                    for entry in spool.list().into_iter().filter(|e| !held.contains(&e.id)) {
+                        self.mark(channel, entry.id);
+                    }
+                }
+                None
+            }
+            other => {
+                warn!(?other, "a message BLUE does not take: ignored");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Which parts of a daemon's configuration the pair shares, and how a standby applies the active's.
+//!
+//! Shared: channels, destinations, FEC, link, receiver limits (everything that must agree for the
+//! pair to behave as one). Local, never replicated: the node itself (name, status file, control
+//! socket), the election (`[ha]`: priority, addresses), the management API, the fibers (each node
+//! has its own ports), the pair channel, the link keys (key files are per-node paths), and per
+//! channel the folders holding this node's own state (spool, output folder, quarantine, ledger,
+//! sent and rejected folders).
+
+use std::path::Path;
+
+use crate::config::ConfigError;
+
+/// Top-level sections that belong to one node.
+pub const LOCAL_SECTIONS: &[&str] = &["node", "ha", "management", "fiber", "pair", "link_key"];
+/// Channel fields that name this node's own storage.
+pub const LOCAL_CHANNEL_KEYS: &[&str] = &["spool", "folder", "quarantine", "ledger", "sent_folder", "rejected_folder"];
+
+fn parse(text: &str, whose: &str) -> Result<toml::Table, String> {
+    text.parse::<toml::Table>().map_err(|e| format!("{whose} configuration does not parse: {}", e.message()))
+}
+
+/// The configuration this node should run: the active's shared settings with this node's local
+/// ones. A channel this node already has keeps its own storage folders; a new one takes the
+/// active's.
+pub fn merge(active: &str, own: &str) -> Result<String, String> {
+    let active = parse(active, "the active's")?;
+    let own = parse(own, "this node's")?;
+    let mut merged = toml::Table::new();
+    for (key, value) in &active {
+        if !LOCAL_SECTIONS.contains(&key.as_str()) {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    for (key, value) in &own {
+        if LOCAL_SECTIONS.contains(&key.as_str()) {
+            merged.insert(key.clone(), value.clone());
+        }
+    }
+    let own_channels: Vec<&toml::Table> = own
+        .get("channel")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+        .collect();
+    if let Some(channels) = merged.get_mut("channel").and_then(toml::Value::as_array_mut) {
+        for channel in channels.iter_mut().filter_map(toml::Value::as_table_mut) {
+            let number = channel.get("number").cloned();
+            let Some(mine) = own_channels.iter().find(|c| c.get("number") == number.as_ref()) else { continue };
+            for key in LOCAL_CHANNEL_KEYS {
+                match mine.get(*key) {
+                    Some(value) => channel.insert((*key).to_string(), value.clone()),
+                    None => channel.remove(*key),
+                };
+            }
+        }
+    }
+    toml::to_string(&merged).map_err(|e| format!("cannot write the merged configuration: {e}"))
+}
+
+/// Whether two configuration texts mean the same (formatting and comments aside).
+pub fn same(a: &str, b: &str) -> bool {
+    matches!((a.parse::<toml::Table>(), b.parse::<toml::Table>()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Replaces a configuration file atomically, keeping the previous one as `<name>.bak`.
+pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("import");
+    std::fs::write(&temporary, text.as_bytes())?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    let _ = std::fs::copy(path, path.with_extension("toml.bak"));
+    std::fs::rename(&temporary, path)?;
+    crate::ledger::sync_parent(path)
+}
+
+/// What became of the active's configuration on this standby.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing shared differs.
+    Unchanged,
+    /// Saved; the daemon must reload it.
+    Changed,
+}
+
+/// Merges the active's configuration into this node's file at `path`, runs the daemon's own checks
+/// (`check`) on the result, and saves it when it passes and differs. A refusal names the field.
+pub fn apply(
+    path: &Path,
+    active: &str,
+    check: impl Fn(&Path, &str) -> Result<(), ConfigError>,
+) -> Result<Applied, String> {
+    let own = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let merged = merge(active, &own)?;
+    if same(&merged, &own) {
+        return Ok(Applied::Unchanged);
+    }
+    check(path, &merged).map_err(|e| format!("{}: {}", e.field, e.reason))?;
+    save(path, &merged).map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+    Ok(Applied::Changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACTIVE: &str = r#"
+[node]
+name = "blue1"
+[ha]
+skew = 0
+bind = "127.0.0.1:1"
+[management]
+listen = "127.0.0.1:9001"
+[link]
+rate_mbps = 900.0
+[[fiber]]
+remote = "127.0.0.9:1"
+[[channel]]
+number = 1
+kind = "vault"
+name = "uploads"
+spool = "/active/spool"
+max_file_size = 5
+[[channel]]
+number = 2
+kind = "tcp"
+name = "new"
+"#;
+
+    const OWN: &str = r#"
+[node]
+name = "blue2"
+[ha]
+skew = 20
+bind = "127.0.0.2:1"
+[management]
+listen = "127.0.0.2:9001"
+[link]
+rate_mbps = 500.0
+[[fiber]]
+remote = "127.0.0.9:2"
+[[channel]]
+number = 1
+kind = "vault"
+name = "old name"
+spool = "/standby/spool"
+"#;
+
+    #[test]
+    fn shared_settings_come_from_the_active_and_local_ones_stay() {
+        let merged: toml::Table = merge(ACTIVE, OWN).unwrap().parse().unwrap();
+        assert_eq!(merged["node"]["name"].as_str(), Some("blue2"));
+        assert_eq!(merged["ha"]["skew"].as_integer(), Some(20));
+        assert_eq!(merged["management"]["listen"].as_str(), Some("127.0.0.2:9001"));
+        assert_eq!(merged["fiber"][0]["remote"].as_str(), Some("127.0.0.9:2"));
+        assert_eq!(merged["link"]["rate_mbps"].as_float(), Some(900.0));
+        let channels = merged["channel"].as_array().unwrap();
+        assert_eq!(channels.len(), 2);
+        assert_eq!(channels[0]["name"].as_str(), Some("uploads"));
+        assert_eq!(channels[0]["max_file_size"].as_integer(), Some(5));
+        assert_eq!(channels[0]["spool"].as_str(), Some("/standby/spool"));
+        assert_eq!(channels[1]["name"].as_str(), Some("new"));
+    }
+
+    #[test]
+    fn merging_twice_changes_nothing() {
+        let merged = merge(ACTIVE, OWN).unwrap();
+        assert!(same(&merge(ACTIVE, &merged).unwrap(), &merged));
+        assert!(!same(&merged, OWN));
+    }
+
+    #[test]
+    fn a_refused_configuration_is_not_saved() {
+        let path = std::env::temp_dir().join(format!("replicated-{}.toml", std::process::id()));
+        std::fs::write(&path, OWN).unwrap();
+        let refuse = |p: &Path, _: &str| Err(ConfigError::new(p, "link: rate_mbps", "too fast"));
+        assert_eq!(apply(&path, ACTIVE, refuse).unwrap_err(), "link: rate_mbps: too fast");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), OWN);
+        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())), Ok(Applied::Changed));
+        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())), Ok(Applied::Unchanged));
+        let _ = std::fs::remove_file(path.with_extension("toml.bak"));
+        std::fs::remove_file(path).unwrap();
+    }
+}

@@ -1,0 +1,160 @@
+//! Pair replication on RED (DESIGN §2 and §7): the standby decodes every block in shadow (the
+//! cross-connect gives it the same symbols) and learns from the active which files it delivers, so a
+//! takeover delivers what the shadow holds and never a file twice.
+//!
+//! The active pushes, on every new connection, its configuration and its ledger (in parts), then
+//! each delivery before it places the file. The standby's files sinks keep the ledger lines and drop
+//! their shadow copies; see `connectors::filesink` for the crash-safe order.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use connectors::filesink::FileSinkConfig;
+use connectors::ledger::Ledger;
+use connectors::pair::{
+    serve_standby, spawn_pusher, CheckedPair, PairHandler, PairMessage, PairStats, Replicator, Request,
+};
+use connectors::replicated::Applied;
+use connectors::sink::{Reply, SinkEvent};
+use connectors::spool::SpoolEntry;
+use ha_carp::driver::Role;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{info, warn};
+
+/// Ledger entries per snapshot message (each about 300 bytes of JSON, well inside a frame).
+const LEDGER_PART: usize = 5000;
+
+/// Starts the pusher (used while this node is active) and returns its replicator; the standby's
+/// listener is started by [`serve`] once the sinks exist.
+pub(crate) fn pusher(
+    pair: &CheckedPair,
+    node: &str,
+    config_path: PathBuf,
+    files: Vec<FileSinkConfig>,
+    role: watch::Receiver<Role>,
+    stats: Arc<PairStats>,
+) -> Replicator {
+    let active = connectors::pair::follow_active(role, |r| *r == Role::Active);
+    let snapshot = Box::new(move || snapshot(&config_path, &files));
+    spawn_pusher(pair, node.to_string(), "red", active, snapshot, stats)
+}
+
+fn snapshot(config_path: &std::path::Path, files: &[FileSinkConfig]) -> Vec<Request> {
+    let mut requests = Vec::new();
+    match std::fs::read_to_string(config_path) {
+        Ok(toml) => requests.push(Request::Notice(PairMessage::Config { toml })),
+        Err(error) => warn!(%error, "cannot read this node's configuration to replicate it"),
+    }
+    for config in files {
+        // Read from the file: the sink thread owns the open ledger, and a torn last line is skipped.
+        let entries: Vec<_> = match Ledger::open(&config.ledger, config.ledger_entries) {
+            Ok(ledger) => ledger.entries().cloned().collect(),
+            Err(error) => {
+                warn!(channel = config.channel, %error, "cannot read the ledger to replicate it");
+                continue;
+            }
+        };
+        let parts = entries.len().div_ceil(LEDGER_PART).max(1);
+        let mut chunks = entries.chunks(LEDGER_PART);
+        for part in 0..parts {
+            let entries = chunks.next().map(<[_]>::to_vec).unwrap_or_default();
+            let complete = part + 1 == parts;
+            requests.push(Request::Notice(PairMessage::Ledger { channel: config.channel, entries, complete }));
+        }
+    }
+    requests
+}
+
+/// Serves the standby's side on the pair listen address.
+pub(crate) async fn serve(
+    pair: &CheckedPair,
+    node: &str,
+    config_path: PathBuf,
+    sinks: HashMap<u16, mpsc::Sender<SinkEvent>>,
+    reload: Arc<Notify>,
+    stats: Arc<PairStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let listener =
+        TcpListener::bind(pair.listen).await.map_err(|e| format!("pair: cannot listen on {}: {e}", pair.listen))?;
+    let standby =
+        Arc::new(RedStandby { sinks, config_path, reload, stats: Arc::clone(&stats), timeout: pair.ack_timeout });
+    tokio::spawn(serve_standby(listener, pair.key.clone(), node.to_string(), "red", standby, stats, shutdown));
+    Ok(())
+}
+
+struct RedStandby {
+    sinks: HashMap<u16, mpsc::Sender<SinkEvent>>,
+    config_path: PathBuf,
+    reload: Arc<Notify>,
+    stats: Arc<PairStats>,
+    timeout: Duration,
+}
+
+impl RedStandby {
+    fn sink(&self, channel: u16) -> Result<&mpsc::Sender<SinkEvent>, String> {
+        self.sinks.get(&channel).ok_or_else(|| format!("this node has no files or vault channel {channel}"))
+    }
+
+    fn apply_config(&self, toml: &str) -> PairMessage {
+        let check = |path: &std::path::Path, text: &str| {
+            let config = connectors::config::parse_toml(path, text)?;
+            crate::config::check(path, config).map(|_| ())
+        };
+        let result = connectors::replicated::apply(&self.config_path, toml, check);
+        let reason = result.as_ref().err().cloned();
+        if let Ok(mut refused) = self.stats.config_refused.lock() {
+            refused.clone_from(&reason);
+        }
+        match result {
+            Ok(Applied::Changed) => {
+                info!("configuration replicated from the active: applying it now");
+                self.stats.configs_applied.fetch_add(1, Ordering::Relaxed);
+                self.reload.notify_one();
+            }
+            Ok(Applied::Unchanged) => {}
+            Err(ref reason) => warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own"),
+        }
+        PairMessage::ConfigResult { ok: reason.is_none(), reason }
+    }
+}
+
+impl PairHandler for RedStandby {
+    fn file_path(&self, _channel: u16, _entry: &SpoolEntry) -> Result<PathBuf, String> {
+        Err("RED holds no spool: files come over the fibers".into())
+    }
+
+    fn file_received(&self, _channel: u16, _entry: SpoolEntry) -> Result<(), String> {
+        Err("RED holds no spool".into())
+    }
+
+    fn message(&self, message: PairMessage) -> Option<PairMessage> {
+        match message {
+            PairMessage::Config { toml } => Some(self.apply_config(&toml)),
+            PairMessage::Delivered { request, channel, entry } => {
+                let result = self.sink(channel).and_then(|sink| {
+                    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                    sink.blocking_send(SinkEvent::PeerDelivered { entry, reply: Reply(reply) })
+                        .map_err(|_| "the files sink has stopped".to_string())?;
+                    answer.recv_timeout(self.timeout).map_err(|_| "the files sink did not answer".to_string())?
+                });
+                let reason = result.as_ref().err().cloned();
+                Some(PairMessage::Ack { request, ok: result.is_ok(), reason })
+            }
+            PairMessage::Ledger { channel, entries, complete } => {
+                if let Ok(sink) = self.sink(channel) {
+                    let _ = sink.blocking_send(SinkEvent::PeerLedger { entries, complete });
+                }
+                None
+            }
+            other => {
+                warn!(?other, "a message RED does not take: ignored");
+                None
+            }
+        }
+    }
+}
