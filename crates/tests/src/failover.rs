@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::folders::{file_content, visible_files, write_file};
-use crate::lab::{loopback_net, stream_content};
+use crate::lab::{loopback_net, stream_content, LinkPlan};
 use crate::pairs::{elapsed_ms, PairsLab, PairsOptions};
 
 #[derive(Clone, Debug)]
@@ -196,7 +196,10 @@ pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
     if options.side != "blue" && options.side != "red" {
         return Err(format!("--side {}: give blue or red", options.side));
     }
-    let mut lab = PairsLab::start(loopback_net(), &PairsOptions::default())?;
+    // Light uniform loss only: each RED hears the active BLUE on one fiber (the cross-connect), and a
+    // file lost to a burst beyond the FEC budget would say nothing about failover.
+    let link = LinkPlan { loss_percent: 0.1, burst: None, repair_percent: 10.0, ..LinkPlan::default() };
+    let mut lab = PairsLab::start(loopback_net(), &PairsOptions { link, ..PairsOptions::default() })?;
     let side = options.side.as_str();
     let load = Load::start(&lab, options);
     let mut rng = Rng(options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);

@@ -23,6 +23,8 @@ pub struct Node {
     pub config: PathBuf,
     pub status: PathBuf,
     pub control: PathBuf,
+    /// The management API's address, when the lab has one.
+    pub management: Option<SocketAddr>,
     program: PathBuf,
     pub proc: Option<Proc>,
 }
@@ -75,6 +77,8 @@ pub struct PairsOptions {
     /// Extra TOML for every BLUE (sections after the channels) and RED.
     pub blue_extra: String,
     pub red_extra: String,
+    /// Give every node its management API and dashboard, with a password made for the run.
+    pub management: bool,
 }
 
 impl Default for PairsOptions {
@@ -84,6 +88,7 @@ impl Default for PairsOptions {
             interval_ms: 100,
             blue_extra: String::new(),
             red_extra: String::new(),
+            management: false,
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct PairsLab {
     pub tcp_sink: TcpSink,
     pub udp_sink: UdpSink,
     pub bins: Binaries,
+    /// With management: the user and password that open every node's API and dashboard.
+    pub credentials: Option<(String, String)>,
 }
 
 fn ip(net: [u8; 3], host: u8) -> Ipv4Addr {
@@ -180,6 +187,20 @@ impl PairsLab {
             )
         };
 
+        let mut credentials = None;
+        let mut management = |host: u8| -> Result<(String, Option<SocketAddr>), String> {
+            if !options.management {
+                return Ok((String::new(), None));
+            }
+            let (user, password) = credentials
+                .get_or_insert_with(|| ("operator".to_string(), connectors::spool::new_file_id()[..16].to_string()));
+            let hash = connectors::management::hash_secret(password)?;
+            let listen = SocketAddr::from((ip(net, host), free_port(ip(net, host))?));
+            Ok((
+                format!("\n[management]\nlisten = \"{listen}\"\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n"),
+                Some(listen),
+            ))
+        };
         let mut blues = Vec::new();
         let mut reds = Vec::new();
         let mut red_files = Vec::new();
@@ -187,6 +208,7 @@ impl PairsLab {
         for index in 0..2 {
             let name = format!("blue{}", index + 1);
             let node_dir = dir.path().join(&name);
+            let (blue_management, blue_api) = management(21 + index as u8)?;
             let toml = format!(
                 "[node]\nname = \"{name}\"\nstatus_file = \"{status}\"\ncontrol_socket = \"{control}\"\n\n{ha}\n\
                  [fec]\nrepair_percent = {repair}\nmtu = {mtu}\n\n[link]\nrate_mbps = {rate}\n\n{fibers}\n\
@@ -204,13 +226,14 @@ impl PairsLab {
                 drop = drop_folder.display(),
                 spool = node_dir.join("spool-files").display(),
                 vault_spool = node_dir.join("spool-vault").display(),
-                extra = options.blue_extra,
+                extra = options.blue_extra.clone() + &blue_management,
             );
-            blues.push(write_node(&name, "blue", &node_dir, &toml, &bins.blue_tx)?);
+            blues.push(write_node(&name, "blue", &node_dir, &toml, &bins.blue_tx, blue_api)?);
 
             let name = format!("red{}", index + 1);
             let node_dir = dir.path().join(&name);
             let (files, vault) = (node_dir.join("files"), node_dir.join("vault"));
+            let (red_management, red_api) = management(31 + index as u8)?;
             let toml = format!(
                 "[node]\nname = \"{name}\"\nstatus_file = \"{status}\"\ncontrol_socket = \"{control}\"\n\n{ha}\n\
                  [[fiber]]\nlisten = \"{ip}:{p1}\"\n[[fiber]]\nlisten = \"{ip}:{p2}\"\n\n\
@@ -228,9 +251,9 @@ impl PairsLab {
                 udp = udp_sink.addr,
                 files = files.display(),
                 vault = vault.display(),
-                extra = options.red_extra,
+                extra = options.red_extra.clone() + &red_management,
             );
-            reds.push(write_node(&name, "red", &node_dir, &toml, &bins.red_rx)?);
+            reds.push(write_node(&name, "red", &node_dir, &toml, &bins.red_rx, red_api)?);
             red_files.push(files);
             red_vaults.push(vault);
         }
@@ -251,6 +274,7 @@ impl PairsLab {
             tcp_sink,
             udp_sink,
             bins,
+            credentials,
         };
         // Node 1 first, so it wins the first election; then node 2 joins as standby.
         for side in ["red", "blue"] {
@@ -329,7 +353,14 @@ impl PairsLab {
     }
 }
 
-fn write_node(name: &str, side: &'static str, dir: &Path, toml: &str, program: &Path) -> Result<Node, String> {
+fn write_node(
+    name: &str,
+    side: &'static str,
+    dir: &Path,
+    toml: &str,
+    program: &Path,
+    management: Option<SocketAddr>,
+) -> Result<Node, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(&config, toml).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -339,6 +370,7 @@ fn write_node(name: &str, side: &'static str, dir: &Path, toml: &str, program: &
         config,
         status: dir.join("status.json"),
         control: dir.join("control.sock"),
+        management,
         program: program.to_path_buf(),
         proc: None,
     })
