@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use connectors::config::ChannelKind;
-use connectors::runtime::write_json;
+use connectors::runtime::{write_json, RunEnd};
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
 use connectors::spool::{run_spool_sender, Spool};
 use connectors::vault::{serve as serve_http, upload_router};
@@ -247,29 +247,11 @@ async fn stop_term(term: Term) {
 /// cannot be opened), reported with what failed. A standby that receives a new configuration from
 /// its active peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
-    connectors::runtime::block_on("blue-tx", async move {
-        let mut checked = checked;
-        loop {
-            let path = checked.path.clone();
-            match run_async(checked).await? {
-                Exit::Stopped => return Ok(()),
-                Exit::Reload => {
-                    checked = crate::config::load(&path).map_err(|e| e.to_string())?;
-                    info!(path = %path.display(), "running the replicated configuration");
-                }
-            }
-        }
-    })
+    let path = checked.path.clone();
+    connectors::runtime::run_reloading("blue-tx", checked, path, crate::config::load, run_async)
 }
 
-/// Why a run ended.
-enum Exit {
-    Stopped,
-    /// The configuration file changed (replicated from the active peer): run again with it.
-    Reload,
-}
-
-async fn run_async(checked: Checked) -> Result<Exit, String> {
+async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     // Spools outlive terms: what was accepted while active is still sent after a restart or a takeover.
     let mut spools = std::collections::HashMap::new();
     for source in &checked.sources {
@@ -373,7 +355,7 @@ async fn run_async(checked: Checked) -> Result<Exit, String> {
     let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
     let mut previous_epoch = 0;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
-    let mut exit = Exit::Stopped;
+    let mut exit = RunEnd::Stopped;
     loop {
         let should_transmit = role.as_ref().is_none_or(|r| *r.borrow() == Role::Active);
         if should_transmit && term.is_none() {
@@ -425,7 +407,7 @@ async fn run_async(checked: Checked) -> Result<Exit, String> {
                 break;
             }
             _ = reload.notified() => {
-                exit = Exit::Reload;
+                exit = RunEnd::Reload;
                 break;
             }
         }
@@ -438,7 +420,7 @@ async fn run_async(checked: Checked) -> Result<Exit, String> {
     let _ = driver_shutdown.send(true);
     let _ = pair_stop.send(true);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    write_status(if matches!(exit, Exit::Reload) { "reloading" } else { "stopped" }, false);
+    write_status(if matches!(exit, RunEnd::Reload) { "reloading" } else { "stopped" }, false);
     let _ = management_stop.send(true);
     if let Some(task) = management {
         let _ = task.await;

@@ -12,19 +12,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use connectors::pair::{
     serve_standby, spawn_pusher, stopped, PairHandler, PairMessage, PairStats, Replicator, Request,
 };
-use connectors::replicated::Applied;
 use connectors::spool::{Spool, SpoolEntry};
 use ha_carp::driver::Role;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::config::Checked;
 
@@ -191,21 +189,7 @@ impl BlueStandby {
             let config = connectors::config::parse_toml(path, text)?;
             crate::config::check(path, config).map(|_| ())
         };
-        let result = connectors::replicated::apply(&self.config_path, toml, check);
-        let reason = result.as_ref().err().cloned();
-        if let Ok(mut refused) = self.stats.config_refused.lock() {
-            refused.clone_from(&reason);
-        }
-        match result {
-            Ok(Applied::Changed) => {
-                info!("configuration replicated from the active: applying it now");
-                self.stats.configs_applied.fetch_add(1, Ordering::Relaxed);
-                self.reload.notify_one();
-            }
-            Ok(Applied::Unchanged) => {}
-            Err(ref reason) => warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own"),
-        }
-        PairMessage::ConfigResult { ok: reason.is_none(), reason }
+        connectors::replicated::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
     }
 }
 

@@ -100,6 +100,34 @@ pub fn apply(
     Ok(Applied::Changed)
 }
 
+/// The standby's handling of a `config` message: applies it (see [`apply`]), records the outcome in
+/// the pair's counters, asks the daemon to reload when it changed, and returns the answer.
+pub fn apply_on_standby(
+    path: &Path,
+    active: &str,
+    stats: &crate::pair::PairStats,
+    reload: &tokio::sync::Notify,
+    check: impl Fn(&Path, &str) -> Result<(), ConfigError>,
+) -> crate::pair::PairMessage {
+    let result = apply(path, active, check);
+    let reason = result.as_ref().err().cloned();
+    if let Ok(mut refused) = stats.config_refused.lock() {
+        refused.clone_from(&reason);
+    }
+    match result {
+        Ok(Applied::Changed) => {
+            tracing::info!("configuration replicated from the active: applying it now");
+            stats.configs_applied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            reload.notify_one();
+        }
+        Ok(Applied::Unchanged) => {}
+        Err(ref reason) => {
+            tracing::warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own");
+        }
+    }
+    crate::pair::PairMessage::ConfigResult { ok: reason.is_none(), reason }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

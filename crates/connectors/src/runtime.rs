@@ -192,6 +192,42 @@ pub fn block_on(name: &str, daemon: impl std::future::Future<Output = Result<(),
         .block_on(daemon)
 }
 
+/// Why one run of a daemon ended.
+pub enum RunEnd {
+    /// A stop signal: the process exits.
+    Stopped,
+    /// The configuration file changed (replicated from the active peer): run again with it.
+    Reload,
+}
+
+/// Runs a daemon in runs: each run gets a checked configuration and ends stopped or asking for a
+/// reload, after which the file at `path` is loaded and checked again and a new run starts in the same
+/// process. This is how a standby applies a replicated configuration without a restart.
+pub fn run_reloading<C, E, F>(
+    name: &str,
+    first: C,
+    path: std::path::PathBuf,
+    load: impl Fn(&Path) -> Result<C, E>,
+    run: impl Fn(C) -> F,
+) -> Result<(), String>
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<RunEnd, String>>,
+{
+    block_on(name, async move {
+        let mut checked = first;
+        loop {
+            match run(checked).await? {
+                RunEnd::Stopped => return Ok(()),
+                RunEnd::Reload => {
+                    checked = load(&path).map_err(|e| e.to_string())?;
+                    tracing::info!(path = %path.display(), "running the replicated configuration");
+                }
+            }
+        }
+    })
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn stop_signal() -> Result<(), String> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use connectors::config::ChannelKind;
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
-use connectors::runtime::write_json;
+use connectors::runtime::{write_json, RunEnd};
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
 use connectors::vault::download_router;
 use diode_proto::{Event, Receiver};
@@ -76,29 +76,11 @@ pub(crate) struct SinkHandle {
 /// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
 /// peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
-    connectors::runtime::block_on("red-rx", async move {
-        let mut checked = checked;
-        loop {
-            let path = checked.path.clone();
-            match run_async(checked).await? {
-                Exit::Stopped => return Ok(()),
-                Exit::Reload => {
-                    checked = crate::config::load(&path).map_err(|e| e.to_string())?;
-                    info!(path = %path.display(), "running the replicated configuration");
-                }
-            }
-        }
-    })
+    let path = checked.path.clone();
+    connectors::runtime::run_reloading("red-rx", checked, path, crate::config::load, run_async)
 }
 
-/// Why a run ended.
-enum Exit {
-    Stopped,
-    /// The configuration file changed (replicated from the active peer): run again with it.
-    Reload,
-}
-
-async fn run_async(checked: Checked) -> Result<Exit, String> {
+async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let checked = Arc::new(checked);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
@@ -290,9 +272,9 @@ async fn run_async(checked: Checked) -> Result<Exit, String> {
     let exit = tokio::select! {
         result = connectors::runtime::tick_until_stopped(|| write_status("active")) => {
             result?;
-            Exit::Stopped
+            RunEnd::Stopped
         }
-        _ = reload.notified() => Exit::Reload,
+        _ = reload.notified() => RunEnd::Reload,
     };
     info!("stopping");
     let _ = driver_shutdown.send(true);

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,13 +16,12 @@ use connectors::ledger::Ledger;
 use connectors::pair::{
     serve_standby, spawn_pusher, CheckedPair, PairHandler, PairMessage, PairStats, Replicator, Request,
 };
-use connectors::replicated::Applied;
 use connectors::sink::{Reply, SinkEvent};
 use connectors::spool::SpoolEntry;
 use ha_carp::driver::Role;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Ledger entries per snapshot message (each about 300 bytes of JSON, well inside a frame).
 const LEDGER_PART: usize = 5000;
@@ -105,21 +103,7 @@ impl RedStandby {
             let config = connectors::config::parse_toml(path, text)?;
             crate::config::check(path, config).map(|_| ())
         };
-        let result = connectors::replicated::apply(&self.config_path, toml, check);
-        let reason = result.as_ref().err().cloned();
-        if let Ok(mut refused) = self.stats.config_refused.lock() {
-            refused.clone_from(&reason);
-        }
-        match result {
-            Ok(Applied::Changed) => {
-                info!("configuration replicated from the active: applying it now");
-                self.stats.configs_applied.fetch_add(1, Ordering::Relaxed);
-                self.reload.notify_one();
-            }
-            Ok(Applied::Unchanged) => {}
-            Err(ref reason) => warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own"),
-        }
-        PairMessage::ConfigResult { ok: reason.is_none(), reason }
+        connectors::replicated::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
     }
 }
 

@@ -1,24 +1,27 @@
-//! `diode-lab demo`: the product end to end on loopback, as real processes.
+//! `diode-lab demo`: the whole product on one machine, as real processes, without root.
 //!
-//! Starts blue-tx, red-rx and two fiber-sim processes (a little loss and bursts), then pushes
-//! concurrent TCP streams of mixed sizes, a run of UDP datagrams, files dropped in nested folders and
-//! HTTP vault uploads through, and checks what arrived: every TCP stream byte-identical and closed
-//! cleanly, every file in RED's output folder exactly once and byte-identical, every upload
-//! downloadable from RED's vault byte for byte, and every UDP loss counted. HA joins in a later issue.
+//! Starts the full HA topology of DESIGN §2 on loopback ([`crate::pairs`]: two blue-tx, two red-rx,
+//! four fiber-sims cross-connected with a little loss and bursts, VIPs on 127.x, pair channels) and
+//! runs every channel kind through it at once: concurrent TCP streams, a UDP flow, files dropped in
+//! nested folders (some large) and HTTP vault uploads. A third of the way in it kills -9 the active
+//! BLUE, two thirds in the active RED; each comes back as standby and the load carries on. Then it
+//! checks what arrived: every TCP stream byte-identical (a stream cut by a failover reaches its
+//! destination as a reset, never a clean close, and the client sends it again), every file exactly once
+//! and byte-identical across both REDs' folders, every upload byte for byte (downloaded through RED's
+//! VIP where the active RED delivered it), every UDP loss counted.
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
-use crate::folders::{check_folder, file_content, files_counter, write_file, FolderCheck};
+use crate::folders::{file_content, visible_files, write_file};
 use crate::http::{multipart, request};
-use crate::lab::{
-    free_port, loopback_net, send_stream, ChannelPlan, Lab, LabExtra, LinkPlan, TcpSink, TempDir, UdpSink,
-};
+use crate::lab::{loopback_net, send_stream, LinkPlan, TcpSink};
+use crate::pairs::{elapsed_ms, PairsLab, PairsOptions};
 
 #[derive(Clone, Debug)]
 pub struct DemoOptions {
@@ -28,11 +31,15 @@ pub struct DemoOptions {
     /// Files dropped in BLUE's drop folder (nested folders, 0 B up to `max_file_bytes`).
     pub files: usize,
     pub max_file_bytes: usize,
-    /// Files uploaded to BLUE's vault (half with PUT, half in one multipart form).
+    /// Files uploaded to BLUE's vault (one by one with PUT, every fourth in a multipart form).
     pub uploads: usize,
     pub link: LinkPlan,
-    /// Longest the demo waits for everything to arrive.
+    /// How long the load runs; the failovers happen at a third and two thirds of it.
+    pub load_time: Duration,
+    /// Longest the demo waits for everything to arrive after the load.
     pub timeout: Duration,
+    /// Kill the active BLUE and then the active RED mid-transfer.
+    pub failovers: bool,
     /// Leave everything running after the checks (until Ctrl-C) with the dashboards' addresses printed.
     pub keep_running: bool,
 }
@@ -42,22 +49,49 @@ impl Default for DemoOptions {
         DemoOptions {
             streams: 24,
             max_stream_bytes: 8 << 20,
-            datagrams: 2_000,
+            datagrams: 6_000,
             files: 60,
             max_file_bytes: 16 << 20,
-            uploads: 10,
+            uploads: 12,
+            // Each RED hears the active BLUE on one fiber (the cross-connect): the bursts stay short
+            // enough for the repair to cover them.
             link: LinkPlan {
-                loss_percent: 0.5,
-                burst: Some((0.2, 25.0)),
-                repair_percent: 10.0,
+                loss_percent: 0.2,
+                burst: Some((0.05, 12.5)),
+                repair_percent: 15.0,
                 rate_mbps: 1000.0,
                 seed: 1,
                 ..LinkPlan::default()
             },
-            timeout: Duration::from_secs(90),
+            load_time: Duration::from_secs(30),
+            timeout: Duration::from_secs(60),
+            failovers: true,
             keep_running: false,
         }
     }
+}
+
+/// Sent and arrived, per channel kind.
+#[derive(Clone, Debug, Default)]
+pub struct FilesCheck {
+    pub sent: usize,
+    /// Present intact in exactly one RED folder.
+    pub delivered: usize,
+    pub lost: usize,
+    /// Present in both REDs' folders, twice in one, or not sent at all.
+    pub duplicated: usize,
+}
+
+/// One kill of an active node.
+#[derive(Clone, Debug)]
+pub struct Failover {
+    pub side: &'static str,
+    pub killed: String,
+    pub took_over: String,
+    pub takeover_ms: u64,
+    /// Files dropped or uploaded between this kill and the next one (or the end) that never arrived.
+    pub files_lost: usize,
+    at: Instant,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -66,15 +100,19 @@ pub struct DemoReport {
     pub tcp_sent_bytes: u64,
     pub tcp_delivered_bytes: u64,
     pub tcp_intact_streams: usize,
+    /// Attempts cut by a failover (the destination saw a reset) and sent again.
+    pub tcp_resent: usize,
     /// Streams a destination saw closed cleanly with wrong content: must always be zero.
     pub tcp_false_complete: usize,
     pub udp_sent: u64,
     pub udp_delivered: u64,
-    pub files_sent: usize,
-    pub files: FolderCheck,
-    pub vault_uploaded: usize,
+    pub files: FilesCheck,
+    pub vault: FilesCheck,
+    /// Uploads downloaded byte for byte through RED's VIP (those the active RED delivered).
     pub vault_downloaded: usize,
-    pub vault_intact: usize,
+    pub vault_download_mismatch: usize,
+    pub failovers: Vec<Failover>,
+    pub failovers_asked: bool,
     pub fiber_dropped: u64,
     pub clean_shutdown: bool,
     /// Each node's dashboard (name, URL) and the credentials that open them.
@@ -90,18 +128,37 @@ impl DemoReport {
     }
 
     pub fn files_intact(&self) -> bool {
-        self.files.intact == self.files_sent && self.files.lost == 0 && self.files.extra == 0
+        self.files.delivered == self.files.sent && self.files.lost == 0 && self.files.duplicated == 0
     }
 
     pub fn vault_intact(&self) -> bool {
-        self.vault_intact == self.vault_uploaded && self.vault_downloaded == self.vault_uploaded
+        self.vault.delivered == self.vault.sent
+            && self.vault.lost == 0
+            && self.vault.duplicated == 0
+            && self.vault_download_mismatch == 0
     }
 
     pub fn ok(&self) -> bool {
-        self.tcp_intact() && self.files_intact() && self.vault_intact() && self.udp_delivered <= self.udp_sent
+        self.tcp_intact()
+            && self.files_intact()
+            && self.vault_intact()
+            && self.udp_delivered <= self.udp_sent
+            && (!self.failovers_asked || self.failovers.len() == 2)
     }
 
     pub fn json(&self) -> serde_json::Value {
+        let files = |check: &FilesCheck, intact: bool| {
+            serde_json::json!({
+                "sent": check.sent,
+                "delivered": check.delivered,
+                "lost": check.lost,
+                "duplicated": check.duplicated,
+                "intact": intact,
+            })
+        };
+        let mut vault = files(&self.vault, self.vault_intact());
+        vault["uploaded"] = self.vault.sent.into();
+        vault["downloaded"] = self.vault_downloaded.into();
         serde_json::json!({
             "channels": {
                 "tcp": {
@@ -109,6 +166,8 @@ impl DemoReport {
                     "delivered_bytes": self.tcp_delivered_bytes,
                     "streams": self.tcp_streams,
                     "intact_streams": self.tcp_intact_streams,
+                    "resent": self.tcp_resent,
+                    "false_complete": self.tcp_false_complete,
                     "intact": self.tcp_intact(),
                 },
                 "udp": {
@@ -117,24 +176,477 @@ impl DemoReport {
                     "lost": self.udp_sent.saturating_sub(self.udp_delivered),
                 },
             },
-            "files": {
-                "sent": self.files_sent,
-                "delivered": self.files.intact,
-                "lost": self.files.lost,
-                "duplicated": self.files.extra,
-                "intact": self.files_intact(),
-            },
-            "vault": {
-                "uploaded": self.vault_uploaded,
-                "downloaded": self.vault_downloaded,
-                "intact": self.vault_intact(),
-            },
+            "files": files(&self.files, self.files_intact()),
+            "vault": vault,
+            "failovers": self.failovers.iter().map(|f| serde_json::json!({
+                "side": f.side,
+                "killed": f.killed,
+                "took_over": f.took_over,
+                "takeover_ms": f.takeover_ms,
+                "files_lost": f.files_lost,
+            })).collect::<Vec<_>>(),
             "fiber_dropped": self.fiber_dropped,
             "clean_shutdown": self.clean_shutdown,
             "elapsed_ms": self.elapsed.as_millis() as u64,
             "ok": self.ok(),
         })
     }
+}
+
+/// What the load threads did, shared with the progress line and the checks.
+#[derive(Default)]
+struct Load {
+    /// Dropped files and uploads: name → (content, when it was handed over).
+    files: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
+    uploads: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
+    upload_errors: Mutex<Vec<String>>,
+    udp_sent: AtomicU64,
+    /// Logical streams finished (delivered intact, or given up after three attempts), attempts resent.
+    streams_done: AtomicUsize,
+    streams_resent: AtomicUsize,
+    /// Every attempt: id → (length, BLAKE3).
+    attempts: Mutex<HashMap<u64, (u64, [u8; 32])>>,
+    /// Logical streams that arrived intact (under one of their attempts).
+    streams_intact: AtomicUsize,
+}
+
+/// Runs the demo.
+pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
+    let started = Instant::now();
+    let pairs_options = PairsOptions { link: options.link.clone(), management: true, ..PairsOptions::default() };
+    let mut lab = PairsLab::start(loopback_net(), &pairs_options)?;
+    let dashboards: Vec<(String, String)> = lab
+        .blues
+        .iter()
+        .chain(&lab.reds)
+        .filter_map(|node| node.management.map(|api| (node.name.clone(), format!("http://{api}/"))))
+        .collect();
+    let credentials = lab.credentials.clone().unwrap_or_default();
+    let load = Arc::new(Load::default());
+    let threads = start_load(&lab, options, &load);
+
+    let load_start = Instant::now();
+    let progress = Progress::new();
+    let mut failovers = Vec::new();
+    let plan: Vec<(&'static str, Duration)> = if options.failovers {
+        vec![("blue", options.load_time / 3), ("red", options.load_time * 2 / 3)]
+    } else {
+        Vec::new()
+    };
+    for (side, at) in &plan {
+        while load_start.elapsed() < *at {
+            progress.show(&lab, &load, options);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        failovers.push(fail_over(&mut lab, side, &progress, &load, options)?);
+    }
+    while threads.iter().any(|t| !t.is_finished()) {
+        progress.show(&lab, &load, options);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for thread in threads {
+        thread.join().map_err(|_| "a load thread panicked".to_string())?;
+    }
+    if let Some(error) = load.upload_errors.lock().ok().and_then(|e| e.first().cloned()) {
+        return Err(error);
+    }
+
+    // Everything in flight may arrive.
+    let deadline = Instant::now() + options.timeout;
+    let files = load.files.lock().map(|f| f.clone()).unwrap_or_default();
+    let uploads = load.uploads.lock().map(|f| f.clone()).unwrap_or_default();
+    let check_both = |lab: &PairsLab| (check(&files, &lab.red_files), check(&uploads, &lab.red_vaults));
+    let (mut files_check, mut vault_check) = check_both(&lab);
+    while (files_check.lost > 0 || vault_check.lost > 0) && Instant::now() < deadline {
+        progress.show(&lab, &load, options);
+        std::thread::sleep(Duration::from_millis(250));
+        (files_check, vault_check) = check_both(&lab);
+    }
+    // UDP trails by the flush time; wait until it stops growing.
+    let mut last = usize::MAX;
+    while lab.udp_sink.count() != last && Instant::now() < deadline {
+        last = lab.udp_sink.count();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    progress.finish();
+    attribute_losses(&mut failovers, &files, &uploads, &lab);
+    let (vault_downloaded, vault_download_mismatch) = download_active(&lab, &uploads);
+    let (_, false_complete, delivered) =
+        compare(&load.attempts.lock().map(|a| a.clone()).unwrap_or_default(), &lab.tcp_sink);
+
+    if options.keep_running {
+        println!(
+            "checks: TCP {}/{} streams intact, files {}/{} ({} lost, {} duplicated), vault {}/{} ({} downloaded), UDP {}/{} datagrams",
+            load.streams_intact.load(Ordering::Relaxed),
+            options.streams,
+            files_check.delivered,
+            files_check.sent,
+            files_check.lost,
+            files_check.duplicated,
+            vault_check.delivered,
+            vault_check.sent,
+            vault_downloaded,
+            lab.udp_sink.count(),
+            load.udp_sent.load(Ordering::Relaxed)
+        );
+        println!("\nThe demo keeps running; press Ctrl-C to stop it and remove everything.");
+        for (name, url) in &dashboards {
+            println!("  {name:<6} dashboard {url}");
+        }
+        println!("  user {}, password {}", credentials.0, credentials.1);
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let clean_shutdown = lab.stop();
+    let logs = lab.logs();
+    // fiber-sim writes its counts when it stops.
+    let fiber_dropped = std::fs::read_dir(lab.dir.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|item| {
+            item.file_name().to_string_lossy().starts_with("fiber-")
+                && item.path().extension().is_some_and(|e| e == "json")
+        })
+        .map(|item| {
+            let stats = crate::lab::Lab::status(&item.path());
+            ["dropped_loss", "dropped_burst"]
+                .iter()
+                .filter_map(|k| stats.get(*k).and_then(serde_json::Value::as_u64))
+                .sum::<u64>()
+        })
+        .sum();
+    let attempts = load.attempts.lock().map(|a| a.clone()).unwrap_or_default();
+    Ok(DemoReport {
+        tcp_streams: options.streams,
+        tcp_sent_bytes: attempts.values().map(|(len, _)| *len).sum(),
+        tcp_delivered_bytes: delivered,
+        tcp_intact_streams: load.streams_intact.load(Ordering::Relaxed),
+        tcp_resent: load.streams_resent.load(Ordering::Relaxed),
+        tcp_false_complete: false_complete,
+        udp_sent: load.udp_sent.load(Ordering::Relaxed),
+        udp_delivered: lab.udp_sink.count() as u64,
+        files: files_check,
+        vault: vault_check,
+        vault_downloaded,
+        vault_download_mismatch,
+        failovers,
+        failovers_asked: options.failovers,
+        fiber_dropped,
+        clean_shutdown,
+        dashboards,
+        credentials,
+        elapsed: started.elapsed(),
+        logs,
+    })
+}
+
+/// Kills the side's active node, waits for its peer to take over, and starts it again as standby.
+fn fail_over(
+    lab: &mut PairsLab,
+    side: &'static str,
+    progress: &Progress,
+    load: &Load,
+    options: &DemoOptions,
+) -> Result<Failover, String> {
+    let victim = lab.active(side).ok_or_else(|| format!("no single active {side} node before the failover"))?;
+    let survivor = 1 - victim;
+    let killed = lab.nodes(side)[victim].name.clone();
+    progress.say(&format!("kill -9 {killed} (the active {side} node)"));
+    let at = Instant::now();
+    lab.nodes_mut(side)[victim].kill();
+    if !lab.wait_active(side, survivor, Duration::from_secs(10)) {
+        return Err(format!("{side}: the standby did not take over:\n{}", lab.logs()));
+    }
+    let takeover_ms = elapsed_ms(at);
+    let took_over = lab.nodes(side)[survivor].name.clone();
+    progress.say(&format!("{took_over} took over in {takeover_ms} ms; {killed} restarts as standby"));
+    lab.nodes_mut(side)[victim].start()?;
+    progress.show(lab, load, options);
+    Ok(Failover { side, killed, took_over, takeover_ms, files_lost: 0, at })
+}
+
+/// Splits the lost files and uploads between the failovers by when they were handed over.
+fn attribute_losses(
+    failovers: &mut [Failover],
+    files: &BTreeMap<String, (Vec<u8>, Instant)>,
+    uploads: &BTreeMap<String, (Vec<u8>, Instant)>,
+    lab: &PairsLab,
+) {
+    let lost = |sent: &BTreeMap<String, (Vec<u8>, Instant)>, folders: &[std::path::PathBuf]| -> Vec<Instant> {
+        let found: Vec<BTreeMap<String, Vec<u8>>> = folders.iter().map(|f| visible_files(f)).collect();
+        sent.iter()
+            .filter(|(name, (bytes, _))| !found.iter().any(|folder| folder.get(*name) == Some(bytes)))
+            .map(|(_, (_, at))| *at)
+            .collect()
+    };
+    let mut missing = lost(files, &lab.red_files);
+    missing.extend(lost(uploads, &lab.red_vaults));
+    for at in missing {
+        // The last failover before it, else the first.
+        let index = failovers.iter().rposition(|f| f.at <= at).unwrap_or(0);
+        if let Some(failover) = failovers.get_mut(index) {
+            failover.files_lost += 1;
+        }
+    }
+}
+
+/// Starts the load threads: TCP streams, UDP datagrams, dropped files and vault uploads, each spread
+/// over the load time so that the failovers happen mid-transfer.
+fn start_load(lab: &PairsLab, options: &DemoOptions, load: &Arc<Load>) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    let spread = |count: usize| options.load_time / (count.max(1) as u32);
+    // TCP: four clients, each sending its share of the streams in turn; a stream that does not
+    // arrive intact (cut by a failover) is sent again under a new id, up to three times.
+    let sizes = Arc::new(Mutex::new(mixed_sizes(options.streams, options.max_stream_bytes, options.link.seed)));
+    for worker in 0..4u64 {
+        let (load, sizes, sink) = (Arc::clone(load), Arc::clone(&sizes), Arc::clone(&lab.tcp_sink.received));
+        let (target, pause) = (lab.tcp_listen, spread(options.streams) * 4);
+        threads.push(std::thread::spawn(move || {
+            let mut logical = worker;
+            loop {
+                let Some(size) = sizes.lock().ok().and_then(|mut s| s.pop()) else { return };
+                logical += 4;
+                let mut intact = false;
+                for attempt in 0..3u64 {
+                    let id = logical * 10 + attempt;
+                    if attempt > 0 {
+                        load.streams_resent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let Some(sent) = send_retrying(target, id, size) else { continue };
+                    if let Ok(mut attempts) = load.attempts.lock() {
+                        attempts.insert(id, sent);
+                    }
+                    let arrived = crate::lab::wait_for(Duration::from_secs(8), || {
+                        sink.lock().is_ok_and(|r| r.iter().any(|x| x.id == id && x.len == sent.0))
+                    });
+                    let clean = sink
+                        .lock()
+                        .is_ok_and(|r| r.iter().any(|x| x.id == id && x.clean && x.len == sent.0 && x.hash == sent.1));
+                    if arrived && clean {
+                        intact = true;
+                        break;
+                    }
+                }
+                if intact {
+                    load.streams_intact.fetch_add(1, Ordering::Relaxed);
+                }
+                load.streams_done.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(pause);
+            }
+        }));
+    }
+    {
+        let (load, target, count) = (Arc::clone(load), lab.udp_listen, options.datagrams);
+        let pause = spread(count);
+        threads.push(std::thread::spawn(move || {
+            let Ok(socket) = UdpSocket::bind((target.ip(), 0)) else { return };
+            for id in 0..count as u64 {
+                let mut payload = id.to_be_bytes().to_vec();
+                payload.resize(64 + (id as usize * 37) % 900, (id % 251) as u8);
+                // While the VIP moves the datagram goes nowhere: a counted loss like any other.
+                let _ = socket.send_to(&payload, target);
+                load.udp_sent.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(pause);
+            }
+        }));
+    }
+    {
+        let (load, folder, count, max) =
+            (Arc::clone(load), lab.drop_folder.clone(), options.files, options.max_file_bytes);
+        let pause = spread(count);
+        threads.push(std::thread::spawn(move || {
+            for (index, size) in mixed_sizes(count, max, 7).into_iter().enumerate() {
+                let size = if index == 0 { 0 } else { size };
+                let name = format!("plant-{}/line {}/report-{index:03}.dat", index % 3, index % 4);
+                let bytes = file_content(1000 + index as u64, size);
+                // Written under a dot name and renamed in whole, as careful writers do.
+                let staging = folder.join(format!(".incoming-{index}"));
+                let target = folder.join(&name);
+                let placed = write_file(&staging, &bytes).is_ok()
+                    && target.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+                    && std::fs::rename(&staging, &target).is_ok();
+                if placed {
+                    if let Ok(mut files) = load.files.lock() {
+                        files.insert(name, (bytes, Instant::now()));
+                    }
+                }
+                std::thread::sleep(pause);
+            }
+        }));
+    }
+    {
+        let (load, target, count) = (Arc::clone(load), lab.vault_upload, options.uploads);
+        let pause = spread(count);
+        threads.push(std::thread::spawn(move || {
+            for index in 0..count {
+                let name = format!("upload-{index:02}.bin");
+                let bytes = file_content(5000 + index as u64, 1000 + index * 150_000);
+                match upload(target, &name, &bytes, index % 4 == 3) {
+                    Ok(()) => {
+                        if let Ok(mut uploads) = load.uploads.lock() {
+                            uploads.insert(name, (bytes, Instant::now()));
+                        }
+                    }
+                    Err(error) => {
+                        if let Ok(mut errors) = load.upload_errors.lock() {
+                            errors.push(error);
+                        }
+                    }
+                }
+                std::thread::sleep(pause);
+            }
+        }));
+    }
+    threads
+}
+
+/// Sends one stream, retrying the connection while no node holds the VIP.
+fn send_retrying(target: SocketAddr, id: u64, size: usize) -> Option<(u64, [u8; 32])> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match send_stream(target, id, size) {
+            Ok(sent) => return Some(sent),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    None
+}
+
+/// Uploads one file (PUT, or a one-part multipart form), retrying while the VIP moves; an upload is
+/// done once BLUE answered 201 (it is then in the spools of both BLUE nodes).
+fn upload(target: SocketAddr, name: &str, bytes: &[u8], multipart_form: bool) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let answer = if multipart_form {
+            let (body, content_type) = multipart(&[(name, bytes)]);
+            request(target, "POST", "/upload", &[("Content-Type", &content_type)], &body)
+        } else {
+            request(target, "PUT", &format!("/upload/{name}"), &[], bytes)
+        };
+        match answer {
+            Ok(answer) if answer.status == 201 => return Ok(()),
+            Ok(answer) => last = format!("answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body)),
+            Err(error) => last = error,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("vault upload of {name} failed: {last}"))
+}
+
+/// Compares the REDs' folders with what was handed over.
+fn check(sent: &BTreeMap<String, (Vec<u8>, Instant)>, folders: &[std::path::PathBuf]) -> FilesCheck {
+    let found: Vec<BTreeMap<String, Vec<u8>>> = folders.iter().map(|f| visible_files(f)).collect();
+    let mut result = FilesCheck { sent: sent.len(), ..FilesCheck::default() };
+    for (name, (bytes, _)) in sent {
+        match found.iter().filter(|folder| folder.get(name) == Some(bytes)).count() {
+            0 => result.lost += 1,
+            1 => result.delivered += 1,
+            _ => {
+                result.delivered += 1;
+                result.duplicated += 1;
+            }
+        }
+    }
+    result.duplicated += found.iter().flat_map(|folder| folder.keys()).filter(|name| !sent.contains_key(*name)).count();
+    result
+}
+
+/// Downloads, through RED's VIP, every upload the active RED holds; returns (downloaded intact, wrong).
+fn download_active(lab: &PairsLab, uploads: &BTreeMap<String, (Vec<u8>, Instant)>) -> (usize, usize) {
+    let Some(active) = lab.active("red") else { return (0, 0) };
+    let held = visible_files(&lab.red_vaults[active]);
+    let (mut downloaded, mut wrong) = (0, 0);
+    for (name, (bytes, _)) in uploads.iter().filter(|(name, _)| held.contains_key(*name)) {
+        match request(lab.vault_download, "GET", &format!("/files/{name}"), &[], b"") {
+            Ok(answer) if answer.status == 200 && answer.body == *bytes => downloaded += 1,
+            _ => wrong += 1,
+        }
+    }
+    (downloaded, wrong)
+}
+
+/// The progress line: per channel what went and arrived, and the current actives. Rewritten in place
+/// on a terminal, printed every few seconds otherwise.
+struct Progress {
+    terminal: bool,
+    start: Instant,
+    last: Mutex<Instant>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { terminal: std::io::stderr().is_terminal(), start: Instant::now(), last: Mutex::new(Instant::now()) }
+    }
+
+    fn show(&self, lab: &PairsLab, load: &Load, options: &DemoOptions) {
+        if !self.terminal {
+            let mut last = match self.last.lock() {
+                Ok(last) => last,
+                Err(_) => return,
+            };
+            if last.elapsed() < Duration::from_secs(5) {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let active = |side: &str| lab.active(side).map_or("-".to_string(), |i| lab.nodes(side)[i].name.clone());
+        let arrived = |folders: &[std::path::PathBuf]| folders.iter().map(|f| count_files(f)).sum::<usize>();
+        let received = lab.tcp_sink.received.lock().map(|r| r.iter().map(|x| x.len).sum::<u64>()).unwrap_or(0);
+        let line = format!(
+            "[{:>3}s] active: {} {} | tcp {}/{} streams {:.1} MB | udp {}/{} | files {}/{} | vault {}/{}",
+            self.start.elapsed().as_secs(),
+            active("blue"),
+            active("red"),
+            load.streams_intact.load(Ordering::Relaxed),
+            options.streams,
+            received as f64 / 1e6,
+            lab.udp_sink.count(),
+            load.udp_sent.load(Ordering::Relaxed),
+            arrived(&lab.red_files),
+            load.files.lock().map_or(0, |f| f.len()),
+            arrived(&lab.red_vaults),
+            load.uploads.lock().map_or(0, |f| f.len()),
+        );
+        if self.terminal {
+            eprint!("\r{line:<120}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn say(&self, text: &str) {
+        if self.terminal {
+            eprintln!();
+        }
+        eprintln!("[{:>3}s] {text}", self.start.elapsed().as_secs());
+    }
+
+    fn finish(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+fn count_files(folder: &Path) -> usize {
+    let mut count = 0;
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if item.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            match item.file_type() {
+                Ok(kind) if kind.is_dir() => stack.push(item.path()),
+                Ok(_) => count += 1,
+                Err(_) => {}
+            }
+        }
+    }
+    count
 }
 
 /// Stream sizes from 1 byte to `max`, spread over orders of magnitude.
@@ -217,246 +729,4 @@ pub fn compare(sent: &HashMap<u64, (u64, [u8; 32])>, sink: &TcpSink) -> (usize, 
         }
     }
     (intact, false_complete, delivered)
-}
-
-/// Runs the demo.
-pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
-    let started = Instant::now();
-    let net = loopback_net();
-    let source_ip = Lab::ip(net, 1);
-    let sink_ip = Lab::ip(net, 4);
-    let tcp_sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip)?)))?;
-    // RED delivers the UDP channel to a multicast group of this lab's own, through loopback.
-    let group = Ipv4Addr::new(239, net[1], net[2], 1);
-    let udp_sink = UdpSink::start(SocketAddr::from((group, free_port(Ipv4Addr::LOCALHOST)?)), Some(group))?;
-    let tcp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
-    let udp_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
-    let upload_listen = SocketAddr::from((source_ip, free_port(source_ip)?));
-    let red_ip = Lab::ip(net, 2);
-    let download_listen = SocketAddr::from((red_ip, free_port(red_ip)?));
-    let data = TempDir::new("diode-demo-data")?;
-    let (drop_folder, files_out) = (data.path().join("blue-drop"), data.path().join("red-files"));
-    let (spool, vault_out) = (data.path().join("blue-vault-spool"), data.path().join("red-vault"));
-    let channels = vec![
-        ChannelPlan {
-            number: 1,
-            kind: "tcp",
-            name: "historian".into(),
-            listen: tcp_listen,
-            multicast_group: None,
-            destinations: vec![tcp_sink.addr],
-            red_extra: String::new(),
-            blue_extra: String::new(),
-        },
-        ChannelPlan {
-            number: 2,
-            kind: "udp",
-            name: "telemetry".into(),
-            listen: udp_listen,
-            multicast_group: None,
-            destinations: vec![udp_sink.addr],
-            red_extra: "multicast_interface = \"127.0.0.1\"\n".into(),
-            blue_extra: String::new(),
-        },
-        ChannelPlan {
-            number: 3,
-            kind: "files",
-            name: "reports".into(),
-            listen: tcp_listen,
-            multicast_group: None,
-            destinations: Vec::new(),
-            red_extra: format!("folder = \"{}\"\n", files_out.display()),
-            blue_extra: format!("folder = \"{}\"\nsettle_ms = 500\nrescan_s = 2\n", drop_folder.display()),
-        },
-        ChannelPlan {
-            number: 4,
-            kind: "vault",
-            name: "vault".into(),
-            listen: upload_listen,
-            multicast_group: None,
-            destinations: Vec::new(),
-            red_extra: format!("folder = \"{}\"\nlisten = \"{download_listen}\"\n", vault_out.display()),
-            blue_extra: format!("spool = \"{}\"\n", spool.display()),
-        },
-    ];
-    // Every node gets its management API and dashboard, with a password made for this run.
-    let password = connectors::spool::new_file_id()[..16].to_string();
-    let password_hash = connectors::management::hash_secret(&password)?;
-    let management = |host: u8| -> Result<(String, SocketAddr), String> {
-        let ip = Lab::ip(net, host);
-        let listen = SocketAddr::from((ip, free_port(ip)?));
-        let section = format!(
-            "\n[management]\nlisten = \"{listen}\"\nusername = \"operator\"\npassword_hash = \"{password_hash}\"\n"
-        );
-        Ok((section, listen))
-    };
-    let (blue_management, blue_dashboard) = management(201)?;
-    let (red_management, red_dashboard) = management(202)?;
-    let extra = LabExtra { blue: blue_management, red: red_management };
-    let dashboards = vec![
-        ("blue1".to_string(), format!("http://{blue_dashboard}/")),
-        ("red1".to_string(), format!("http://{red_dashboard}/")),
-    ];
-    let lab = Lab::start_with(net, &options.link, &channels, None, &extra)?;
-
-    let sizes = mixed_sizes(options.streams, options.max_stream_bytes, options.link.seed);
-    let udp_sender = {
-        let count = options.datagrams;
-        std::thread::spawn(move || -> Result<u64, String> {
-            let socket = UdpSocket::bind((source_ip, 0)).map_err(|e| e.to_string())?;
-            for id in 0..count as u64 {
-                let mut payload = id.to_be_bytes().to_vec();
-                payload.resize(64 + (id as usize * 37) % 900, (id % 251) as u8);
-                socket.send_to(&payload, udp_listen).map_err(|e| e.to_string())?;
-                // A steady telemetry-like flow rather than one burst into BLUE's receive buffer.
-                std::thread::sleep(Duration::from_micros(300));
-            }
-            Ok(count as u64)
-        })
-    };
-    let dropped = drop_files(&drop_folder, options.files, options.max_file_bytes)?;
-    let uploads = upload_files(upload_listen, options.uploads)?;
-    let sent = send_streams(tcp_listen, &sizes, 8)?;
-    let udp_sent = udp_sender.join().map_err(|_| "UDP sender panicked".to_string())??;
-
-    let deadline = Instant::now() + options.timeout;
-    while tcp_sink.streams() < sizes.len() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while Instant::now() < deadline {
-        let red = lab.red_status();
-        let done = |kind: &str, count: usize| {
-            files_counter(&red, kind, "delivered") + files_counter(&red, kind, "failed_total") >= count as u64
-        };
-        if done("files", dropped.len()) && done("vault", uploads.len()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let files = check_folder(&dropped, &files_out);
-    let (vault_downloaded, vault_intact) = download_all(download_listen, &uploads);
-    // UDP trails by the flush time; wait until it stops growing.
-    let mut last = usize::MAX;
-    while udp_sink.count() != last && Instant::now() < deadline {
-        last = udp_sink.count();
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    let (intact, false_complete, delivered) = compare(&sent, &tcp_sink);
-    if options.keep_running {
-        println!(
-            "checks: TCP {intact}/{} streams intact, files {}/{} intact ({} extra), vault {vault_intact}/{} downloads intact, UDP {}/{udp_sent} datagrams",
-            sizes.len(),
-            files.intact,
-            dropped.len(),
-            files.extra,
-            uploads.len(),
-            udp_sink.count()
-        );
-        println!("\nThe demo keeps running; press Ctrl-C to stop it and remove everything.");
-        for (name, url) in &dashboards {
-            println!("  {name:<6} dashboard {url}");
-        }
-        println!("  user operator, password {password}");
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-    let mut lab = lab;
-    let clean_shutdown = lab.stop();
-    let logs = format!("--- blue-tx\n{}\n--- red-rx\n{}", lab.log("blue.log"), lab.log("red.log"));
-    // fiber-sim writes its counts when it stops.
-    let fiber_dropped = (1..=2)
-        .map(|i| Lab::status(&lab.dir.path().join(format!("fiber{i}.json"))))
-        .map(|stats| {
-            ["dropped_loss", "dropped_burst"]
-                .iter()
-                .filter_map(|k| stats.get(*k).and_then(serde_json::Value::as_u64))
-                .sum::<u64>()
-        })
-        .sum();
-    Ok(DemoReport {
-        tcp_streams: sizes.len(),
-        tcp_sent_bytes: sent.values().map(|(len, _)| *len).sum(),
-        tcp_delivered_bytes: delivered,
-        tcp_intact_streams: intact,
-        tcp_false_complete: false_complete,
-        udp_sent,
-        udp_delivered: udp_sink.count() as u64,
-        files_sent: dropped.len(),
-        files,
-        vault_uploaded: uploads.len(),
-        vault_downloaded,
-        vault_intact,
-        fiber_dropped,
-        clean_shutdown,
-        dashboards,
-        credentials: ("operator".to_string(), password),
-        elapsed: started.elapsed(),
-        logs,
-    })
-}
-
-/// Drops `count` files in nested folders of BLUE's drop folder (from empty up to `max` bytes), each
-/// written under a temporary dot name and renamed in whole, as careful writers do.
-fn drop_files(folder: &Path, count: usize, max: usize) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let mut dropped = BTreeMap::new();
-    for (index, size) in mixed_sizes(count, max, 7).into_iter().enumerate() {
-        let size = if index == 0 { 0 } else { size };
-        let name = format!("plant-{}/line {}/report-{index:03}.dat", index % 3, index % 4);
-        let bytes = file_content(1000 + index as u64, size);
-        let staging = folder.join(format!(".incoming-{index}"));
-        write_file(&staging, &bytes)?;
-        let target = folder.join(&name);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
-        }
-        std::fs::rename(&staging, &target).map_err(|e| e.to_string())?;
-        dropped.insert(name, bytes);
-    }
-    Ok(dropped)
-}
-
-/// Uploads `count` files to BLUE's vault: half one by one with PUT, the rest in one multipart form.
-fn upload_files(addr: SocketAddr, count: usize) -> Result<BTreeMap<String, Vec<u8>>, String> {
-    let files: Vec<(String, Vec<u8>)> =
-        (0..count).map(|i| (format!("upload-{i:02}.bin"), file_content(5000 + i as u64, 1000 + i * 150_000))).collect();
-    let (single, form) = files.split_at(count / 2);
-    for (name, bytes) in single {
-        let answer = request(addr, "PUT", &format!("/upload/{name}"), &[], bytes)?;
-        if answer.status != 201 {
-            return Err(format!(
-                "vault upload of {name} answered {}: {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            ));
-        }
-    }
-    if !form.is_empty() {
-        let parts: Vec<(&str, &[u8])> = form.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
-        let (body, content_type) = multipart(&parts);
-        let answer = request(addr, "POST", "/upload", &[("Content-Type", &content_type)], &body)?;
-        if answer.status != 201 {
-            return Err(format!(
-                "vault multipart upload answered {}: {}",
-                answer.status,
-                String::from_utf8_lossy(&answer.body)
-            ));
-        }
-    }
-    Ok(files.into_iter().collect())
-}
-
-/// Downloads every uploaded file from RED's vault; returns how many downloaded and how many matched.
-fn download_all(addr: SocketAddr, uploads: &BTreeMap<String, Vec<u8>>) -> (usize, usize) {
-    let mut downloaded = 0;
-    let mut intact = 0;
-    for (name, bytes) in uploads {
-        if let Ok(answer) = request(addr, "GET", &format!("/files/{name}"), &[], b"") {
-            if answer.status == 200 {
-                downloaded += 1;
-                intact += usize::from(answer.body == *bytes);
-            }
-        }
-    }
-    (downloaded, intact)
 }

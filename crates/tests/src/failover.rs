@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::folders::{file_content, visible_files, write_file};
 use crate::lab::{loopback_net, stream_content, LinkPlan};
 use crate::pairs::{elapsed_ms, PairsLab, PairsOptions};
+use crate::roundtrip::Rng;
 
 #[derive(Clone, Debug)]
 pub struct FailoverOptions {
@@ -67,22 +68,6 @@ pub struct FailoverReport {
     pub lost_names: Vec<String>,
     pub duplicated_names: Vec<String>,
     pub ok: bool,
-}
-
-/// A small deterministic generator for sizes and pauses.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// A TCP stream the client wrote whole: id, length, BLAKE3.

@@ -76,20 +76,23 @@ enum Command {
         #[arg(long, default_value_t = 255)]
         ttl: u32,
     },
-    /// Starts blue-tx, red-rx and two fiber-sim processes on loopback (no root needed), sends
-    /// concurrent TCP streams of mixed sizes, a flow of UDP datagrams, files dropped in nested folders
-    /// and HTTP vault uploads through them, and checks that every TCP stream arrived byte-identical and
-    /// cleanly closed, every file arrived exactly once and byte-identical, every upload downloads byte
-    /// for byte from RED's vault, and how many datagrams arrived. Exits non-zero unless all of that
-    /// holds. Cleans up every process and temporary file.
+    /// The whole product on loopback, no root: a BLUE pair and a RED pair (two blue-tx, two red-rx,
+    /// each pair electing its active node and replicating over its pair channel) and four fiber-sim
+    /// processes cross-connecting them with a little loss and bursts. Concurrent TCP streams, a UDP
+    /// flow, files dropped in nested folders and HTTP vault uploads run for --load-seconds; a third of
+    /// the way in the active BLUE is killed -9, two thirds in the active RED, and each comes back as
+    /// standby. Shows progress, then a table (or --json): per channel sent, delivered and intact, and
+    /// each failover's takeover time and files lost. Exits non-zero unless every TCP stream, file and
+    /// upload is intact, no file was lost or delivered twice, and both failovers happened. Cleans up
+    /// every process and temporary file.
     Demo {
         /// Concurrent TCP streams (sizes from 1 byte to --max-stream-bytes).
         #[arg(long, default_value_t = 24)]
         streams: usize,
         #[arg(long, default_value_t = 8 << 20)]
         max_stream_bytes: usize,
-        /// UDP datagrams to send.
-        #[arg(long, default_value_t = 2000)]
+        /// UDP datagrams to send (spread over the load time).
+        #[arg(long, default_value_t = 6000)]
         datagrams: usize,
         /// Files dropped in BLUE's drop folder (sizes from 0 bytes to --max-file-bytes).
         #[arg(long, default_value_t = 60)]
@@ -97,14 +100,20 @@ enum Command {
         #[arg(long, default_value_t = 16 << 20)]
         max_file_bytes: usize,
         /// Files uploaded to BLUE's HTTP vault.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 12)]
         uploads: usize,
-        /// Uniform loss on each fiber, in percent.
-        #[arg(long, default_value_t = 0.5)]
+        /// Uniform loss on each fiber, in percent (plus short bursts).
+        #[arg(long, default_value_t = 0.2)]
         loss: f64,
         /// Repair in percent of a block's source symbols.
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 15.0)]
         repair: f64,
+        /// How long the load runs.
+        #[arg(long, default_value_t = 30)]
+        load_seconds: u64,
+        /// Run the load without killing anything.
+        #[arg(long)]
+        no_failover: bool,
         /// Fiber rate in Mbit/s.
         #[arg(long, default_value_t = 1000.0)]
         rate_mbps: f64,
@@ -222,6 +231,8 @@ fn main() -> ExitCode {
             uploads,
             loss,
             repair,
+            load_seconds,
+            no_failover,
             rate_mbps,
             seed,
             json,
@@ -235,9 +246,11 @@ fn main() -> ExitCode {
                 max_file_bytes,
                 uploads,
                 keep_running,
+                load_time: std::time::Duration::from_secs(load_seconds),
+                failovers: !no_failover,
                 link: LinkPlan {
                     loss_percent: loss,
-                    burst: Some((0.2, 25.0)),
+                    burst: Some((0.05, 12.5)),
                     repair_percent: repair,
                     rate_mbps,
                     seed,
@@ -376,8 +389,18 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
     }
     if !json {
         println!(
-            "diode-lab demo: blue-tx -> 2 x fiber-sim ({} % loss, bursts) -> red-rx, {} TCP streams up to {} bytes, {} UDP datagrams, {} dropped files, {} vault uploads",
-            options.link.loss_percent, options.streams, options.max_stream_bytes, options.datagrams, options.files, options.uploads
+            "diode-lab demo: a BLUE pair and a RED pair, four fiber-sims cross-connected ({} % loss, bursts, {} % repair); \
+             {} TCP streams up to {} bytes, {} UDP datagrams, {} dropped files up to {} bytes, {} vault uploads over {} s{}",
+            options.link.loss_percent,
+            options.link.repair_percent,
+            options.streams,
+            options.max_stream_bytes,
+            options.datagrams,
+            options.files,
+            options.max_file_bytes,
+            options.uploads,
+            options.load_time.as_secs(),
+            if options.failovers { "; kill -9 of the active BLUE, then of the active RED" } else { "" }
         );
     }
     let report = match tests::demo::run(options) {
@@ -390,55 +413,57 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
     if json {
         println!("{}", report.json());
     } else {
-        println!("{:<8} {:>16} {:>16} {:>9} {:>9}", "channel", "sent", "delivered", "items", "intact");
-        println!(
-            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+        let row = |channel: &str, sent: String, delivered: String, intact: String| {
+            println!("{channel:<8} {sent:>20} {delivered:>22} {intact:>24}");
+        };
+        row("channel", "sent".into(), "delivered".into(), "intact".into());
+        row(
             "tcp",
-            format!("{} B", report.tcp_sent_bytes),
-            format!("{} B", report.tcp_delivered_bytes),
-            report.tcp_streams,
-            report.tcp_intact_streams
+            format!("{} streams", report.tcp_streams),
+            format!("{:.1} MB", report.tcp_delivered_bytes as f64 / 1e6),
+            format!("{} ({} resent)", report.tcp_intact_streams, report.tcp_resent),
         );
-        println!(
-            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+        row(
             "udp",
-            format!("{} dgrams", report.udp_sent),
-            format!("{} dgrams", report.udp_delivered),
-            report.udp_sent,
-            "-"
+            format!("{} datagrams", report.udp_sent),
+            format!("{} datagrams", report.udp_delivered),
+            format!("{} lost, counted", report.udp_sent.saturating_sub(report.udp_delivered)),
         );
-        println!(
-            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+        let files = |check: &tests::demo::FilesCheck| {
+            format!("{} ({} lost, {} twice)", check.delivered, check.lost, check.duplicated)
+        };
+        row(
             "files",
-            format!("{} files", report.files_sent),
-            format!("{} files", report.files.intact),
-            report.files_sent,
-            report.files.intact
+            format!("{} files", report.files.sent),
+            format!("{} files", report.files.delivered),
+            files(&report.files),
         );
-        println!(
-            "{:<8} {:>16} {:>16} {:>9} {:>9}",
+        row(
             "vault",
-            format!("{} uploads", report.vault_uploaded),
-            format!("{} downloads", report.vault_downloaded),
-            report.vault_uploaded,
-            report.vault_intact
+            format!("{} uploads", report.vault.sent),
+            format!("{} ({} via VIP)", report.vault.delivered, report.vault_downloaded),
+            files(&report.vault),
         );
-        if report.files.lost + report.files.extra > 0 {
-            println!("files lost {}, delivered twice {}", report.files.lost, report.files.extra);
+        println!();
+        println!("{:<8} {:<10} {:<12} {:>12} {:>11}", "failover", "killed", "took over", "takeover", "files lost");
+        for failover in &report.failovers {
+            println!(
+                "{:<8} {:<10} {:<12} {:>9} ms {:>11}",
+                failover.side, failover.killed, failover.took_over, failover.takeover_ms, failover.files_lost
+            );
         }
         println!(
-            "fibers dropped {} datagrams; {} UDP datagrams lost (counted, best effort); clean shutdown: {}; {:.1} s",
+            "\nfibers dropped {} datagrams; clean shutdown: {}; {:.1} s",
             report.fiber_dropped,
-            report.udp_sent.saturating_sub(report.udp_delivered),
             report.clean_shutdown,
             report.elapsed.as_secs_f64()
         );
         println!(
             "{}",
             if report.ok() {
-                "OK: every TCP stream, file and vault download intact, each file exactly once"
+                "OK: every TCP stream, file and vault upload intact, each file exactly once, through both failovers"
             } else {
-                "FAILED: not every TCP stream, file or vault download intact"
+                "FAILED: not every TCP stream, file or vault upload intact, or a failover did not happen"
             }
         );
     }
