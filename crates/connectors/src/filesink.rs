@@ -851,4 +851,106 @@ mod tests {
         assert_eq!(failed.values().sum::<u64>(), 4);
         std::fs::remove_dir_all(&f.root).unwrap();
     }
+
+    /// The visible file names directly in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn paired(root: &Path) -> FileSink {
+        let config = FileSinkConfig {
+            channel: 3,
+            folder: root.join("out"),
+            quarantine: root.join("quarantine"),
+            ledger: root.join("ledger.jsonl"),
+            ledger_entries: 1000,
+            on_failure: OnFailure::Quarantine,
+            max_file_size: 1 << 20,
+        };
+        let pair = FileSinkPair { node: "red2".into(), shadow_files: 2, replicator: Replicator::unconnected() };
+        FileSink::open(config, Arc::new(FileSinkStats::default()), Some(pair)).unwrap()
+    }
+
+    fn entry(id: u8, node: &str) -> LedgerEntry {
+        LedgerEntry {
+            id: hex_encode(&[id; 16]),
+            blake3: String::new(),
+            session: "1".into(),
+            epoch: 1,
+            stream: 0,
+            path: String::new(),
+            size: 0,
+            delivered_at: 0,
+            node: node.into(),
+        }
+    }
+
+    #[test]
+    fn a_standby_holds_files_in_shadow_and_delivers_only_what_the_active_did_not() {
+        let root = std::env::temp_dir().join(format!("filesink-shadow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut sink = paired(&root);
+        send(&mut sink, 1, "a.txt", 1, b"first", None);
+        send(&mut sink, 2, "b.txt", 2, b"second", None);
+        assert!(names_in(&root.join("out")).is_empty(), "a standby delivers nothing");
+        assert_eq!(sink.stats.shadow_held.load(Ordering::Relaxed), 2);
+        // The active delivered a.txt: the standby records it and drops its copy.
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        sink.handle(SinkEvent::PeerDelivered { entry: entry(1, "red1"), reply: Reply(reply) });
+        assert_eq!(answer.recv().unwrap(), Ok(()));
+        assert_eq!(sink.stats.shadow_held.load(Ordering::Relaxed), 1);
+        // A third file pushes nothing out (the limit is 2); a fourth drops the oldest held.
+        send(&mut sink, 3, "c.txt", 3, b"third", None);
+        send(&mut sink, 4, "d.txt", 4, b"fourth", None);
+        assert_eq!(sink.stats.shadow_evicted.load(Ordering::Relaxed), 1);
+        // Takeover: what the shadow holds is delivered, what the active delivered is not.
+        sink.handle(SinkEvent::Role { active: true });
+        assert_eq!(names_in(&root.join("out")), vec!["c.txt".to_string(), "d.txt".to_string()]);
+        assert_eq!(sink.stats.shadow_delivered.load(Ordering::Relaxed), 2);
+        // A resend of a.txt after the takeover is recognised.
+        send(&mut sink, 5, "a.txt", 1, b"first", None);
+        assert!(!root.join("out/a.txt").exists());
+        assert_eq!(sink.stats.duplicates.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn an_announced_delivery_is_finished_after_a_crash_only_if_the_peer_counted_on_it() {
+        let root = std::env::temp_dir().join(format!("filesink-pending-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut sink = paired(&root);
+        // Active: each delivery is announced (the standby is unreachable here, so it goes ahead).
+        sink.handle(SinkEvent::Role { active: true });
+        send(&mut sink, 1, "kept.txt", 1, b"kept", None);
+        assert!(root.join("out/kept.txt").exists());
+        drop(sink);
+        // Two deliveries announced and not placed when the node died.
+        let part_dir = root.join("out/.part");
+        for (id, name) in [(7u8, "counted.txt"), (8u8, "not-counted.txt")] {
+            let part = part_dir.join(format!("{id}.part"));
+            std::fs::write(&part, name).unwrap();
+            let mut announced = entry(id, "red2");
+            announced.blake3 = hex_encode(blake3::hash(name.as_bytes()).as_bytes());
+            announced.size = name.len() as u64;
+            let ready = Ready { entry: announced, name: name.into(), part: part.clone() };
+            std::fs::write(ready_note(&part), serde_json::to_vec(&ready).unwrap()).unwrap();
+        }
+        std::fs::write(part_dir.join("9.part"), b"half a file").unwrap();
+        let mut sink = paired(&root);
+        assert!(!part_dir.join("9.part").exists(), "a plain part file of the dead run is removed");
+        // The peer's ledger: 7 counted on this node (red2) delivering it, 8 delivered by the peer.
+        let entries = vec![entry(7, "red2"), entry(8, "red1")];
+        sink.handle(SinkEvent::PeerLedger { entries, complete: true });
+        assert_eq!(std::fs::read(root.join("out/counted.txt")).unwrap(), b"counted.txt");
+        assert!(!root.join("out/not-counted.txt").exists());
+        assert_eq!(std::fs::read_dir(&part_dir).unwrap().count(), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

@@ -533,6 +533,13 @@ pub struct Replicator {
 }
 
 impl Replicator {
+    /// A replicator with no pusher behind it: every request fails at once, as with a standby that is
+    /// unreachable (for tests of what uses one).
+    pub fn unconnected() -> Replicator {
+        let (requests, _) = mpsc::channel(1);
+        Replicator { requests, stats: Arc::default(), ack_timeout: Duration::from_millis(100) }
+    }
+
     /// Copies a file to the standby. `Err` says why it was not (the caller goes ahead: a pair without
     /// its standby keeps working, reported not redundant).
     pub async fn replicate_file(&self, channel: u16, entry: &SpoolEntry, path: PathBuf) -> Result<(), String> {

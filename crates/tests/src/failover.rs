@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::folders::{file_content, visible_files, write_file};
+use crate::folders::{file_content, visible_hashes, write_file};
 use crate::lab::{loopback_net, stream_content, LinkPlan};
 use crate::pairs::{elapsed_ms, PairsLab, PairsOptions};
 use crate::roundtrip::Rng;
@@ -56,6 +56,8 @@ pub struct FailoverReport {
     pub files_delivered: usize,
     pub files_lost: usize,
     pub files_duplicated: usize,
+    /// Delivered files whose bytes differ from what was dropped (never allowed).
+    pub files_mismatched: usize,
     pub takeover_ms_median: u64,
     pub takeover_ms_max: u64,
     pub takeover_ms: Vec<u64>,
@@ -223,10 +225,24 @@ pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
     std::thread::sleep(Duration::from_secs(1));
     let (files, udp_sent, tcp_sent) = load.finish();
     let deadline = Instant::now() + options.drain;
-    let mut report = check(&lab, &files);
+    let expected: BTreeMap<String, (u64, [u8; 32])> = files
+        .iter()
+        .map(|(name, (id, len))| (name.clone(), (*len as u64, *blake3::hash(&file_content(*id, *len)).as_bytes())))
+        .collect();
+    let mut report = check(&lab, &expected);
     while report.files_lost > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        report = check(&lab, &files);
+        report = check(&lab, &expected);
+    }
+    // The hashes said which copies match; now every delivered file once more, byte for byte.
+    for (name, (id, len)) in &files {
+        let content = file_content(*id, *len);
+        for folder in &lab.red_files {
+            let path = folder.join(name);
+            if path.exists() && std::fs::read(&path).ok().as_deref() != Some(content.as_slice()) {
+                report.files_mismatched += 1;
+            }
+        }
     }
     // Datagrams and streams still in the pipeline get a moment too.
     std::thread::sleep(Duration::from_secs(1));
@@ -254,6 +270,7 @@ pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
         && report.trials == options.trials
         && report.files_lost == 0
         && report.files_duplicated == 0
+        && report.files_mismatched == 0
         && report.tcp_false_complete == 0;
     let clean = lab.stop();
     if let Some(failure) = failure {
@@ -265,13 +282,12 @@ pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
     Ok(report)
 }
 
-/// Compares both REDs' files folders with what was dropped.
-fn check(lab: &PairsLab, files: &Dropped) -> FailoverReport {
-    let folders: Vec<BTreeMap<String, Vec<u8>>> = lab.red_files.iter().map(|f| visible_files(f)).collect();
-    let mut report = FailoverReport { files_sent: files.len(), ..FailoverReport::default() };
-    for (name, (id, len)) in files {
-        let content = file_content(*id, *len);
-        let copies = folders.iter().filter(|folder| folder.get(name) == Some(&content)).count();
+/// Compares both REDs' files folders (length and BLAKE3 of every byte) with what was dropped.
+fn check(lab: &PairsLab, expected: &BTreeMap<String, (u64, [u8; 32])>) -> FailoverReport {
+    let folders: Vec<BTreeMap<String, (u64, [u8; 32])>> = lab.red_files.iter().map(|f| visible_hashes(f)).collect();
+    let mut report = FailoverReport { files_sent: expected.len(), ..FailoverReport::default() };
+    for (name, sent) in expected {
+        let copies = folders.iter().filter(|folder| folder.get(name) == Some(sent)).count();
         if copies == 0 {
             report.files_lost += 1;
             report.lost_names.push(name.clone());
@@ -285,7 +301,7 @@ fn check(lab: &PairsLab, files: &Dropped) -> FailoverReport {
     }
     // Anything else in a folder (a " (2)" copy, a file nobody dropped) is a duplicate or worse.
     for folder in &folders {
-        for name in folder.keys().filter(|name| !files.contains_key(*name)) {
+        for name in folder.keys().filter(|name| !expected.contains_key(*name)) {
             report.files_duplicated += 1;
             report.duplicated_names.push(name.clone());
         }

@@ -43,6 +43,34 @@ pub fn visible_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Every visible file under `folder` (as [`visible_files`]), by relative path, with its length and
+/// BLAKE3: for folders too large to hold in memory.
+pub fn visible_hashes(folder: &Path) -> BTreeMap<String, (u64, [u8; 32])> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(items) = std::fs::read_dir(&dir) else { continue };
+        for item in items.flatten() {
+            if item.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(kind) = item.file_type() else { continue };
+            if kind.is_dir() {
+                stack.push(item.path());
+                continue;
+            }
+            let Ok(relative) = item.path().strip_prefix(folder).map(|r| r.to_string_lossy().to_string()) else {
+                continue;
+            };
+            let mut hasher = blake3::Hasher::new();
+            if let Ok(len) = std::fs::File::open(item.path()).and_then(|mut f| std::io::copy(&mut f, &mut hasher)) {
+                out.insert(relative, (len, *hasher.finalize().as_bytes()));
+            }
+        }
+    }
+    out
+}
+
 /// A counter of the first files or vault channel in a daemon's status (0 when absent).
 pub fn files_counter(status: &serde_json::Value, kind: &str, key: &str) -> u64 {
     status["channels"]

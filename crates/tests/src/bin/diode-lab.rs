@@ -288,6 +288,7 @@ fn failover(side: String, trials: usize, seed: u64, json: bool) -> ExitCode {
             "files_delivered": report.files_delivered,
             "files_lost": report.files_lost,
             "files_duplicated": report.files_duplicated,
+            "files_mismatched": report.files_mismatched,
             "takeover_ms_median": report.takeover_ms_median,
             "takeover_ms_max": report.takeover_ms_max,
             "udp_sent": report.udp_sent,
