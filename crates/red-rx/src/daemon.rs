@@ -1,4 +1,5 @@
-//! Wiring: fibers → receive threads → the protocol thread (reassembly, decoding, verification) →
+//! Wiring: fibers → one receive thread per fiber, each running its batches through the shared
+//! receiver (reassembly, decoding, verification) in turn, plus a timer thread for timeouts →
 //! per-channel sinks → destinations, plus health checks and the status file.
 //!
 //! Nothing here can send on a fiber: the fibers are [`FiberRx`], which has no send method.
@@ -6,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver as StdReceiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,13 +25,6 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::Checked;
-
-/// Datagrams of one receive batch, copied out of the fiber's buffers.
-struct FiberBatch {
-    fiber: u8,
-    data: Vec<u8>,
-    ends: Vec<usize>,
-}
 
 /// What the protocol thread shares with the status writer.
 #[derive(Default)]
@@ -173,8 +166,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     }
 
     let stop = Arc::new(AtomicBool::new(false));
-    let (batch_tx, batch_rx) = sync_channel::<FiberBatch>(256);
-    let mut fiber_threads = Vec::new();
+    let mut fibers = Vec::new();
     let mut fiber_counters = Vec::new();
     let mut warnings = Vec::new();
     for (index, listen) in checked.fibers.iter().enumerate() {
@@ -189,14 +181,8 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         }
         let counters = Arc::new(Mutex::new(RxCounters::default()));
         fiber_counters.push((*listen, Arc::clone(&counters)));
-        let (tx, stop) = (batch_tx.clone(), Arc::clone(&stop));
-        let thread = std::thread::Builder::new()
-            .name(format!("fiber-{}", index + 1))
-            .spawn(move || receive_fiber(index as u8, fiber, tx, counters, &stop))
-            .map_err(|e| format!("cannot start fiber {} thread: {e}", index + 1))?;
-        fiber_threads.push(thread);
+        fibers.push((fiber, counters));
     }
-    drop(batch_tx);
 
     let shared =
         Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
@@ -221,11 +207,22 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         delivering: HashSet::new(),
         last_beacon: Arc::clone(&last_beacon),
     };
+    let protocol_state =
+        Arc::new(Mutex::new(Protocol { receiver: Receiver::new(checked.receiver.clone()), dispatcher }));
+    let mut fiber_threads = Vec::new();
+    for (index, (fiber, counters)) in fibers.into_iter().enumerate() {
+        let (protocol, stop) = (Arc::clone(&protocol_state), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name(format!("fiber-{}", index + 1))
+            .spawn(move || receive_fiber(index as u8, fiber, &protocol, counters, &stop))
+            .map_err(|e| format!("cannot start fiber {} thread: {e}", index + 1))?;
+        fiber_threads.push(thread);
+    }
     let protocol = {
-        let (shared, receiver_config) = (Arc::clone(&shared), checked.receiver.clone());
+        let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("protocol".into())
-            .spawn(move || protocol_loop(Receiver::new(receiver_config), batch_rx, dispatcher, &shared))
+            .spawn(move || protocol_loop(&protocol_state, &shared, &stop))
             .map_err(|e| format!("cannot start the protocol thread: {e}"))?
     };
     if let Some(handle) = &ha {
@@ -383,10 +380,14 @@ async fn follow_role(handle: HaHandle, active: Arc<AtomicBool>, last_beacon: Arc
     }
 }
 
+/// Reads one fiber and runs each batch through the receiver in place, under the protocol lock: the
+/// datagrams are never copied or queued in this process. While the other fiber's thread (or the
+/// timer) holds the lock, this fiber's datagrams wait in its kernel socket buffer (`recv_buffer`),
+/// so red-rx's memory does not grow with a burst.
 fn receive_fiber(
     fiber: u8,
     mut rx: FiberRx,
-    out: SyncSender<FiberBatch>,
+    protocol: &Mutex<Protocol>,
     counters: Arc<Mutex<RxCounters>>,
     stop: &AtomicBool,
 ) {
@@ -401,15 +402,13 @@ fn receive_fiber(
             }
         };
         if !batch.is_empty() {
-            // One allocation per batch, sized up front: the datagrams are copied once, in a row.
-            let mut data = Vec::with_capacity(batch.iter().map(<[u8]>::len).sum());
-            let mut ends = Vec::with_capacity(batch.len());
+            let Ok(mut guard) = protocol.lock() else { return };
+            let Protocol { receiver, dispatcher } = &mut *guard;
+            dispatcher.sync_role();
+            let now = Instant::now();
             for datagram in batch.iter() {
-                data.extend_from_slice(datagram);
-                ends.push(data.len());
-            }
-            if out.send(FiberBatch { fiber, data, ends }).is_err() {
-                return;
+                let _ = receiver.handle_datagram(now, fiber, datagram);
+                dispatch(receiver, dispatcher);
             }
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
@@ -420,6 +419,12 @@ fn receive_fiber(
             shared.clone_from(rx.counters());
         }
     }
+}
+
+/// The receiver and what routes its events, taken in turn by the fiber threads and the timer.
+struct Protocol {
+    receiver: Receiver,
+    dispatcher: Dispatcher,
 }
 
 /// Routes receiver events to the sinks, delivering only while this node is active.
@@ -520,40 +525,28 @@ impl Dispatcher {
     }
 }
 
-fn protocol_loop(
-    mut receiver: Receiver,
-    batches: StdReceiver<FiberBatch>,
-    mut dispatcher: Dispatcher,
-    shared: &Mutex<Shared>,
-) {
+/// The timer: block and stream timeouts, role changes while no datagram arrives, and the counters
+/// the status page shows.
+fn protocol_loop(protocol: &Mutex<Protocol>, shared: &Mutex<Shared>, stop: &AtomicBool) {
     let mut last_publish = Instant::now();
-    loop {
-        dispatcher.sync_role();
-        let wait = receiver
-            .poll_timeout()
-            .map_or(Duration::from_millis(50), |t| t.saturating_duration_since(Instant::now()))
-            .min(Duration::from_millis(50));
-        match batches.recv_timeout(wait) {
-            Ok(batch) => {
-                let now = Instant::now();
-                let mut start = 0;
-                for end in &batch.ends {
-                    let _ = receiver.handle_datagram(now, batch.fiber, &batch.data[start..*end]);
-                    start = *end;
-                    dispatch(&mut receiver, &mut dispatcher);
-                }
+    while !stop.load(Ordering::SeqCst) {
+        let wait = {
+            let Ok(mut guard) = protocol.lock() else { return };
+            let Protocol { receiver, dispatcher } = &mut *guard;
+            dispatcher.sync_role();
+            receiver.handle_timeout(Instant::now());
+            dispatch(receiver, dispatcher);
+            if last_publish.elapsed() >= Duration::from_millis(200) {
+                publish(receiver, &dispatcher.local, shared);
+                last_publish = Instant::now();
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        receiver.handle_timeout(Instant::now());
-        dispatch(&mut receiver, &mut dispatcher);
-        if last_publish.elapsed() >= Duration::from_millis(200) {
-            publish(&receiver, &dispatcher.local, shared);
-            last_publish = Instant::now();
-        }
+            receiver.poll_timeout().map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
+        };
+        std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(20)));
     }
-    publish(&receiver, &dispatcher.local, shared);
+    if let Ok(guard) = protocol.lock() {
+        publish(&guard.receiver, &guard.dispatcher.local, shared);
+    }
 }
 
 fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {

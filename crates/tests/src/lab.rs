@@ -195,11 +195,21 @@ pub fn loopback_net() -> [u8; 3] {
 }
 
 /// A free port on `ip` for TCP or UDP (the same port is then free for both on loopback in practice).
+/// The kernel may offer a port it just offered again once the probe closed, so the ports this process
+/// already handed out are skipped: two listeners of one lab never get the same one.
 pub fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
-    let tcp = TcpListener::bind((ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
-    let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
-    drop(tcp);
-    Ok(port)
+    static HANDED_OUT: Mutex<Vec<(Ipv4Addr, u16)>> = Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let tcp = TcpListener::bind((ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
+        let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+        drop(tcp);
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !handed_out.contains(&(ip, port)) {
+            handed_out.push((ip, port));
+            return Ok(port);
+        }
+    }
+    Err(format!("no fresh free port on {ip}"))
 }
 
 /// One stream as the TCP sink received it.
