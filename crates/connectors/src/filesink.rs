@@ -748,10 +748,8 @@ mod tests {
         stats: Arc<FileSinkStats>,
     }
 
-    fn fixture(name: &str, max_file_size: u64) -> Fixture {
-        let root = std::env::temp_dir().join(format!("filesink-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        let config = FileSinkConfig {
+    fn config(root: &Path, max_file_size: u64) -> FileSinkConfig {
+        FileSinkConfig {
             channel: 3,
             folder: root.join("out"),
             quarantine: root.join("quarantine"),
@@ -759,9 +757,14 @@ mod tests {
             ledger_entries: 1000,
             on_failure: OnFailure::Quarantine,
             max_file_size,
-        };
+        }
+    }
+
+    fn fixture(name: &str, max_file_size: u64) -> Fixture {
+        let root = std::env::temp_dir().join(format!("filesink-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
         let stats = Arc::new(FileSinkStats::default());
-        let sink = FileSink::open(config, Arc::clone(&stats), None).unwrap();
+        let sink = FileSink::open(config(&root, max_file_size), Arc::clone(&stats), None).unwrap();
         Fixture { root, sink, stats }
     }
 
@@ -865,15 +868,7 @@ mod tests {
     }
 
     fn paired(root: &Path) -> FileSink {
-        let config = FileSinkConfig {
-            channel: 3,
-            folder: root.join("out"),
-            quarantine: root.join("quarantine"),
-            ledger: root.join("ledger.jsonl"),
-            ledger_entries: 1000,
-            on_failure: OnFailure::Quarantine,
-            max_file_size: 1 << 20,
-        };
+        let config = config(root, 1 << 20);
         let pair = FileSinkPair { node: "red2".into(), shadow_files: 2, replicator: Replicator::unconnected() };
         FileSink::open(config, Arc::new(FileSinkStats::default()), Some(pair)).unwrap()
     }

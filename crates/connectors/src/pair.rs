@@ -38,6 +38,8 @@ const NONCE_LEN: usize = 16;
 /// How often the active says it is alive; the standby counts the link lost after three missed.
 pub const HEARTBEAT: Duration = Duration::from_millis(500);
 const PROTOCOL_VERSION: u32 = 1;
+/// Connections a standby serves at once.
+const MAX_CONNECTIONS: usize = 4;
 
 /// The pair channel's section of a daemon's configuration (`[pair]`).
 #[derive(Clone, Debug, Deserialize)]
@@ -891,6 +893,9 @@ pub async fn serve_standby(
     stats: Arc<PairStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // One active peer at a time is the rule; a few more cover a reconnect overlapping a dying
+    // connection. Beyond that a stranger could only hold sockets open: refused at once and counted.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, from) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -903,9 +908,15 @@ pub async fn serve_standby(
             },
             _ = stopped(&mut shutdown) => return,
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.refuse("too_many_connections");
+            warn!(%from, "pair channel: too many connections at once, refused");
+            continue;
+        };
         let (key, node, handler, stats) = (key.clone(), node.clone(), Arc::clone(&handler), Arc::clone(&stats));
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let result = tokio::select! {
                 result = apply(stream, &key, &node, side, &handler, &stats) => result,
                 _ = stopped(&mut stop) => Ok(()),

@@ -13,12 +13,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::folders::{file_content, visible_files, write_file};
+use crate::folders::{file_content, visible_files, visible_paths, write_file};
 use crate::http::{multipart, request};
 use crate::lab::{loopback_net, send_stream, LinkPlan, TcpSink};
 use crate::pairs::{elapsed_ms, PairsLab, PairsOptions};
@@ -593,7 +592,7 @@ impl Progress {
             *last = Instant::now();
         }
         let active = |side: &str| lab.active(side).map_or("-".to_string(), |i| lab.nodes(side)[i].name.clone());
-        let arrived = |folders: &[std::path::PathBuf]| folders.iter().map(|f| count_files(f)).sum::<usize>();
+        let arrived = |folders: &[std::path::PathBuf]| folders.iter().map(|f| visible_paths(f).len()).sum::<usize>();
         let received = lab.tcp_sink.received.lock().map(|r| r.iter().map(|x| x.len).sum::<u64>()).unwrap_or(0);
         let line = format!(
             "[{:>3}s] active: {} {} | tcp {}/{} streams {:.1} MB | udp {}/{} | files {}/{} | vault {}/{}",
@@ -629,24 +628,6 @@ impl Progress {
             eprintln!();
         }
     }
-}
-
-fn count_files(folder: &Path) -> usize {
-    let mut count = 0;
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for item in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if item.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            match item.file_type() {
-                Ok(kind) if kind.is_dir() => stack.push(item.path()),
-                Ok(_) => count += 1,
-                Err(_) => {}
-            }
-        }
-    }
-    count
 }
 
 /// Stream sizes from 1 byte to `max`, spread over orders of magnitude.

@@ -2,7 +2,7 @@
 //! files counters of a daemon's status.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::lab::stream_content;
 
@@ -21,10 +21,10 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Every visible file under `folder` (the diode's dot folders and part files skipped), by relative path,
-/// with its content.
-pub fn visible_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
+/// Every visible file under `folder` (the diode's dot folders and part files skipped): its path
+/// relative to `folder`, and where it is.
+pub fn visible_paths(folder: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
     let mut stack = vec![folder.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(items) = std::fs::read_dir(&dir) else { continue };
@@ -35,40 +35,30 @@ pub fn visible_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
             let Ok(kind) = item.file_type() else { continue };
             if kind.is_dir() {
                 stack.push(item.path());
-            } else if let (Ok(relative), Ok(bytes)) = (item.path().strip_prefix(folder), std::fs::read(item.path())) {
-                out.insert(relative.to_string_lossy().to_string(), bytes);
+            } else if let Ok(relative) = item.path().strip_prefix(folder) {
+                out.push((relative.to_string_lossy().to_string(), item.path()));
             }
         }
     }
     out
 }
 
-/// Every visible file under `folder` (as [`visible_files`]), by relative path, with its length and
-/// BLAKE3: for folders too large to hold in memory.
+/// Every visible file under `folder`, by relative path, with its content.
+pub fn visible_files(folder: &Path) -> BTreeMap<String, Vec<u8>> {
+    visible_paths(folder).into_iter().filter_map(|(name, path)| Some((name, std::fs::read(path).ok()?))).collect()
+}
+
+/// Every visible file under `folder`, by relative path, with its length and BLAKE3: for folders too
+/// large to hold in memory.
 pub fn visible_hashes(folder: &Path) -> BTreeMap<String, (u64, [u8; 32])> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![folder.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(items) = std::fs::read_dir(&dir) else { continue };
-        for item in items.flatten() {
-            if item.file_name().to_string_lossy().starts_with('.') {
-                continue;
-            }
-            let Ok(kind) = item.file_type() else { continue };
-            if kind.is_dir() {
-                stack.push(item.path());
-                continue;
-            }
-            let Ok(relative) = item.path().strip_prefix(folder).map(|r| r.to_string_lossy().to_string()) else {
-                continue;
-            };
+    visible_paths(folder)
+        .into_iter()
+        .filter_map(|(name, path)| {
             let mut hasher = blake3::Hasher::new();
-            if let Ok(len) = std::fs::File::open(item.path()).and_then(|mut f| std::io::copy(&mut f, &mut hasher)) {
-                out.insert(relative, (len, *hasher.finalize().as_bytes()));
-            }
-        }
-    }
-    out
+            let len = std::fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut hasher)).ok()?;
+            Some((name, (len, *hasher.finalize().as_bytes())))
+        })
+        .collect()
 }
 
 /// A counter of the first files or vault channel in a daemon's status (0 when absent).
