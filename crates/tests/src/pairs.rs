@@ -2,7 +2,7 @@
 //! electing over UDP adverts, with its VIP a 127.x address and its pair channel), and four fiber-sim
 //! processes wired as the cross-connect (BLUE1.f1→RED1, BLUE1.f2→RED2, BLUE2.f1→RED2, BLUE2.f2→RED1).
 //!
-//! Channels: 1 TCP (to a TCP sink), 2 UDP (to a UDP sink), 3 files (a drop folder both BLUE nodes
+//! Channels: 1 TCP (to a TCP sink), 2 UDP (RED sends it to a multicast group on loopback), 3 files (a drop folder both BLUE nodes
 //! watch, as a share would be; each node spools on its own) and 4 vault (uploads on BLUE's VIP,
 //! downloads from RED's). Each RED delivers into its own folders: a file delivered by both would
 //! show in both, which is what the checks look for.
@@ -131,7 +131,9 @@ impl PairsLab {
         let (blue_vip, red_vip) = (ip(net, 100), ip(net, 101));
         let sink_ip = ip(net, 4);
         let tcp_sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip)?)))?;
-        let udp_sink = UdpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip)?)), None)?;
+        // RED delivers the UDP channel to a multicast group of this lab's own, through loopback.
+        let group = Ipv4Addr::new(239, net[1], net[2], 1);
+        let udp_sink = UdpSink::start(SocketAddr::from((group, free_port(Ipv4Addr::LOCALHOST)?)), Some(group))?;
         let tcp_listen = SocketAddr::from((blue_vip, free_port(blue_vip)?));
         let udp_listen = SocketAddr::from((blue_vip, free_port(blue_vip)?));
         let vault_upload = SocketAddr::from((blue_vip, free_port(blue_vip)?));
@@ -238,7 +240,7 @@ impl PairsLab {
                 "[node]\nname = \"{name}\"\nstatus_file = \"{status}\"\ncontrol_socket = \"{control}\"\n\n{ha}\n\
                  [[fiber]]\nlisten = \"{ip}:{p1}\"\n[[fiber]]\nlisten = \"{ip}:{p2}\"\n\n\
                  [[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n[[channel.destination]]\naddress = \"{tcp}\"\n\n\
-                 [[channel]]\nnumber = 2\nkind = \"udp\"\nname = \"telemetry\"\n[[channel.destination]]\naddress = \"{udp}\"\n\n\
+                 [[channel]]\nnumber = 2\nkind = \"udp\"\nname = \"telemetry\"\nmulticast_interface = \"127.0.0.1\"\n[[channel.destination]]\naddress = \"{udp}\"\n\n\
                  [[channel]]\nnumber = 3\nkind = \"files\"\nname = \"reports\"\nfolder = \"{files}\"\n\n\
                  [[channel]]\nnumber = 4\nkind = \"vault\"\nname = \"uploads\"\nfolder = \"{vault}\"\nlisten = \"{vault_download}\"\n\n{extra}",
                 status = node_dir.join("status.json").display(),
