@@ -465,19 +465,16 @@ impl FileSink {
             let mtime = UNIX_EPOCH + Duration::new(secs.max(0) as u64, nanos);
             let _ = file.set_modified(mtime);
         }
-        let target = match &incoming.target {
-            Ok(target) => target.clone(),
-            Err(failure) => {
-                let failure = failure.clone();
-                return self.fail(stream, incoming, failure);
-            }
-        };
+        // A refused name fails here, before anything is held or announced (placing sanitises it again).
+        if let Err(failure) = &incoming.target {
+            let failure = failure.clone();
+            return self.fail(stream, incoming, failure);
+        }
         if self.ledger.contains(&key) {
             // Another copy of the same file finished first.
             let _ = std::fs::remove_file(&part);
             return self.duplicate(stream, &incoming.meta);
         }
-        let _ = target;
         let entry = LedgerEntry {
             id: key,
             blake3: hex_encode(&hash),
