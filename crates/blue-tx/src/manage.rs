@@ -18,13 +18,13 @@ pub struct BlueManaged {
     pub(crate) counters: Arc<Counters>,
     pub(crate) ha: Option<HaHandle>,
     pub(crate) transmitting: Arc<AtomicBool>,
-    pub(crate) pair: Option<crate::replicate::Replication>,
+    pub(crate) pair: Option<connectors::pair::Replicator>,
 }
 
 impl BlueManaged {
     fn redundancy(&self) -> serde_json::Value {
         let election = self.ha.as_ref().map(|h| h.status().redundancy());
-        connectors::pair::redundancy_json(election, self.pair.as_ref().map(|p| &*p.stats))
+        connectors::pair::redundancy_json(election, self.counters.pair.as_deref())
     }
 }
 
@@ -42,7 +42,6 @@ impl Managed for BlueManaged {
             &self.counters,
             self.ha.as_ref(),
         );
-        status["redundancy"] = self.redundancy();
         status["bytes_total"] = json!(self.counters.transmit.wire_bytes.load(Ordering::Relaxed));
         status
     }
@@ -173,8 +172,8 @@ impl Managed for BlueManaged {
                 vec![(base(), f64::from(self.counters.epoch.load(Ordering::Relaxed)))],
             ),
         ];
-        if let Some(pair) = &self.pair {
-            families.extend(pair.stats.families(node, self.redundancy()["state"] == "redundant"));
+        if let Some(pair) = &self.counters.pair {
+            families.extend(pair.families(node, self.redundancy()["state"] == "redundant"));
         }
         families
     }
@@ -193,12 +192,6 @@ impl Managed for BlueManaged {
 
     fn config_imported(&self, text: &str) -> bool {
         let active = self.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
-        match &self.pair {
-            Some(pair) if active => {
-                pair.replicator.notice(connectors::pair::PairMessage::Config { toml: text.to_string() });
-                true
-            }
-            _ => false,
-        }
+        connectors::pair::push_imported_config(self.pair.as_ref(), active, text)
     }
 }

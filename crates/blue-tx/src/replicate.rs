@@ -29,14 +29,8 @@ use crate::config::Checked;
 /// How often the active repeats the list of what it holds.
 const PENDING_EVERY: Duration = Duration::from_secs(5);
 
-/// The running replication of one daemon run.
-#[derive(Clone)]
-pub(crate) struct Replication {
-    pub(crate) replicator: Replicator,
-    pub(crate) stats: Arc<PairStats>,
-}
-
-/// Starts both halves: the pusher (used while this node is active) and the standby's listener.
+/// Starts both halves: the pusher (used while this node is active) and the standby's listener. Returns
+/// the active's handle to its standby.
 pub(crate) async fn start(
     checked: &Checked,
     spools: Vec<(u16, Spool)>,
@@ -44,7 +38,7 @@ pub(crate) async fn start(
     reload: Arc<Notify>,
     stats: Arc<PairStats>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Replication, String> {
+) -> Result<Replicator, String> {
     let pair = checked.pair.as_ref().ok_or("no [pair] section")?;
     let (node, config_path) = (checked.config.node.name.as_str(), checked.path.clone());
     let active = connectors::pair::follow_active(role.clone(), |r| *r == Role::Active);
@@ -76,7 +70,7 @@ pub(crate) async fn start(
         shutdown.clone(),
     ));
     tokio::spawn(housekeeping(role, standby, replicator.clone(), spools, shutdown));
-    Ok(Replication { replicator, stats })
+    Ok(replicator)
 }
 
 /// What a new connection starts with: the configuration, every held file, then what is held.
@@ -170,13 +164,9 @@ impl BlueStandby {
             Err(_) => return,
         };
         for (channel, id) in expired {
-            if let Some(spool) = self.spools.get(&channel) {
-                if spool.list().iter().any(|e| e.id == id) {
-                    if let Err(error) = spool.remove(&id) {
-                        warn!(channel, %id, %error, "cannot forget a replica");
-                        continue;
-                    }
-                }
+            if let Some(Err(error)) = self.spools.get(&channel).map(|spool| spool.remove(&id)) {
+                warn!(channel, %id, %error, "cannot forget a replica");
+                continue;
             }
             if let Ok(mut sent) = self.sent.lock() {
                 sent.remove(&(channel, id));

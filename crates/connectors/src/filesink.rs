@@ -557,20 +557,15 @@ impl FileSink {
     }
 
     fn fail_ready(&mut self, ready: Ready, failure: Failure) {
-        let meta = StreamMeta {
-            name: ready.name.clone(),
-            size: Some(ready.entry.size),
-            file_id: crate::spool::hex_decode(&ready.entry.id).and_then(|b| b.try_into().ok()),
-            ..StreamMeta::default()
+        let file = Undelivered {
+            stream: ready.entry.stream,
+            name: &ready.name,
+            size: ready.entry.size,
+            session: ready.entry.session.clone(),
+            epoch: ready.entry.epoch,
+            file_id: Some(ready.entry.id.clone()),
         };
-        let session = u64::from_str_radix(&ready.entry.session, 16).unwrap_or(0);
-        let file = File::open(&ready.part);
-        let state = match file {
-            Ok(file) => State::Writing { file, part: ready.part, hasher: Box::default(), written: ready.entry.size },
-            Err(_) => State::Failed(failure.clone()),
-        };
-        let incoming = Incoming { meta, session, epoch: ready.entry.epoch, target: Err(failure.clone()), state };
-        self.fail(ready.entry.stream, incoming, failure);
+        self.give_up(&file, Some(ready.part.clone()), &failure);
     }
 
     /// Links the verified part file into place under the first free variant of its name. A file
@@ -616,7 +611,6 @@ impl FileSink {
     }
 
     fn fail(&mut self, stream: u64, incoming: Incoming, failure: Failure) {
-        self.stats.fail(failure.label);
         let part = match incoming.state {
             State::Writing { part, file, .. } => {
                 drop(file);
@@ -624,17 +618,31 @@ impl FileSink {
             }
             State::Duplicate | State::Failed(_) => None,
         };
+        let file = Undelivered {
+            stream,
+            name: &incoming.meta.name,
+            size: incoming.meta.size.unwrap_or(0),
+            session: format!("{:016x}", incoming.session),
+            epoch: incoming.epoch,
+            file_id: incoming.meta.file_id.map(|id| hex_encode(&id)),
+        };
+        self.give_up(&file, part, &failure);
+    }
+
+    /// Quarantines (or removes) what arrived of a file that will not be delivered, and reports it.
+    fn give_up(&mut self, file: &Undelivered<'_>, part: Option<PathBuf>, failure: &Failure) {
+        self.stats.fail(failure.label);
         let mut kept = None;
         if self.config.on_failure == OnFailure::Quarantine {
-            let stem = format!("{}-c{}-s{}", unix_now(), self.config.channel, stream);
+            let stem = format!("{}-c{}-s{}", unix_now(), self.config.channel, file.stream);
             let note = QuarantineNote {
-                name: &incoming.meta.name,
+                name: file.name,
                 reason: &failure.reason,
                 label: failure.label,
-                session: format!("{:016x}", incoming.session),
-                epoch: incoming.epoch,
-                stream,
-                file_id: incoming.meta.file_id.map(|id| hex_encode(&id)),
+                session: file.session.clone(),
+                epoch: file.epoch,
+                stream: file.stream,
+                file_id: file.file_id.clone(),
                 content: None,
             };
             kept = self.quarantine(&stem, part.as_deref(), note);
@@ -643,14 +651,14 @@ impl FileSink {
             let _ = std::fs::remove_file(part);
         }
         self.stats.note(Transfer {
-            name: incoming.meta.name.clone(),
-            size: incoming.meta.size.unwrap_or(0),
+            name: file.name.to_string(),
+            size: file.size,
             state: "quarantined",
             reason: Some(failure.reason.clone()),
             path: kept.clone(),
             at: unix_now(),
         });
-        warn!(channel = self.config.channel, stream, name = %incoming.meta.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
+        warn!(channel = self.config.channel, stream = file.stream, name = %file.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
     }
 
     /// Moves what arrived (if anything) and a reason file to the quarantine folder. The content is kept
@@ -674,6 +682,17 @@ impl FileSink {
             }
         }
     }
+}
+
+/// A file that will not be delivered, as the quarantine note and the transfers list describe it.
+struct Undelivered<'a> {
+    stream: u64,
+    name: &'a str,
+    size: u64,
+    /// Hex, as in the ledger.
+    session: String,
+    epoch: u32,
+    file_id: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -516,14 +516,45 @@ pub fn redundancy_json(election: Option<(&'static str, String)>, pair: Option<&P
     serde_json::json!({"state": state, "reason": reason})
 }
 
+/// A configuration imported on this node goes to the standby at once when this node is the active
+/// one of a pair. Whether it was handed to the pair channel.
+pub fn push_imported_config(replicator: Option<&Replicator>, active: bool, text: &str) -> bool {
+    match replicator {
+        Some(replicator) if active => {
+            replicator.notice(PairMessage::Config { toml: text.to_string() });
+            true
+        }
+        _ => false,
+    }
+}
+
 /// What the active asks of its standby.
 pub enum Request {
     /// Fire and forget (sent notices, pending lists).
     Notice(PairMessage),
     /// A file to copy; answered once the standby has it on disk.
     File { channel: u16, entry: SpoolEntry, path: PathBuf, done: oneshot::Sender<Result<(), String>> },
-    /// A delivery to record; answered once the standby has it in its ledger.
-    Delivered { channel: u16, entry: LedgerEntry, done: oneshot::Sender<Result<(), String>> },
+    /// A delivery to record; answered once the standby has it in its ledger (to a blocking caller).
+    Delivered { channel: u16, entry: LedgerEntry, done: std::sync::mpsc::SyncSender<Result<(), String>> },
+}
+
+/// Where the standby's answer to a request goes: an async caller's or a blocking caller's channel.
+enum Done {
+    Async(oneshot::Sender<Result<(), String>>),
+    Blocking(std::sync::mpsc::SyncSender<Result<(), String>>),
+}
+
+impl Done {
+    fn send(self, result: Result<(), String>) {
+        match self {
+            Done::Async(done) => {
+                let _ = done.send(result);
+            }
+            Done::Blocking(done) => {
+                let _ = done.try_send(result);
+            }
+        }
+    }
 }
 
 /// The active's handle to its standby. Cheap to clone; never blocks longer than the ack timeout.
@@ -558,24 +589,13 @@ impl Replicator {
             self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
             return Err("the standby is not connected".into());
         }
-        let (done, answer) = oneshot::channel();
+        let (done, answer) = std::sync::mpsc::sync_channel(1);
         let result = match self.requests.try_send(Request::Delivered { channel, entry, done }) {
-            Ok(()) => {
-                let deadline = Instant::now() + self.ack_timeout;
-                let mut answer = answer;
-                loop {
-                    match answer.try_recv() {
-                        Ok(result) => break result,
-                        Err(oneshot::error::TryRecvError::Closed) => break Err("the pair channel closed".into()),
-                        Err(oneshot::error::TryRecvError::Empty) if Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_micros(200));
-                        }
-                        Err(oneshot::error::TryRecvError::Empty) => {
-                            break Err("the standby did not answer in time".into())
-                        }
-                    }
-                }
-            }
+            Ok(()) => match answer.recv_timeout(self.ack_timeout) {
+                Ok(result) => result,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err("the standby did not answer in time".into()),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err("the pair channel closed".into()),
+            },
             Err(_) => Err("the pair channel's queue is full".into()),
         };
         self.count(&result, 0);
@@ -706,13 +726,12 @@ pub fn spawn_pusher(
 fn refuse(request: Request, reason: &str) {
     match request {
         Request::Notice(_) => {}
-        Request::File { done, .. } | Request::Delivered { done, .. } => {
-            let _ = done.send(Err(reason.to_string()));
-        }
+        Request::File { done, .. } => Done::Async(done).send(Err(reason.to_string())),
+        Request::Delivered { done, .. } => Done::Blocking(done).send(Err(reason.to_string())),
     }
 }
 
-type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<(), String>>>>>;
+type Waiting = Arc<Mutex<HashMap<u64, Done>>>;
 
 async fn push(
     mut reader: PairReader,
@@ -734,7 +753,7 @@ async fn push(
                     Frame::Message(PairMessage::Ack { request, ok, reason }) => {
                         let done = waiting.lock().ok().and_then(|mut w| w.remove(&request));
                         if let Some(done) = done {
-                            let _ = done.send(if ok { Ok(()) } else { Err(reason.unwrap_or_default()) });
+                            done.send(if ok { Ok(()) } else { Err(reason.unwrap_or_default()) });
                         }
                     }
                     Frame::Message(PairMessage::ConfigResult { ok, reason }) => {
@@ -788,7 +807,7 @@ async fn push(
     .await;
     answers.abort();
     for (_, done) in waiting.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default() {
-        let _ = done.send(Err("the pair channel closed".into()));
+        done.send(Err("the pair channel closed".into()));
     }
     result
 }
@@ -809,7 +828,7 @@ async fn send_request(
         }
         Request::Delivered { channel, entry, done } => {
             if let Ok(mut waiting) = waiting.lock() {
-                waiting.insert(id, done);
+                waiting.insert(id, Done::Blocking(done));
             }
             writer.send(&PairMessage::Delivered { request: id, channel, entry }).await?;
             stats.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -824,7 +843,7 @@ async fn send_request(
             };
             let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             if let Ok(mut waiting) = waiting.lock() {
-                waiting.insert(id, done);
+                waiting.insert(id, Done::Async(done));
             }
             writer.send(&PairMessage::File { request: id, channel, entry, len }).await?;
             let mut left = len;

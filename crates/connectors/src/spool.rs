@@ -226,10 +226,8 @@ impl Spool {
     pub fn take(&self, source: &Path, entry: &SpoolEntry) -> std::io::Result<()> {
         let partial = self.partial_path(&entry.id);
         std::fs::hard_link(source, &partial)?;
-        if self.replication.get().is_some() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.block_on(self.replicate(entry, &partial));
-            }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.block_on(self.replicate(entry, &partial));
         }
         if let Err(error) = self.commit(entry) {
             let _ = std::fs::remove_file(&partial);
@@ -256,10 +254,15 @@ impl Spool {
         Ok(())
     }
 
-    /// Forgets an entry without sending it (a replica the active sent long enough ago).
+    /// Forgets an entry without sending it (a replica the active sent long enough ago); nothing to do
+    /// when it is not there. The description goes first: without it the content no longer counts, and a
+    /// crash in between leaves only content, which the next start removes.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.json_path(id)) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            other => other?,
+        }
         std::fs::remove_file(self.data_path(id))?;
-        std::fs::remove_file(self.json_path(id))?;
         self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }

@@ -91,7 +91,7 @@ impl HaStatus {
             }
             Some(Role::Standby) => ("not redundant", "no advert from an active peer".into()),
             Some(Role::Active) if heard => ("redundant", "a peer advertised recently".into()),
-            Some(Role::Active) => ("unknown", "a CARP standby is silent; the pair channel will confirm it".into()),
+            Some(Role::Active) => ("unknown", "a CARP standby is silent; a [pair] channel confirms it".into()),
             Some(Role::Init) | None => ("not redundant", "the election has not settled".into()),
         }
     }
@@ -123,15 +123,6 @@ impl HaHandle {
     pub fn status(&self) -> HaStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
-}
-
-/// Redundancy as the daemons report it: `{"state", "reason"}`.
-pub fn redundancy_json(ha: Option<&HaHandle>) -> serde_json::Value {
-    let (state, reason) = match ha {
-        Some(handle) => handle.status().redundancy(),
-        None => ("not redundant", "HA is off: a single node".to_string()),
-    };
-    serde_json::json!({"state": state, "reason": reason})
 }
 
 /// The role as a gauge value: 0 init, 1 standby, 2 active (a node without HA is active).

@@ -222,13 +222,7 @@ impl Managed for RedManaged {
 
     fn config_imported(&self, text: &str) -> bool {
         let active = self.view.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
-        match &self.view.replicator {
-            Some(replicator) if active => {
-                replicator.notice(connectors::pair::PairMessage::Config { toml: text.to_string() });
-                true
-            }
-            _ => false,
-        }
+        connectors::pair::push_imported_config(self.view.replicator.as_ref(), active, text)
     }
 }
 

@@ -70,15 +70,7 @@ impl BenchReport {
 /// A pseudo-random pattern the source repeats: cheap to send at any rate, and every byte of it is
 /// still checked (the sink's BLAKE3 against the one computed here before the run).
 fn pattern() -> Vec<u8> {
-    let mut state = 0x243F_6A88_85A3_08D3u64;
-    (0..4 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
+    crate::roundtrip::Rng(0x243F_6A88_85A3_08D3).fill(4 << 20)
 }
 
 fn expected_hash(pattern: &[u8], bytes: u64) -> [u8; 32] {

@@ -61,7 +61,7 @@ impl Rng {
         self.0
     }
 
-    fn fill(&mut self, len: usize) -> Vec<u8> {
+    pub(crate) fn fill(&mut self, len: usize) -> Vec<u8> {
         (0..len).map(|_| self.next() as u8).collect()
     }
 
