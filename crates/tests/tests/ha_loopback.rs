@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
 use tests::bins::binaries;
-use tests::lab::{free_port, loopback_net, send_stream, Lab, Proc, TcpSink, TempDir};
+
+use tests::lab::{free_port, loopback_net, send_stream, stream_content, Lab, Proc, TcpSink, TempDir};
+
+const STREAM_LEN: usize = 50_000;
 
 struct Pair {
     dir: TempDir,
@@ -19,6 +23,8 @@ struct Pair {
     vip_listen: SocketAddr,
     sink: TcpSink,
     configs: Vec<PathBuf>,
+    /// Streams a node accepted and then aborted (the client sent them again).
+    aborted_attempts: Cell<u64>,
 }
 
 fn status(path: &Path) -> serde_json::Value {
@@ -72,12 +78,16 @@ fn start(net: [u8; 3]) -> Pair {
         blues.push(Proc::run_daemon(&bins.blue_tx, &path).unwrap());
         configs.push(path);
     }
-    Pair { dir, red, blues, vip_listen, sink, configs }
+    Pair { dir, red, blues, vip_listen, sink, configs, aborted_attempts: Cell::new(0) }
 }
 
 impl Pair {
     fn role(&self, index: usize) -> String {
         status(&self.dir.path().join(format!("blue{}.json", index + 1)))["role"].as_str().unwrap_or("").to_string()
+    }
+
+    fn transmitting(&self, index: usize) -> bool {
+        status(&self.dir.path().join(format!("blue{}.json", index + 1)))["transmitting"] == true
     }
 
     fn wait_role(&self, index: usize, role: &str, limit: Duration) -> bool {
@@ -101,6 +111,7 @@ impl Pair {
             if self.deliver_once(id * 100 + attempt, limit.saturating_sub(start.elapsed())).is_some() {
                 return Some(start.elapsed());
             }
+            self.aborted_attempts.set(self.aborted_attempts.get() + 1);
         }
         None
     }
@@ -108,7 +119,7 @@ impl Pair {
     fn deliver_once(&self, id: u64, limit: Duration) -> Option<Duration> {
         let start = Instant::now();
         let sent = loop {
-            match send_stream(self.vip_listen, id, 50_000) {
+            match send_stream(self.vip_listen, id, STREAM_LEN) {
                 Ok(sent) => break sent,
                 Err(_) if start.elapsed() < limit => std::thread::sleep(Duration::from_millis(20)),
                 Err(_) => return None,
@@ -160,6 +171,12 @@ fn blue_pair_elects_one_active_and_fails_over_on_kill_and_demote() {
         Command::new(&bins.blue_tx).args(["ha", "promote", "--config"]).arg(&pair.configs[0]).output().unwrap();
     assert!(promote.status.success(), "{}", String::from_utf8_lossy(&promote.stderr));
     assert!(pair.wait_role(0, "active", Duration::from_secs(2)), "{}", pair.logs());
+    // blue1 reports active before blue2 has stepped down and released the VIP's port; a stream
+    // accepted by blue2 in that instant would be aborted. Wait until the service has moved.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !(pair.transmitting(0) && !pair.transmitting(1)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(pair.deliver(3, Duration::from_secs(10)).is_some());
     let killed_at = Instant::now();
     pair.blues[0].kill();
@@ -168,8 +185,23 @@ fn blue_pair_elects_one_active_and_fails_over_on_kill_and_demote() {
     eprintln!("service through the VIP back {} ms after kill -9 of the active node", elapsed.as_millis());
     assert!(takeover.is_some(), "blue2 delivers after blue1 died\n{}", pair.logs());
     assert!(elapsed < Duration::from_millis(2500), "service back {elapsed:?} after the kill (takeover and delivery)");
+    // What a destination sees: every stream that closed cleanly is whole (empty ones are red-rx's
+    // destination checks), and RED broke off no more streams than the clients saw aborted (each one a
+    // source abort, never a lost block).
+    for received in pair.sink.received.lock().unwrap().iter().filter(|r| r.clean && r.len > 0) {
+        let expected = stream_content(received.id, STREAM_LEN);
+        assert_eq!(received.len, expected.len() as u64, "stream {} closed cleanly but partial", received.id);
+        assert_eq!(&received.hash, blake3::hash(&expected).as_bytes(), "stream {} altered", received.id);
+    }
     let red = status(&pair.dir.path().join("red.json"));
-    assert!(red["receiver"]["streams_broken"].as_object().is_none_or(|m| m.is_empty()), "{red}");
+    let broken = red["receiver"]["streams_broken"].as_object().cloned().unwrap_or_default();
+    let broken_total: u64 = broken.values().filter_map(|count| count.as_u64()).sum();
+    assert!(broken.keys().all(|reason| reason == "SourceAborted"), "{red}");
+    assert!(
+        broken_total <= pair.aborted_attempts.get(),
+        "{broken_total} broken, {} aborted: {red}",
+        pair.aborted_attempts.get()
+    );
     for blue in &mut pair.blues {
         blue.stop(Duration::from_secs(5));
     }
