@@ -174,7 +174,8 @@ fn blue_pair_elects_one_active_and_fails_over_on_kill_and_demote() {
     // blue1 reports active before blue2 has stepped down and released the VIP's port; a stream
     // accepted by blue2 in that instant would be aborted. Wait until the service has moved.
     let deadline = Instant::now() + Duration::from_secs(3);
-    while !(pair.transmitting(0) && !pair.transmitting(1)) && Instant::now() < deadline {
+    let service_on_blue1 = || pair.transmitting(0) && !pair.transmitting(1);
+    while !service_on_blue1() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(pair.deliver(3, Duration::from_secs(10)).is_some());
