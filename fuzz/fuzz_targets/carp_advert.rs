@@ -44,6 +44,9 @@ fuzz_target!(|data: &[u8]| {
             0x10 => {
                 let _ = carp.handle_command(now, Command::Promote);
             }
+            0x18 => {
+                let _ = carp.handle_command(now, Command::HoldPreemption(control & 0x20 != 0));
+            }
             _ => {}
         }
         carp.handle_timeout(now);

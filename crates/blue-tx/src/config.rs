@@ -239,7 +239,10 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     let sources = config.channels.iter().map(|c| check_source(path, c)).collect::<Result<Vec<_>, _>>()?;
     let ha = match &config.ha {
         Some(section) => {
-            let driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            let mut driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            // A node that returns must not take the VIP back before its pair channel has brought the
+            // files its peer accepted meanwhile (replicate.rs releases the hold).
+            driver.hold_preemption = config.pair.is_some();
             // Clients reach the pair through the VIP: only the active node holds it and listens there.
             for source in sources.iter().filter(|s| s.multicast.is_none()) {
                 if let Some(listen) = source.listen.filter(|l| l.ip() != std::net::IpAddr::V4(driver.vip)) {

@@ -308,6 +308,11 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let (pair_stop, pair_stop_rx) = watch::channel(false);
     let replication = match (&ha, &counters.pair) {
         (Some(handle), Some(stats)) => {
+            tokio::spawn(crate::replicate::hold_preemption_until_synced(
+                handle.clone(),
+                Arc::clone(stats),
+                pair_stop_rx.clone(),
+            ));
             let spools = counters.channels.iter().filter_map(|c| c.spool.clone().map(|s| (c.number, s))).collect();
             Some(
                 crate::replicate::start(

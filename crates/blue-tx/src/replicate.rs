@@ -19,15 +19,18 @@ use connectors::pair::{
     serve_standby, spawn_pusher, stopped, PairHandler, PairMessage, PairStats, Replicator, Request,
 };
 use connectors::spool::{Spool, SpoolEntry};
-use ha_carp::driver::Role;
+use ha_carp::driver::{HaHandle, Role};
+use ha_carp::machine::Command;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::Checked;
 
 /// How often the active repeats the list of what it holds.
 const PENDING_EVERY: Duration = Duration::from_secs(5);
+/// How often a standby checks whether it may preempt again.
+const SYNC_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// Starts both halves: the pusher (used while this node is active) and the standby's listener. Returns
 /// the active's handle to its standby.
@@ -73,6 +76,39 @@ pub(crate) async fn start(
     Ok(replicator)
 }
 
+/// Holds the election's preemption while this node is a standby without its active peer's state (the
+/// pair channel down, its snapshot incomplete, or the configuration refused), or while the peer is
+/// exposed (it recently sent files it accepted when this node had no copy, which may still be on
+/// their way): taking the VIP back then would lose them, since RED follows the new epoch at once and
+/// drops what the old active still transmits. The driver starts held
+/// ([`ha_carp::driver::DriverConfig::hold_preemption`]); this releases it once in sync. A held node
+/// still takes over from a peer that dies or is demoted.
+pub(crate) async fn hold_preemption_until_synced(
+    handle: HaHandle,
+    stats: Arc<PairStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut role = handle.role.clone();
+    let mut held = true;
+    let mut ticker = tokio::time::interval(SYNC_CHECK_EVERY);
+    loop {
+        let hold = *role.borrow() != Role::Active
+            && (stats.in_sync().is_err() || stats.peer_exposed.load(std::sync::atomic::Ordering::Relaxed));
+        if hold != held {
+            if handle.command(Command::HoldPreemption(hold)).await.is_err() {
+                return;
+            }
+            held = hold;
+            info!(held, "preemption {}", if held { "held until the pair is in sync" } else { "released" });
+        }
+        tokio::select! {
+            _ = ticker.tick() => {}
+            changed = role.changed() => if changed.is_err() { return },
+            _ = stopped(&mut shutdown) => return,
+        }
+    }
+}
+
 /// What a new connection starts with: the configuration, every held file, then what is held.
 fn snapshot(config_path: &std::path::Path, spools: &[(u16, Spool)]) -> Vec<Request> {
     let mut requests = Vec::new();
@@ -92,7 +128,8 @@ fn snapshot(config_path: &std::path::Path, spools: &[(u16, Spool)]) -> Vec<Reque
                 done,
             });
         }
-        let ids = entries.into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = entries.into_iter().map(|e| e.id).collect();
+        spool.copied(&ids);
         requests.push(Request::Notice(PairMessage::Pending { channel: *channel, ids }));
     }
     requests

@@ -214,8 +214,14 @@ pub enum PairMessage {
     Ledger { channel: u16, entries: Vec<LedgerEntry>, complete: bool },
     /// The standby's answer to a request.
     Ack { request: u64, ok: bool, reason: Option<String> },
-    /// The active is alive; `synced` says its connection-time snapshot is complete.
-    Heartbeat { synced: bool },
+    /// The active is alive; `synced` says its connection-time snapshot is complete. `exposed` (BLUE):
+    /// within its resend window the active sent files it had accepted while the standby had no copy,
+    /// so if it stopped transmitting now they could be lost; the standby does not preempt meanwhile.
+    Heartbeat {
+        synced: bool,
+        #[serde(default)]
+        exposed: bool,
+    },
 }
 
 /// One received frame.
@@ -415,6 +421,10 @@ pub struct PairStats {
     /// Why the standby refused the last configuration, while it does.
     pub config_refused: Mutex<Option<String>>,
     pub configs_applied: AtomicU64,
+    /// Active: until when files sent without a copy on the standby may still be in flight.
+    pub exposed_until: Mutex<Option<Instant>>,
+    /// Standby: the active's last heartbeat said it is exposed.
+    pub peer_exposed: AtomicBool,
 }
 
 impl PairStats {
@@ -422,6 +432,18 @@ impl PairStats {
         if let Ok(mut refused) = self.refused.lock() {
             *refused.entry(label).or_insert(0) += 1;
         }
+    }
+
+    /// Active: a file accepted without a copy on the standby was sent; until `window` has passed it
+    /// may still be on its way, and only this node has it.
+    pub fn expose(&self, window: Duration) {
+        if let Ok(mut until) = self.exposed_until.lock() {
+            *until = Some(Instant::now() + window).max(*until);
+        }
+    }
+
+    pub fn exposed(&self) -> bool {
+        self.exposed_until.lock().ok().and_then(|u| *u).is_some_and(|until| Instant::now() < until)
     }
 
     pub fn heard(&self) {
@@ -496,6 +518,8 @@ impl PairStats {
             "refused": self.refused.lock().map(|r| r.clone()).unwrap_or_default(),
             "configs_applied": load(&self.configs_applied),
             "config_refused": self.config_refused.lock().ok().and_then(|r| r.clone()),
+            "exposed": self.exposed(),
+            "peer_exposed": self.peer_exposed.load(Ordering::Relaxed),
         })
     }
 }
@@ -563,6 +587,7 @@ pub struct Replicator {
     requests: mpsc::Sender<Request>,
     pub stats: Arc<PairStats>,
     ack_timeout: Duration,
+    resend_window: Duration,
 }
 
 impl Replicator {
@@ -570,7 +595,12 @@ impl Replicator {
     /// unreachable (for tests of what uses one).
     pub fn unconnected() -> Replicator {
         let (requests, _) = mpsc::channel(1);
-        Replicator { requests, stats: Arc::default(), ack_timeout: Duration::from_millis(100) }
+        Replicator {
+            requests,
+            stats: Arc::default(),
+            ack_timeout: Duration::from_millis(100),
+            resend_window: Duration::from_secs(DEFAULT_RESEND_WINDOW_S),
+        }
     }
 
     /// Copies a file to the standby. `Err` says why it was not (the caller goes ahead: a pair without
@@ -605,6 +635,11 @@ impl Replicator {
     /// Fire-and-forget notice; dropped (the periodic pending list repairs it) when the queue is full.
     pub fn notice(&self, message: PairMessage) {
         let _ = self.requests.try_send(Request::Notice(message));
+    }
+
+    /// A file accepted without a copy on the standby has been sent: see [`PairStats::expose`].
+    pub fn sent_without_copy(&self) {
+        self.stats.expose(self.resend_window);
     }
 
     async fn ask(
@@ -654,7 +689,12 @@ pub fn spawn_pusher(
     stats: Arc<PairStats>,
 ) -> Replicator {
     let (requests_tx, mut requests) = mpsc::channel::<Request>(256);
-    let replicator = Replicator { requests: requests_tx, stats: Arc::clone(&stats), ack_timeout: pair.ack_timeout };
+    let replicator = Replicator {
+        requests: requests_tx,
+        stats: Arc::clone(&stats),
+        ack_timeout: pair.ack_timeout,
+        resend_window: pair.resend_window,
+    };
     let (peer, key) = (pair.peer, pair.key.clone());
     tokio::spawn(async move {
         loop {
@@ -784,7 +824,7 @@ async fn push(
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    let message = PairMessage::Heartbeat { synced: true };
+                    let message = PairMessage::Heartbeat { synced: true, exposed: stats.exposed() };
                     writer.send(&message).await?;
                     stats.frames_out.fetch_add(1, Ordering::Relaxed);
                     let heard = stats.last_heard.lock().ok().and_then(|l| *l);
@@ -942,6 +982,7 @@ pub async fn serve_standby(
             };
             stats.connected.store(false, Ordering::Relaxed);
             stats.synced.store(false, Ordering::Relaxed);
+            stats.peer_exposed.store(false, Ordering::Relaxed);
             handler.disconnected();
             match result {
                 Ok(()) => info!(%from, "pair channel from the active closed"),
@@ -990,9 +1031,10 @@ async fn apply(
                 let reason = result.as_ref().err().cloned();
                 Some(PairMessage::Ack { request, ok: result.is_ok(), reason })
             }
-            Frame::Message(PairMessage::Heartbeat { synced, .. }) => {
+            Frame::Message(PairMessage::Heartbeat { synced, exposed }) => {
                 stats.synced.store(synced, Ordering::Relaxed);
-                Some(PairMessage::Heartbeat { synced })
+                stats.peer_exposed.store(exposed, Ordering::Relaxed);
+                Some(PairMessage::Heartbeat { synced, exposed })
             }
             Frame::Message(message) => {
                 let handler = Arc::clone(handler);
@@ -1130,6 +1172,23 @@ mod tests {
         let ((_ar, mut aw), (mut sr, _sw)) = connected("pair-secret", "pair-secret").await.unwrap();
         aw.stream.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
         assert!(matches!(sr.recv().await, Err(PairError::TooLong(_))));
+    }
+
+    #[test]
+    fn an_active_is_exposed_for_the_resend_window_after_sending_a_file_without_copy() {
+        let stats = PairStats::default();
+        assert!(!stats.exposed());
+        stats.expose(Duration::from_secs(30));
+        assert!(stats.exposed());
+        // A shorter exposure never shortens a longer one.
+        stats.expose(Duration::ZERO);
+        assert!(stats.exposed());
+        let expired = PairStats::default();
+        expired.expose(Duration::ZERO);
+        assert!(!expired.exposed());
+        // A heartbeat from a peer that predates the flag reads as not exposed.
+        let old: PairMessage = serde_json::from_str(r#"{"type":"heartbeat","synced":true}"#).unwrap();
+        assert!(matches!(old, PairMessage::Heartbeat { synced: true, exposed: false }));
     }
 
     #[test]

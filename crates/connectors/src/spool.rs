@@ -148,6 +148,9 @@ pub struct Spool {
     busy: Arc<Mutex<std::collections::HashSet<String>>>,
     /// With a pair: this spool's channel and the way to the standby.
     replication: Arc<OnceLock<(u16, Replicator)>>,
+    /// Ids accepted while the standby could not take a copy, and not copied since: sending one makes
+    /// this node exposed (see [`crate::pair::PairStats::expose`]).
+    without_copy: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Spool {
@@ -177,6 +180,7 @@ impl Spool {
             added: Arc::new(Notify::new()),
             busy: Arc::default(),
             replication: Arc::default(),
+            without_copy: Arc::default(),
         };
         spool.stats.waiting.store(spool.list().len() as u64, Ordering::Relaxed);
         Ok(spool)
@@ -215,6 +219,9 @@ impl Spool {
         let Some((channel, replicator)) = self.replication.get() else { return };
         if let Err(reason) = replicator.replicate_file(*channel, entry, path.to_path_buf()).await {
             self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut without_copy) = self.without_copy.lock() {
+                without_copy.insert(entry.id.clone());
+            }
             warn!(channel, id = %entry.id, name = %entry.name, %reason, "accepted without a copy on the standby");
         }
     }
@@ -238,6 +245,15 @@ impl Spool {
             let _ = std::fs::File::open(parent).and_then(|d| d.sync_all());
         }
         Ok(())
+    }
+
+    /// These entries are being copied to the standby (a connection's snapshot).
+    pub fn copied(&self, ids: &[String]) {
+        if let Ok(mut without_copy) = self.without_copy.lock() {
+            for id in ids {
+                without_copy.remove(id);
+            }
+        }
     }
 
     /// Commits a file the active peer copied here (at [`Spool::partial_path`], synced): held, not
@@ -397,6 +413,9 @@ pub async fn run_spool_sender(
                 }
                 if let Some((_, replicator)) = spool.replication.get() {
                     replicator.notice(PairMessage::Sent { channel, id: entry.id.clone() });
+                    if spool.without_copy.lock().is_ok_and(|mut ids| ids.remove(&entry.id)) {
+                        replicator.sent_without_copy();
+                    }
                 }
             }
         }

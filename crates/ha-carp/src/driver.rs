@@ -46,6 +46,9 @@ pub struct DriverConfig {
     pub vip: Ipv4Addr,
     pub transport: Transport,
     pub vip_mode: VipMode,
+    /// Start with preemption held (see [`Command::HoldPreemption`]): the daemon releases it once its
+    /// pair channel has delivered the peer's state.
+    pub hold_preemption: bool,
 }
 
 /// The node's role as the daemon needs it.
@@ -63,6 +66,9 @@ pub struct HaStatus {
     pub role: Option<Role>,
     pub demotion: u8,
     pub faults: Vec<String>,
+    /// Whether this node would take the VIP from a worse master now (configured, and not held back
+    /// while it waits for its peer's replicated state).
+    pub preempts: bool,
     pub adverts_sent: u64,
     pub adverts_accepted: u64,
     pub adverts_ignored: std::collections::BTreeMap<&'static str, u64>,
@@ -247,7 +253,10 @@ fn read_raw(socket: &Socket, out: &mpsc::Sender<Received>) {
 pub fn spawn(config: DriverConfig, initial_counter: u64, shutdown: watch::Receiver<bool>) -> Result<HaHandle, String> {
     let key = AdvertKey::new(config.security_text.as_bytes(), config.carp.vhid, config.vip.octets())
         .map_err(|e| e.to_string())?;
-    let machine = Carp::new(config.carp.clone(), initial_counter).map_err(|e| e.to_string())?;
+    let mut machine = Carp::new(config.carp.clone(), initial_counter).map_err(|e| e.to_string())?;
+    if config.hold_preemption {
+        let _ = machine.handle_command(std::time::Instant::now(), Command::HoldPreemption(true));
+    }
     let wire = Wire::open(&config.transport).map_err(|e| format!("cannot open the advert transport: {e}"))?;
     let (role_tx, role_rx) = watch::channel(Role::Init);
     let (reassert_tx, reassert_rx) = watch::channel(0u64);
@@ -401,6 +410,7 @@ async fn apply(
         shared.role = Some(*role.borrow());
         shared.demotion = machine.demotion();
         shared.faults = machine.faults().map(|f| format!("{f:?}")).collect();
+        shared.preempts = machine.preempts();
         shared.adverts_sent = stats.adverts_sent;
         if stats.adverts_accepted > shared.adverts_accepted {
             shared.last_peer_advert = Some(std::time::Instant::now());
@@ -450,8 +460,9 @@ pub struct HaConfig {
     /// Lower wins. Keep skews small with sub-second intervals (they share one byte).
     #[serde(default)]
     pub skew: u8,
-    #[serde(default = "default_preempt")]
-    pub preempt: bool,
+    /// Take the VIP back from a worse master (default true; a daemon may choose otherwise when it
+    /// is left out, see red-rx's pair rule).
+    pub preempt: Option<bool>,
     #[serde(default)]
     pub transport: TransportKind,
     /// UDP transport: where this node receives adverts (`ip:port`).
@@ -478,9 +489,9 @@ pub enum TransportKind {
 fn default_interval_ms() -> u64 {
     200
 }
-fn default_preempt() -> bool {
-    true
-}
+/// CARP nodes here preempt unless told otherwise: the preferred node is the one operators expect to
+/// find active.
+pub const DEFAULT_PREEMPT: bool = true;
 fn default_prefix() -> u8 {
     24
 }
@@ -535,7 +546,7 @@ impl HaConfig {
             vhid: self.vhid,
             interval: Duration::from_millis(self.interval_ms),
             skew: self.skew,
-            preempt: self.preempt,
+            preempt: self.preempt.unwrap_or(DEFAULT_PREEMPT),
             address,
         };
         carp.encoding().map_err(|e| ("ha: interval_ms".to_string(), e.to_string()))?;
@@ -543,6 +554,13 @@ impl HaConfig {
             Some(interface) => VipMode::Netlink { interface: interface.clone(), prefix: self.prefix },
             None => VipMode::Loopback,
         };
-        Ok(DriverConfig { carp, security_text: self.security_text.clone(), vip, transport, vip_mode })
+        Ok(DriverConfig {
+            carp,
+            security_text: self.security_text.clone(),
+            vip,
+            transport,
+            vip_mode,
+            hold_preemption: false,
+        })
     }
 }

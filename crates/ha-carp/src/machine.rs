@@ -93,6 +93,10 @@ pub enum Command {
     Promote,
     Fault(Fault),
     Clear(Fault),
+    /// `true`: do not preempt, whatever the configuration says (a node that has not yet received its
+    /// peer's replicated state would take over without it); `false`: preempt as configured. Unlike a
+    /// fault this leaves the node's priority alone, so it still replaces a failed or faulted master.
+    HoldPreemption(bool),
 }
 
 /// Why an operator command was not carried out.
@@ -168,6 +172,7 @@ pub struct Carp {
     counter: u64,
     operator_demoted: bool,
     faults: BTreeSet<Fault>,
+    preemption_held: bool,
     /// Backup: when the master is declared down. Master: when the next advert is due.
     timer: Option<Instant>,
     senders: Vec<Sender>,
@@ -191,6 +196,7 @@ impl Carp {
             operator_demoted: false,
             last_master: None,
             faults: BTreeSet::new(),
+            preemption_held: false,
             timer: None,
             senders: Vec::new(),
             actions: std::collections::VecDeque::new(),
@@ -208,6 +214,11 @@ impl Carp {
 
     pub fn faults(&self) -> impl Iterator<Item = Fault> + '_ {
         self.faults.iter().copied()
+    }
+
+    /// Whether this node would preempt a worse master now.
+    pub fn preempts(&self) -> bool {
+        self.config.preempt && !self.preemption_held
     }
 
     pub fn is_demoted(&self) -> bool {
@@ -327,7 +338,7 @@ impl Carp {
                 self.last_master = Some(theirs);
                 let master_asks_to_be_replaced = advert.demote > self.demotion();
                 let will_time_out = advert_interval(advert.advbase, advert.advskew) > self.master_down();
-                if !better && (self.config.preempt || master_asks_to_be_replaced || will_time_out) {
+                if !better && (self.preempts() || master_asks_to_be_replaced || will_time_out) {
                     self.become_master(now);
                 } else {
                     self.timer = Some(now + self.master_down());
@@ -418,6 +429,7 @@ impl Carp {
             Command::Clear(fault) => {
                 self.faults.remove(&fault);
             }
+            Command::HoldPreemption(held) => self.preemption_held = held,
         }
         // A master whose demotion changed says so at once, so a healthy backup takes over (or, when it
         // recovered, so nobody does) without waiting for the next interval.

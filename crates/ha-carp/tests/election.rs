@@ -195,6 +195,32 @@ fn with_preemption_a_recovered_primary_takes_back_the_vip() {
 }
 
 #[test]
+fn a_held_preemption_waits_for_the_release_but_never_blocks_a_takeover() {
+    let mut pair = Pair::new(vec![config(1, 0, true), config(2, 100, true)]);
+    pair.run(Duration::from_secs(5));
+    pair.nodes[0] = Carp::new(config(1, 0, true), 50_000).unwrap();
+    pair.vip_holders[0] = false;
+    pair.run(Duration::from_secs(5));
+    assert_eq!(pair.masters(), vec![1]);
+    // Node 0 returns without its peer's replicated state: it must not take the VIP back yet.
+    pair.nodes[0].start(pair.now);
+    pair.command(0, Command::HoldPreemption(true)).unwrap();
+    assert!(!pair.nodes[0].preempts());
+    pair.run(Duration::from_secs(10));
+    assert_eq!(pair.masters(), vec![1], "a held preemption waits");
+    assert_eq!(pair.nodes[0].demotion(), 0, "holding preemption is not a demotion");
+    pair.command(0, Command::HoldPreemption(false)).unwrap();
+    pair.run(Duration::from_secs(3));
+    assert_eq!(pair.masters(), vec![0], "released, the preferred node preempts");
+
+    // Held or not, a backup replaces a master that died.
+    pair.command(1, Command::HoldPreemption(true)).unwrap();
+    pair.connected = false;
+    pair.run(Duration::from_secs(5));
+    assert!(pair.masters().contains(&1), "node 1 took over from a silent master while holding preemption");
+}
+
+#[test]
 fn demote_hands_over_at_once_even_without_preemption() {
     let mut pair = Pair::new(vec![config(1, 0, false), config(2, 100, false)]);
     pair.run(Duration::from_secs(5));

@@ -162,7 +162,21 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     };
     let ha = match &config.ha {
         Some(section) => {
-            let driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            let mut driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            // A RED that takes the VIP back from a working peer has not decoded the beginning of the
+            // files in flight (its shadow started when it did); its peer, now standby, holds them in
+            // shadow and waits for an announcement that never comes: they would be lost.
+            if config.pair.is_some() {
+                if section.preempt == Some(true) {
+                    return Err(ConfigError::new(
+                        path,
+                        "ha: preempt",
+                        "must be false with a [pair]: a RED that takes the VIP back from a working peer would \
+                         lose the files in flight (their beginning was decoded only by the peer)",
+                    ));
+                }
+                driver.carp.preempt = false;
+            }
             // Vault clients reach the pair through the VIP, which only the active node holds.
             for sink in &sinks {
                 if let Some(listen) = sink.vault_listen.filter(|l| l.ip() != std::net::IpAddr::V4(driver.vip)) {
@@ -211,5 +225,19 @@ mod tests {
         assert_eq!(checked(text).unwrap_err().to_string(), "red.toml: channel 3: has no destination");
         let with = format!("{text}[[channel.destination]]\naddress = \"127.0.0.1:6001\"\n");
         assert_eq!(checked(&with).map(|c| c.sinks.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_red_pair_never_preempts() {
+        let base = "[node]\nname = \"red1\"\n[[fiber]]\nlisten = \"127.0.0.1:7001\"\n\
+                    [ha]\nvhid = 3\nvip = \"127.0.0.100\"\nsecurity_text = \"s\"\nbind = \"127.0.0.1:7100\"\n\
+                    peers = [\"127.0.0.2:7100\"]\n";
+        let pair = "[pair]\nlisten = \"127.0.0.1:7200\"\npeer = \"127.0.0.2:7200\"\n";
+        let preempts = |text: &str| checked(text).map(|c| c.ha.map(|h| h.carp.preempt));
+        assert_eq!(preempts(base), Ok(Some(true)), "without a pair the CARP default holds");
+        assert_eq!(preempts(&format!("{base}{pair}")), Ok(Some(false)), "with a pair it does not preempt");
+        let asked = base.replace("peers =", "preempt = true\npeers =");
+        assert_eq!(preempts(&format!("{asked}{pair}")).unwrap_err().field, "ha: preempt");
+        assert_eq!(preempts(&asked), Ok(Some(true)));
     }
 }

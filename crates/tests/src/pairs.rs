@@ -15,6 +15,8 @@ use crate::bins::{binaries, Binaries};
 use crate::lab::{free_port, LinkPlan, Proc, TcpSink, TempDir, UdpSink};
 
 pub const SECURITY_TEXT: &str = "pair-lab-secret";
+const BLUE_VHID: u8 = 9;
+const RED_VHID: u8 = 19;
 
 /// One daemon of the lab, which can be killed and started again with the same configuration.
 pub struct Node {
@@ -79,6 +81,8 @@ pub struct PairsOptions {
     pub red_extra: String,
     /// Give every node its management API and dashboard, with a password made for the run.
     pub management: bool,
+    /// BLUE node 1 takes the VIP back when it returns (RED pairs never preempt: red-rx refuses it).
+    pub blue_preempt: bool,
 }
 
 impl Default for PairsOptions {
@@ -89,6 +93,7 @@ impl Default for PairsOptions {
             blue_extra: String::new(),
             red_extra: String::new(),
             management: false,
+            blue_preempt: false,
         }
     }
 }
@@ -177,8 +182,9 @@ impl PairsLab {
         let (blue_adverts, red_adverts) = (advert_ports(blue_ips)?, advert_ports(red_ips)?);
         let (blue_pair, red_pair) = (advert_ports(blue_ips)?, advert_ports(red_ips)?);
         let ha = |vhid: u8, vip: Ipv4Addr, index: usize, adverts: &[SocketAddr; 2], pair: &[SocketAddr; 2]| {
+            let preempt = vhid == BLUE_VHID && options.blue_preempt;
             format!(
-                "[ha]\nvhid = {vhid}\nvip = \"{vip}\"\nsecurity_text = \"{SECURITY_TEXT}\"\ninterval_ms = {}\nskew = {}\npreempt = false\n\
+                "[ha]\nvhid = {vhid}\nvip = \"{vip}\"\nsecurity_text = \"{SECURITY_TEXT}\"\ninterval_ms = {}\nskew = {}\npreempt = {preempt}\n\
                  transport = \"udp\"\nbind = \"{}\"\npeers = [\"{}\"]\n\n[pair]\nlisten = \"{}\"\npeer = \"{}\"\n",
                 options.interval_ms,
                 index * 20,
@@ -220,7 +226,7 @@ impl PairsLab {
                  [[channel]]\nnumber = 4\nkind = \"vault\"\nname = \"uploads\"\nlisten = \"{vault_upload}\"\nspool = \"{vault_spool}\"\n\n{extra}",
                 status = node_dir.join("status.json").display(),
                 control = node_dir.join("control.sock").display(),
-                ha = ha(9, blue_vip, index, &blue_adverts, &blue_pair),
+                ha = ha(BLUE_VHID, blue_vip, index, &blue_adverts, &blue_pair),
                 repair = link.repair_percent,
                 mtu = link.mtu,
                 rate = link.rate_mbps,
@@ -245,7 +251,7 @@ impl PairsLab {
                  [[channel]]\nnumber = 4\nkind = \"vault\"\nname = \"uploads\"\nfolder = \"{vault}\"\nlisten = \"{vault_download}\"\n\n{extra}",
                 status = node_dir.join("status.json").display(),
                 control = node_dir.join("control.sock").display(),
-                ha = ha(19, red_vip, index, &red_adverts, &red_pair),
+                ha = ha(RED_VHID, red_vip, index, &red_adverts, &red_pair),
                 ip = red_ips[index],
                 p1 = red_ports[index][0],
                 p2 = red_ports[index][1],

@@ -134,3 +134,69 @@ fn configuration_replicates_at_once_and_local_settings_stay() {
     assert!(wait_for(Duration::from_secs(5), || pair_redundant(&lab, active_api) == Some(1.0)));
     lab.stop();
 }
+
+/// Writes a file into the drop folder under a dot name (skipped by the scanner) and renames it, as a
+/// careful producer does; returns its content's length and hash.
+fn drop_file(lab: &PairsLab, name: &str, len: usize, seed: u64) -> (u64, [u8; 32]) {
+    let content = tests::folders::file_content(seed, len);
+    let hidden = lab.drop_folder.join(format!(".{name}"));
+    std::fs::write(&hidden, &content).unwrap();
+    std::fs::rename(&hidden, lab.drop_folder.join(name)).unwrap();
+    (content.len() as u64, *blake3::hash(&content).as_bytes())
+}
+
+#[test]
+fn a_returning_blue_takes_the_vip_back_only_with_its_peers_files() {
+    // A slow link, so the node that took over still holds a backlog when the preferred one returns.
+    let link = tests::lab::LinkPlan { rate_mbps: 40.0, repair_percent: 10.0, ..tests::lab::LinkPlan::default() };
+    let options = PairsOptions { blue_preempt: true, link, ..PairsOptions::default() };
+    let mut lab = PairsLab::start(loopback_net(), &options).unwrap();
+    assert_eq!(lab.active("blue"), Some(0));
+    lab.blues[0].kill();
+    assert!(lab.wait_active("blue", 1, Duration::from_secs(10)), "{}", lab.logs());
+
+    // While blue1 is away, blue2 accepts files it cannot send at once (about 2 s at 40 Mbit/s).
+    let expected: std::collections::BTreeMap<String, (u64, [u8; 32])> = (0..40)
+        .map(|n| (format!("backlog-{n:02}.bin"), drop_file(&lab, &format!("backlog-{n:02}.bin"), 256 << 10, n)))
+        .collect();
+    assert!(
+        wait_for(Duration::from_secs(10), || tests::folders::visible_paths(&lab.drop_folder).is_empty()),
+        "blue2 did not take the dropped files\n{}",
+        lab.logs()
+    );
+
+    // blue1 returns: it preempts, but only once its pair channel has brought blue2's spool and the
+    // files blue2 sent without a copy on blue1 are past the resend window (30 s).
+    let log = lab.blues[0].config.with_extension("log");
+    let before = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
+    lab.blues[0].start().unwrap();
+    let restarted = Instant::now();
+    assert!(lab.wait_active("blue", 0, Duration::from_secs(90)), "blue1 did not take the VIP back\n{}", lab.logs());
+    eprintln!("blue1 took the VIP back {} ms after it started again", restarted.elapsed().as_millis());
+    let since_restart = std::fs::read_to_string(&log).unwrap()[before..].to_string();
+    let released = since_restart.find("preemption released");
+    let active = since_restart.find("became ACTIVE");
+    assert!(
+        released.is_some() && released < active,
+        "blue1 must be in sync before it takes the VIP back:\n{since_restart}"
+    );
+
+    // Every file arrives exactly once, whole, though the node that accepted them lost the VIP.
+    let delivered = || {
+        let mut all: Vec<(String, (u64, [u8; 32]))> = Vec::new();
+        for folder in &lab.red_files {
+            all.extend(tests::folders::visible_hashes(folder));
+        }
+        all
+    };
+    let complete = wait_for(Duration::from_secs(60), || delivered().len() >= expected.len());
+    std::thread::sleep(Duration::from_secs(1));
+    let all = delivered();
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, content) in &all {
+        assert!(seen.insert(name.clone(), *content).is_none(), "{name} delivered twice");
+    }
+    assert!(complete, "{} of {} files delivered\n{}", seen.len(), expected.len(), lab.logs());
+    assert_eq!(seen, expected, "every file whole, none extra");
+    lab.stop();
+}
