@@ -165,16 +165,21 @@ fn backup_takes_over_within_three_intervals_when_the_master_dies() {
     assert!(pair.vip_holders[1]);
 }
 
-#[test]
-fn without_preemption_a_recovered_primary_stays_backup() {
-    let mut pair = Pair::new(vec![config(1, 0, false), config(2, 100, false)]);
+/// A pair whose preferred node 0 was master, went away (node 1 took over) and is about to start again.
+fn primary_away(preempt: bool) -> Pair {
+    let mut pair = Pair::new(vec![config(1, 0, preempt), config(2, 100, preempt)]);
     pair.run(Duration::from_secs(5));
     assert_eq!(pair.masters(), vec![0]);
-    // Node 0 restarts: it comes back as backup and hears node 1... which first must be master.
-    pair.nodes[0] = Carp::new(config(1, 0, false), 50_000).unwrap();
+    pair.nodes[0] = Carp::new(config(1, 0, preempt), 50_000).unwrap();
     pair.vip_holders[0] = false;
     pair.run(Duration::from_secs(5));
     assert_eq!(pair.masters(), vec![1], "node 1 took over while node 0 was away");
+    pair
+}
+
+#[test]
+fn without_preemption_a_recovered_primary_stays_backup() {
+    let mut pair = primary_away(false);
     pair.nodes[0].start(pair.now);
     pair.run(Duration::from_secs(10));
     assert_eq!(pair.masters(), vec![1], "no preemption: the better node waits");
@@ -182,12 +187,7 @@ fn without_preemption_a_recovered_primary_stays_backup() {
 
 #[test]
 fn with_preemption_a_recovered_primary_takes_back_the_vip() {
-    let mut pair = Pair::new(vec![config(1, 0, true), config(2, 100, true)]);
-    pair.run(Duration::from_secs(5));
-    pair.nodes[0] = Carp::new(config(1, 0, true), 50_000).unwrap();
-    pair.vip_holders[0] = false;
-    pair.run(Duration::from_secs(5));
-    assert_eq!(pair.masters(), vec![1]);
+    let mut pair = primary_away(true);
     pair.nodes[0].start(pair.now);
     pair.run(Duration::from_secs(3));
     assert_eq!(pair.masters(), vec![0]);
@@ -196,12 +196,7 @@ fn with_preemption_a_recovered_primary_takes_back_the_vip() {
 
 #[test]
 fn a_held_preemption_waits_for_the_release_but_never_blocks_a_takeover() {
-    let mut pair = Pair::new(vec![config(1, 0, true), config(2, 100, true)]);
-    pair.run(Duration::from_secs(5));
-    pair.nodes[0] = Carp::new(config(1, 0, true), 50_000).unwrap();
-    pair.vip_holders[0] = false;
-    pair.run(Duration::from_secs(5));
-    assert_eq!(pair.masters(), vec![1]);
+    let mut pair = primary_away(true);
     // Node 0 returns without its peer's replicated state: it must not take the VIP back yet.
     pair.nodes[0].start(pair.now);
     pair.command(0, Command::HoldPreemption(true)).unwrap();
