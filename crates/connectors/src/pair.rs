@@ -12,7 +12,7 @@
 //! [`PairMessage::File`]) and the body. JSON keeps the control messages readable in a capture; file
 //! content travels raw in chunks of [`CHUNK`] bytes, so a large file never sits in memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -67,6 +67,9 @@ fn default_ack_timeout_ms() -> u64 {
 
 pub const DEFAULT_RESEND_WINDOW_S: u64 = 30;
 pub const DEFAULT_SHADOW_FILES: usize = 1000;
+/// Deliveries without acknowledgement an active RED keeps for its next snapshot. Only the ones whose
+/// ledger line was not yet written when the snapshot read the ledger matter, so a few are enough.
+const MAX_UNANNOUNCED: usize = 4096;
 
 /// A checked `[pair]` section.
 #[derive(Clone, Debug)]
@@ -425,6 +428,12 @@ pub struct PairStats {
     pub exposed_until: Mutex<Option<Instant>>,
     /// Standby: the active's last heartbeat said it is exposed.
     pub peer_exposed: AtomicBool,
+    /// RED active: deliveries that went ahead without the standby's acknowledgement, newest last, for
+    /// the next connection's snapshot. The snapshot reads the ledger file too, but a delivery refused
+    /// just before the connection came up may not have its ledger line yet when the file is read.
+    unannounced: Mutex<VecDeque<(u16, LedgerEntry)>>,
+    /// Entries pushed out of `unannounced` by newer ones (long since in the ledger file).
+    pub unannounced_forgotten: AtomicU64,
 }
 
 impl PairStats {
@@ -440,6 +449,26 @@ impl PairStats {
         if let Ok(mut until) = self.exposed_until.lock() {
             *until = Some(Instant::now() + window).max(*until);
         }
+    }
+
+    /// Marks the pair channel up. Under the lock of the unannounced deliveries, so a delivery either
+    /// saw the channel up (and asks the standby) or is in the list the snapshot then takes.
+    fn set_connected(&self) {
+        let _unannounced = self.unannounced.lock();
+        self.connected.store(true, Ordering::Relaxed);
+    }
+
+    /// RED active: the deliveries made without the standby's acknowledgement since the last snapshot.
+    pub fn take_unannounced(&self) -> Vec<(u16, LedgerEntry)> {
+        self.unannounced.lock().map(|mut list| list.drain(..).collect()).unwrap_or_default()
+    }
+
+    fn remember_unannounced(&self, list: &mut VecDeque<(u16, LedgerEntry)>, channel: u16, entry: LedgerEntry) {
+        if list.len() >= MAX_UNANNOUNCED {
+            list.pop_front();
+            self.unannounced_forgotten.fetch_add(1, Ordering::Relaxed);
+        }
+        list.push_back((channel, entry));
     }
 
     pub fn exposed(&self) -> bool {
@@ -519,6 +548,7 @@ impl PairStats {
             "configs_applied": load(&self.configs_applied),
             "config_refused": self.config_refused.lock().ok().and_then(|r| r.clone()),
             "exposed": self.exposed(),
+            "unannounced_forgotten": load(&self.unannounced_forgotten),
             "peer_exposed": self.peer_exposed.load(Ordering::Relaxed),
         })
     }
@@ -615,10 +645,16 @@ impl Replicator {
 
     /// Tells the standby a file is being delivered, waiting for its ledger to have it.
     pub fn replicate_delivery_blocking(&self, channel: u16, entry: LedgerEntry) -> Result<(), String> {
-        if !self.stats.connected.load(Ordering::Relaxed) {
-            self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
-            return Err("the standby is not connected".into());
+        {
+            // Checked under the lock `set_connected` takes: see there.
+            let mut unannounced = self.stats.unannounced.lock().map_err(|_| "poisoned".to_string())?;
+            if !self.stats.connected.load(Ordering::Relaxed) {
+                self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
+                self.stats.remember_unannounced(&mut unannounced, channel, entry);
+                return Err("the standby is not connected".into());
+            }
         }
+        let remembered = entry.clone();
         let (done, answer) = std::sync::mpsc::sync_channel(1);
         let result = match self.requests.try_send(Request::Delivered { channel, entry, done }) {
             Ok(()) => match answer.recv_timeout(self.ack_timeout) {
@@ -629,6 +665,9 @@ impl Replicator {
             Err(_) => Err("the pair channel's queue is full".into()),
         };
         self.count(&result, 0);
+        if let (Err(_), Ok(mut unannounced)) = (&result, self.stats.unannounced.lock()) {
+            self.stats.remember_unannounced(&mut unannounced, channel, remembered);
+        }
         result
     }
 
@@ -742,7 +781,7 @@ pub fn spawn_pusher(
                 *node = Some(hello.node.clone());
             }
             stats.heard();
-            stats.connected.store(true, Ordering::Relaxed);
+            stats.set_connected();
             let outcome = push(reader, writer, &mut requests, &mut active, &snapshot, &stats).await;
             stats.connected.store(false, Ordering::Relaxed);
             stats.synced.store(false, Ordering::Relaxed);

@@ -37,25 +37,38 @@ pub(crate) fn pusher(
     stats: Arc<PairStats>,
 ) -> Replicator {
     let active = connectors::pair::follow_active(role, |r| *r == Role::Active);
-    let snapshot = Box::new(move || snapshot(&config_path, &files));
+    let snapshot = {
+        let stats = Arc::clone(&stats);
+        Box::new(move || snapshot(&config_path, &files, &stats))
+    };
     spawn_pusher(pair, node.to_string(), "red", active, snapshot, stats)
 }
 
-fn snapshot(config_path: &std::path::Path, files: &[FileSinkConfig]) -> Vec<Request> {
+/// The configuration, then each channel's ledger in parts: what the ledger file holds and the deliveries
+/// made without the standby since the last snapshot (whose ledger lines may still be on their way).
+fn snapshot(config_path: &std::path::Path, files: &[FileSinkConfig], stats: &PairStats) -> Vec<Request> {
     let mut requests = Vec::new();
+    let unannounced = stats.take_unannounced();
     match std::fs::read_to_string(config_path) {
         Ok(toml) => requests.push(Request::Notice(PairMessage::Config { toml })),
         Err(error) => warn!(%error, "cannot read this node's configuration to replicate it"),
     }
     for config in files {
         // Read from the file: the sink thread owns the open ledger, and a torn last line is skipped.
-        let entries: Vec<_> = match Ledger::open(&config.ledger, config.ledger_entries) {
+        let mut entries: Vec<_> = match Ledger::open(&config.ledger, config.ledger_entries) {
             Ok(ledger) => ledger.entries().cloned().collect(),
             Err(error) => {
                 warn!(channel = config.channel, %error, "cannot read the ledger to replicate it");
                 continue;
             }
         };
+        let known: std::collections::HashSet<String> = entries.iter().map(|e| e.id.clone()).collect();
+        entries.extend(
+            unannounced
+                .iter()
+                .filter(|(channel, entry)| *channel == config.channel && !known.contains(&entry.id))
+                .map(|(_, entry)| entry.clone()),
+        );
         let parts = entries.len().div_ceil(LEDGER_PART).max(1);
         let mut chunks = entries.chunks(LEDGER_PART);
         for part in 0..parts {
@@ -140,5 +153,63 @@ impl PairHandler for RedStandby {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connectors::ledger::LedgerEntry;
+
+    fn entry(id: &str) -> LedgerEntry {
+        LedgerEntry {
+            id: id.into(),
+            blake3: "00".into(),
+            session: "1".into(),
+            epoch: 1,
+            stream: 1,
+            path: format!("{id}.bin"),
+            size: 1,
+            delivered_at: 0,
+            node: "red1".into(),
+        }
+    }
+
+    #[test]
+    fn the_snapshot_carries_deliveries_made_without_the_standby_even_before_their_ledger_line() {
+        let dir = std::env::temp_dir().join(format!("red-snapshot-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("red.toml");
+        std::fs::write(&config_path, "[node]\nname = \"red1\"\n").unwrap();
+        let files = FileSinkConfig {
+            channel: 3,
+            folder: dir.join("files"),
+            quarantine: dir.join("quarantine"),
+            ledger: dir.join("ledger.jsonl"),
+            ledger_entries: 100,
+            on_failure: connectors::filesink::OnFailure::Quarantine,
+            max_file_size: u64::MAX,
+        };
+        let mut ledger = Ledger::open(&files.ledger, 100).unwrap();
+        ledger.record(entry("written")).unwrap();
+        // The standby is not connected: the delivery goes ahead and is remembered, and the snapshot of
+        // the next connection carries it although its ledger line was never written.
+        let replicator = Replicator::unconnected();
+        assert!(replicator.replicate_delivery_blocking(3, entry("in-flight")).is_err());
+        assert!(replicator.replicate_delivery_blocking(3, entry("written")).is_err());
+        let requests = snapshot(&config_path, &[files], &replicator.stats);
+        let ledgers: Vec<(Vec<String>, bool)> = requests
+            .into_iter()
+            .filter_map(|request| match request {
+                Request::Notice(PairMessage::Ledger { channel: 3, entries, complete }) => {
+                    Some((entries.into_iter().map(|e| e.id).collect(), complete))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ledgers, vec![(vec!["written".to_string(), "in-flight".to_string()], true)]);
+        assert!(replicator.stats.take_unannounced().is_empty(), "taken by the snapshot");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
