@@ -162,17 +162,7 @@ mod tests {
     use connectors::ledger::LedgerEntry;
 
     fn entry(id: &str) -> LedgerEntry {
-        LedgerEntry {
-            id: id.into(),
-            blake3: "00".into(),
-            session: "1".into(),
-            epoch: 1,
-            stream: 1,
-            path: format!("{id}.bin"),
-            size: 1,
-            delivered_at: 0,
-            node: "red1".into(),
-        }
+        LedgerEntry { id: id.into(), path: format!("{id}.bin"), node: "red1".into(), ..LedgerEntry::default() }
     }
 
     #[test]
