@@ -187,11 +187,42 @@ impl Drop for TempDir {
     }
 }
 
-/// A /24 of loopback addresses of the lab's own, chosen from the process id and a counter.
+/// A /24 of loopback addresses of the lab's own, claimed for the rest of this process's life with a
+/// lock file under the temporary folder, so no other lab on the machine (another test binary, a
+/// `diode-lab` run, a test harness that outlived its parent) can be on the same addresses and ports.
+/// The process id only picks where the search starts; a claim dies with its process.
 pub fn loopback_net() -> [u8; 3] {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = u64::from(std::process::id()) * 64 + COUNTER.fetch_add(1, Ordering::SeqCst);
-    [127, (n >> 8 & 0xff) as u8 | 0x40, (n & 0xff) as u8]
+    static CLAIMED: Mutex<Vec<std::fs::File>> = Mutex::new(Vec::new());
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    // 127.64.0.0 to 127.127.255.0: 16,384 nets, none of them 127.0.0.x.
+    const NETS: u64 = 1 << 14;
+    let folder = std::env::temp_dir().join("diode-lab-nets");
+    let _ = std::fs::create_dir_all(&folder);
+    let start = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9) % NETS;
+    let net_of = |n: u64| [127, 0x40 | (n >> 8) as u8, (n & 0xff) as u8];
+    for _ in 0..NETS {
+        let n = (start + NEXT.fetch_add(1, Ordering::SeqCst)) % NETS;
+        let net = net_of(n);
+        let path = folder.join(format!("{}.{}.{}", net[0], net[1], net[2]));
+        let Ok(file) = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path) else {
+            continue;
+        };
+        if try_lock_exclusive(&file) {
+            CLAIMED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(file);
+            return net;
+        }
+    }
+    // Every net claimed (16,384 labs at once): share one rather than fail; ports still differ.
+    net_of(start)
+}
+
+/// flock(2) without waiting: true when this process now holds the file's exclusive lock.
+fn try_lock_exclusive(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock(2) takes a descriptor this function borrows for the call, and plain flags.
+    #[allow(unsafe_code)]
+    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    result == 0
 }
 
 /// A free port on `ip` for TCP or UDP (the same port is then free for both on loopback in practice).
@@ -232,8 +263,11 @@ pub struct TcpSink {
 }
 
 impl TcpSink {
+    /// Listens on `addr`; with port 0 the kernel picks a free one at the bind itself, which no other
+    /// socket can take in between (`addr` then holds the port it chose).
     pub fn start(addr: SocketAddr) -> Result<TcpSink, String> {
         let listener = TcpListener::bind(addr).map_err(|e| format!("TCP sink cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -135,7 +135,7 @@ impl PairsLab {
         let sim_ip = ip(net, 3);
         let (blue_vip, red_vip) = (ip(net, 100), ip(net, 101));
         let sink_ip = ip(net, 4);
-        let tcp_sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip)?)))?;
+        let tcp_sink = TcpSink::start(SocketAddr::from((sink_ip, 0)))?;
         // RED delivers the UDP channel to a multicast group of this lab's own, through loopback.
         let group = Ipv4Addr::new(239, net[1], net[2], 1);
         let udp_sink = UdpSink::start(SocketAddr::from((group, free_port(Ipv4Addr::LOCALHOST)?)), Some(group))?;

@@ -41,7 +41,7 @@ fn hundred_streams_intact(loss_percent: f64, burst: Option<(f64, f64)>, seed: u6
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     // 400 Mbit/s leaves this small machine the CPU for four processes and the test itself.
     let link = LinkPlan { loss_percent, burst, repair_percent: 5.0, rate_mbps: 400.0, seed, ..LinkPlan::default() };
@@ -83,7 +83,7 @@ fn beyond_the_fec_budget_no_destination_sees_a_clean_close_of_a_damaged_stream()
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     // 25 % on each mirrored fiber is about 6 % joint loss against 5 % repair: most blocks fail, but
     // many streams still open before they break.
@@ -237,7 +237,7 @@ fn a_channel_table_mismatch_raises_the_alarm() {
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     let mut red_channel = channel.clone();
     red_channel.name = "renamed-on-red".into();
@@ -283,7 +283,7 @@ fn a_source_reset_reaches_the_destination_as_a_reset_never_a_clean_close() {
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
     let mut client = tests::lab::connect_retry(channel.listen, Duration::from_secs(10)).unwrap();
@@ -305,7 +305,7 @@ fn connections_beyond_max_sessions_are_refused_and_counted() {
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let mut channel = tcp_channel(net, vec![sink.addr], "");
     channel.blue_extra = "max_sessions = 2\n".into();
     let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
@@ -327,7 +327,7 @@ fn a_red_rx_killed_mid_stream_leaves_its_destination_a_reset_not_a_clean_close()
     let _turn = heavy();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let channel = tcp_channel(net, vec![sink.addr], "");
     // 50 MB at 100 Mbit/s takes four seconds: red-rx dies in the middle.
     let link = LinkPlan { rate_mbps: 100.0, ..LinkPlan::default() };
@@ -354,7 +354,7 @@ fn link_keys_authenticate_every_datagram_and_a_wrong_key_delivers_nothing() {
     let run = |blue_keys: &str, red_keys: &str, streams: usize, expect_delivery: bool| {
         let net = loopback_net();
         let sink_ip = Lab::ip(net, 4);
-        let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+        let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
         let channel = tcp_channel(net, vec![sink.addr], "");
         let extra = tests::lab::LabExtra { blue: blue_keys.to_string(), red: red_keys.to_string() };
         let link = LinkPlan { rate_mbps: 200.0, ..LinkPlan::default() };

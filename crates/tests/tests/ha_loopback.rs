@@ -37,7 +37,7 @@ fn start(net: [u8; 3]) -> Pair {
     let red_ip = Lab::ip(net, 2);
     let vip = Lab::ip(net, 100);
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let fibers = [free_port(red_ip).unwrap(), free_port(red_ip).unwrap()];
     let vip_listen = SocketAddr::from((vip, free_port(vip).unwrap()));
     let red_toml = format!(

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tests::folders::{file_content, visible_files};
-use tests::lab::{free_port, loopback_net, wait_for, Lab, TcpSink, TempDir};
+use tests::lab::{loopback_net, wait_for, Lab, TcpSink, TempDir};
 use tests::rawwire::{LoneRed, RawSender};
 
 fn files_section(out: &Path, extra: &str) -> String {
@@ -165,7 +165,7 @@ fn replayed_datagrams_of_an_older_session_deliver_nothing_twice() {
     let dir = TempDir::new("hostile-replay").unwrap();
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
-    let sink = TcpSink::start(SocketAddr::from((sink_ip, free_port(sink_ip).unwrap()))).unwrap();
+    let sink = TcpSink::start(SocketAddr::from((sink_ip, 0))).unwrap();
     let section = format!(
         "[[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n[[channel.destination]]\naddress = \"{}\"\n",
         sink.addr
