@@ -66,6 +66,18 @@ impl Pacer {
         now + Duration::from_nanos(wait_ns.min(u128::from(u64::MAX)) as u64)
     }
 
+    /// When `count` datagrams of `len` bytes may leave together, for a sender that found the bucket
+    /// empty: waiting for one datagram at a time would send one per system call (no batching, no
+    /// GSO) and spin between them. `count` is cut to what `max_wait` of the rate earns and to what
+    /// the bucket can hold, so the wait stays short and always ends; at low rates that is one.
+    pub fn ready_for_batch(&mut self, now: Instant, len: usize, count: usize, max_wait: Duration) -> Instant {
+        let per_datagram = u128::from(self.wire_bits(len));
+        let earned_in_wait = u128::from(self.rate_bps) * max_wait.as_nanos() / 1_000_000_000;
+        let fits = (earned_in_wait.min(u128::from(self.burst_bits)) / per_datagram.max(1)) as usize;
+        let count = count.min(fits).max(1);
+        self.ready_at(now, len.saturating_mul(count) + (count - 1) * self.overhead_bytes as usize)
+    }
+
     /// Takes the bits of a datagram of `len` bytes if they are there; returns false otherwise.
     pub fn try_send(&mut self, now: Instant, len: usize) -> bool {
         self.refill(now);
@@ -141,6 +153,26 @@ mod tests {
             sent += 1;
         }
         assert_eq!(sent, 1_000_000 / (1_500 * 8));
+    }
+
+    #[test]
+    fn a_batch_waits_for_the_whole_batch_within_the_wait_allowed() {
+        let start = Instant::now();
+        let len = 1_444;
+        // 5 Gbit/s: 200 us earn 1 Mbit, 86 datagrams; a batch of 64 is ready 64 datagrams' time later.
+        let mut fast = Pacer::new(5_000_000_000, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
+        let ready = fast.ready_for_batch(start, len, 64, Duration::from_micros(200));
+        let bits = 64 * fast.wire_bits(len);
+        assert_eq!(ready - start, Duration::from_nanos((bits * 1_000_000_000).div_ceil(5_000_000_000)));
+        for _ in 0..64 {
+            assert!(fast.try_send(ready, len));
+        }
+        assert!(!fast.try_send(ready, len));
+        // 50 Mbit/s: 200 us earn 10 kbit, less than one datagram: the wait is for one.
+        let mut slow = Pacer::new(50_000_000, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
+        let ready = slow.ready_for_batch(start, len, 64, Duration::from_micros(200));
+        assert_eq!(ready, slow.ready_at(start, len));
+        assert!(slow.try_send(ready, len));
     }
 
     #[test]
