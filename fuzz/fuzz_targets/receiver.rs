@@ -16,6 +16,8 @@ fuzz_target!(|data: &[u8]| {
         max_channels: 4,
         max_open_streams: 8,
         max_block_len: 1 << 20,
+        // Four of the largest blocks: headers that claim large blocks reach the byte budget quickly.
+        max_bytes_in_flight: 4 << 20,
         ..ReceiverConfig::default()
     };
     let mut receiver = Receiver::new(config);
@@ -33,6 +35,7 @@ fuzz_target!(|data: &[u8]| {
         receiver.handle_timeout(now);
         let _ = receiver.handle_datagram(now, fiber, datagram);
         assert!(receiver.blocks_in_flight() <= 16);
+        assert!(receiver.bytes_in_flight() <= 4 << 20);
         while let Some(event) = receiver.poll_event() {
             match event {
                 Event::StreamOpened { channel, stream, .. } => {

@@ -16,6 +16,9 @@ pub enum LossReason {
     HashMismatch,
     /// The sender ran so far ahead that the receive window had to move past it.
     WindowOverrun,
+    /// It was still incomplete while the blocks behind it filled the receiver's byte budget
+    /// (`max_bytes_in_flight`): given up before its deadline so later blocks can be delivered.
+    MemoryLimit,
     /// The session ended (a sender restart or takeover) before the block completed.
     SessionReplaced,
 }

@@ -276,6 +276,12 @@ impl SymbolCollector {
         self.source_count + self.repair.len() as u32
     }
 
+    /// The most bytes this collector can come to hold: its K source symbols and the extra ones it
+    /// keeps ([`MAX_EXTRA_SYMBOLS`]). What a receiver reserves when it starts collecting a block.
+    pub fn max_memory(&self) -> usize {
+        (self.k as usize + MAX_EXTRA_SYMBOLS as usize) * usize::from(self.symbol_size)
+    }
+
     /// Bytes held, for memory accounting.
     pub fn memory(&self) -> usize {
         self.source.len() + self.repair.len() * usize::from(self.symbol_size)

@@ -33,6 +33,11 @@ pub struct ReceiverConfig {
     pub max_block_len: u32,
     /// Blocks held (collecting symbols, or decoded and waiting for an earlier block) over all channels.
     pub max_blocks_in_flight: usize,
+    /// Bytes those blocks may hold together: a collector reserves its K symbols and the extra ones
+    /// it may keep. When a new block would not fit, the receiving channel gives up its incomplete
+    /// head block (`MemoryLimit`) so the blocks behind it drain; if that frees nothing, the symbol is
+    /// dropped (`in_flight_limit`). Bounds memory whatever the block size and the sender's rate.
+    pub max_bytes_in_flight: usize,
     /// How far ahead of the next block to deliver a channel may run before older blocks are given up.
     pub channel_window: u64,
     pub max_channels: usize,
@@ -57,6 +62,7 @@ impl Default for ReceiverConfig {
             auth: LinkAuth::none(),
             max_block_len: 8 << 20,
             max_blocks_in_flight: 256,
+            max_bytes_in_flight: 32 << 20,
             channel_window: 128,
             max_channels: 1024,
             block_timeout: Duration::from_millis(500),
@@ -105,6 +111,17 @@ enum Slot {
     Failed(LossReason),
 }
 
+impl Slot {
+    /// The bytes a slot accounts for: a collector its reservation, a verified block its body.
+    fn held_bytes(&self) -> usize {
+        match self {
+            Slot::Collecting { collector, .. } => collector.max_memory(),
+            Slot::Ready(body) => body.len(),
+            Slot::Failed(_) => 0,
+        }
+    }
+}
+
 struct Channel {
     id: u16,
     /// Next block to hand to the stream table; everything before it is delivered or lost.
@@ -145,6 +162,8 @@ struct Shared {
     stats: ReceiverStats,
     events: VecDeque<Event>,
     in_flight: usize,
+    /// Bytes the held blocks account for (see [`Slot::held_bytes`]).
+    bytes_in_flight: usize,
     /// Repair symbols per block, as the latest beacon announced.
     repair_symbols: Option<u32>,
 }
@@ -174,6 +193,7 @@ impl Receiver {
                 stats: ReceiverStats::default(),
                 events: VecDeque::new(),
                 in_flight: 0,
+                bytes_in_flight: 0,
                 repair_symbols: None,
             },
             current: None,
@@ -198,6 +218,11 @@ impl Receiver {
     /// Blocks currently held.
     pub fn blocks_in_flight(&self) -> usize {
         self.shared.in_flight
+    }
+
+    /// Bytes the held blocks account for, at most [`ReceiverConfig::max_bytes_in_flight`].
+    pub fn bytes_in_flight(&self) -> usize {
+        self.shared.bytes_in_flight
     }
 
     pub fn open_streams(&self) -> usize {
@@ -284,6 +309,7 @@ impl Receiver {
             channel.streams.break_all(BreakReason::SessionReplaced, &mut self.shared.events);
         }
         self.shared.in_flight = 0;
+        self.shared.bytes_in_flight = 0;
         self.retired.push_back(Retired { session: current.session, epoch: current.epoch, at: now, alarmed: false });
         if self.retired.len() > RETIRED_SESSIONS {
             self.retired.pop_front();
@@ -338,8 +364,12 @@ impl Receiver {
                 if shared.in_flight >= shared.config.max_blocks_in_flight {
                     return Err(DropReason::InFlightLimit);
                 }
-                shared.in_flight += 1;
                 let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
+                if !shared.make_room(channel, seq, collector.max_memory(), now) {
+                    return Err(DropReason::InFlightLimit);
+                }
+                shared.in_flight += 1;
+                shared.bytes_in_flight += collector.max_memory();
                 channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now })
             }
         };
@@ -351,7 +381,8 @@ impl Receiver {
         }
         collector.insert(repr.esi, payload)?;
         if let Some((content, completion)) = collector.try_complete() {
-            *slot = shared.verify(content, completion);
+            let verified = shared.verify(content, completion);
+            shared.replace(slot, verified);
         }
         shared.deliver_ready(channel, now);
         Ok(())
@@ -372,7 +403,7 @@ impl Receiver {
                         }
                         let reason =
                             LossReason::Timeout { received: collector.received(), needed: collector.source_symbols() };
-                        *slot = Slot::Failed(reason);
+                        shared.replace(slot, Slot::Failed(reason));
                         shared.deliver_ready(channel, now);
                     }
                     Some(_) => break,
@@ -443,10 +474,38 @@ impl Shared {
         }
     }
 
+    /// Puts `new` in place of `slot`, keeping the byte count true.
+    fn replace(&mut self, slot: &mut Slot, new: Slot) {
+        self.bytes_in_flight = self.bytes_in_flight - slot.held_bytes() + new.held_bytes();
+        *slot = new;
+    }
+
+    /// Whether `bytes` more fit the byte budget, after giving up the channel's incomplete head block(s)
+    /// if that is what stands in the way. Only a head that later blocks wait behind is given up, and
+    /// never the block `seq` being started: an incomplete head block whose successors filled the budget
+    /// is lost for all practical purposes (its symbols were interleaved with theirs), and waiting for
+    /// its deadline would only hold more memory.
+    fn make_room(&mut self, channel: &mut Channel, seq: u64, bytes: usize, now: Instant) -> bool {
+        let budget = self.config.max_bytes_in_flight;
+        while self.bytes_in_flight + bytes > budget {
+            let head = channel.next_seq;
+            let head_is_stuck = head < seq
+                && !matches!(channel.blocks.get(&head), Some(Slot::Ready(_) | Slot::Failed(_)))
+                && channel.blocks.range(head + 1..).next().is_some();
+            if !head_is_stuck {
+                return false;
+            }
+            self.advance(channel, head + 1, LossReason::MemoryLimit, now);
+            self.deliver_ready(channel, now);
+        }
+        true
+    }
+
     /// Hands the head block to the stream table (ready) or reports it lost (failed), and moves on.
     fn pop_head(&mut self, channel: &mut Channel, slot: Slot, lost_reason: LossReason, now: Instant) {
         let head = channel.next_seq;
         self.in_flight -= 1;
+        self.bytes_in_flight -= slot.held_bytes();
         channel.next_seq += 1;
         match slot {
             // A malformed body already broke the channel's streams; the error needs nothing more.

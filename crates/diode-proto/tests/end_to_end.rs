@@ -342,6 +342,40 @@ fn memory_stays_bounded_under_a_flood_of_partial_blocks() {
 }
 
 #[test]
+fn a_stuck_head_block_is_given_up_when_the_blocks_behind_it_fill_the_byte_budget() {
+    let mut tx = sender(1, 0, fec(500, 1));
+    for n in 0..40 {
+        tx.channel(7).datagram(&payload(n, 65_000)).unwrap();
+    }
+    let wire = drain(&mut tx);
+    // Block 0 loses half its source symbols: it can never complete, and every later block would wait
+    // behind it until its deadline.
+    let kept: Vec<_> =
+        wire.iter().filter(|d| !(is_symbol(d) && header(d).block_seq == 0 && header(d).esi % 2 == 0)).collect();
+    let budget = 10 * 80 * 1024;
+    let mut rig = Rig::new(ReceiverConfig { max_bytes_in_flight: budget, ..Rig::config() });
+    let mut most = 0;
+    for datagram in kept {
+        rig.feed(0, [datagram]);
+        most = most.max(rig.receiver.bytes_in_flight());
+    }
+    assert!(most <= budget, "held {most} bytes over a budget of {budget}");
+    assert!(most > budget / 2, "the later blocks did wait behind the stuck one ({most} bytes)");
+    assert!(rig
+        .delivered
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::BlocksLost { channel: 7, first: 0, last: 0, reason: LossReason::MemoryLimit })));
+    // Given up before its deadline (no time passed), and nothing behind it was lost.
+    let delivered = &rig.delivered.datagrams[&7];
+    assert_eq!(delivered.len(), 39);
+    assert!(delivered.iter().zip(1..).all(|(got, n)| *got == payload(n, 65_000)));
+    assert_eq!(rig.receiver.stats().blocks_lost, 1);
+    assert_eq!(rig.receiver.bytes_in_flight(), 0);
+    assert_eq!(rig.receiver.blocks_in_flight(), 0);
+}
+
+#[test]
 fn beacon_reports_progress_and_fec_parameters() {
     let mut tx = sender(1, 0, fec(500, 2));
     tx.channel(5).datagram(b"x").unwrap();

@@ -39,6 +39,11 @@ fn default_block_timeout_ms() -> u64 {
 fn default_blocks_in_flight() -> usize {
     512
 }
+/// 32 MiB: 46 full blocks at MTU 9000 (six times what 8-deep interleaving keeps in collection), and
+/// with the fiber buffers and the sink queues red-rx stays near 64 MB when a sender overloads it.
+fn default_bytes_in_flight() -> usize {
+    32 << 20
+}
 fn default_suspect_timeout_s() -> u64 {
     15
 }
@@ -58,6 +63,10 @@ pub struct ReceiverSection {
     /// Blocks held at once over all channels (bounds memory with max_block_bytes).
     #[serde(default = "default_blocks_in_flight")]
     pub max_blocks_in_flight: usize,
+    /// Bytes those blocks may hold together; an incomplete block that later ones wait behind is
+    /// given up early rather than letting memory grow.
+    #[serde(default = "default_bytes_in_flight")]
+    pub max_bytes_in_flight: usize,
     /// How long an open stream may stay silent after a block loss before it is aborted.
     #[serde(default = "default_suspect_timeout_s")]
     pub suspect_timeout_s: u64,
@@ -72,6 +81,7 @@ impl Default for ReceiverSection {
         ReceiverSection {
             block_timeout_ms: default_block_timeout_ms(),
             max_blocks_in_flight: default_blocks_in_flight(),
+            max_bytes_in_flight: default_bytes_in_flight(),
             suspect_timeout_s: default_suspect_timeout_s(),
             max_block_bytes: default_max_block_bytes(),
             max_open_streams: default_max_open_streams(),
@@ -134,6 +144,17 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     if r.max_block_bytes < diode_proto::fec::MIN_BLOCK_LEN as u32 {
         return Err(err("receiver: max_block_bytes", &format!("must be at least {}", diode_proto::fec::MIN_BLOCK_LEN)));
     }
+    // Two of the largest blocks with their extra symbols, so one can wait behind another.
+    let two_blocks = 2 * (r.max_block_bytes as usize + diode_proto::fec::MAX_EXTRA_SYMBOLS as usize * 65_536);
+    if r.max_bytes_in_flight < two_blocks {
+        return Err(err(
+            "receiver: max_bytes_in_flight",
+            &format!(
+                "{} holds less than two blocks of max_block_bytes: give at least {two_blocks}",
+                r.max_bytes_in_flight
+            ),
+        ));
+    }
     if r.max_open_streams == 0 {
         return Err(err("receiver: max_open_streams", "must be at least 1"));
     }
@@ -152,6 +173,7 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     let receiver = ReceiverConfig {
         max_block_len: r.max_block_bytes,
         max_blocks_in_flight: r.max_blocks_in_flight,
+        max_bytes_in_flight: r.max_bytes_in_flight,
         channel_window: (r.max_blocks_in_flight / 2).max(4) as u64,
         max_channels: config.channels.len().max(1) * 2 + 8,
         block_timeout: Duration::from_millis(r.block_timeout_ms),
@@ -225,6 +247,19 @@ mod tests {
         assert_eq!(checked(text).unwrap_err().to_string(), "red.toml: channel 3: has no destination");
         let with = format!("{text}[[channel.destination]]\naddress = \"127.0.0.1:6001\"\n");
         assert_eq!(checked(&with).map(|c| c.sinks.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_byte_budget_below_two_blocks_is_refused_by_name() {
+        let base = "[node]\nname = \"red1\"\n[[fiber]]\nlisten = \"127.0.0.1:7001\"\n";
+        let default = checked(base).unwrap();
+        assert_eq!(default.receiver.max_bytes_in_flight, 32 << 20);
+        let small = format!("{base}[receiver]\nmax_bytes_in_flight = 1000000\n");
+        let error = checked(&small).unwrap_err();
+        assert_eq!(error.field, "receiver: max_bytes_in_flight");
+        assert!(error.to_string().contains("two blocks"), "{error}");
+        let fitting = format!("{base}[receiver]\nmax_block_bytes = 1000000\nmax_bytes_in_flight = 5000000\n");
+        assert_eq!(checked(&fitting).map(|c| c.receiver.max_bytes_in_flight), Ok(5_000_000));
     }
 
     #[test]
