@@ -79,9 +79,10 @@ pub struct Transmitter {
 
 /// Datagrams sent with one batch call per fiber.
 const BATCH: usize = 64;
-/// Longest a paced sender waits to send a batch rather than single datagrams: well inside the
-/// pacer's 500 us burst, so the rate stays accurate to a fraction of a millisecond.
-const PACED_BATCH_WAIT: Duration = Duration::from_micros(200);
+/// Longest a paced sender waits to send a batch rather than single datagrams: inside the pacer's
+/// 500 us burst, so the rate stays accurate to a fraction of a millisecond, and long enough that the
+/// wait is mostly sleep (see [`hw::pacer::sleep_until`]) rather than spinning.
+const PACED_BATCH_WAIT: Duration = Duration::from_micros(400);
 
 struct Outgoing {
     buffers: Vec<Vec<u8>>,
@@ -93,6 +94,9 @@ struct Outgoing {
 impl Transmitter {
     /// Runs until the encoders are gone and everything they produced is on the wire.
     pub fn run(mut self) {
+        if !hw::tighten_timer_slack() {
+            warn!("the kernel refused a tight timer slack: pacing spins more between batches");
+        }
         let auth = self.auth.clone();
         let start = Instant::now();
         let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(500), start);

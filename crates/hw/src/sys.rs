@@ -298,3 +298,19 @@ pub fn keep_freed_memory(bytes: usize) -> bool {
         false
     }
 }
+
+/// Asks the kernel to wake the calling thread from its sleeps as close to the asked time as it can
+/// (timer slack of 1 ns instead of the default 50 us). A pacer then sleeps through nearly all of
+/// each wait instead of spinning to stay accurate. Returns false if the kernel refused.
+pub fn tighten_timer_slack() -> bool {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer and changes only this thread's timer slack.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ) == 0
+    }
+}
