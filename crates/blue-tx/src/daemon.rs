@@ -360,6 +360,9 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
     let mut previous_epoch = 0;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
+    // The retry only runs while waiting to start; ticks missed while it was idle (a standby's whole
+    // term) must not fire all at once when it becomes active.
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut exit = RunEnd::Stopped;
     loop {
         let should_transmit = role.as_ref().is_none_or(|r| *r.borrow() == Role::Active);

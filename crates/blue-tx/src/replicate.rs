@@ -95,11 +95,13 @@ pub(crate) async fn hold_preemption_until_synced(
         let hold = *role.borrow() != Role::Active
             && (stats.in_sync().is_err() || stats.peer_exposed.load(std::sync::atomic::Ordering::Relaxed));
         if hold != held {
+            // Said before the command: once released, the election may take the VIP at once, and
+            // the log must show the decision before its effect.
+            info!(held = hold, "preemption {}", if hold { "held until the pair is in sync" } else { "released" });
             if handle.command(Command::HoldPreemption(hold)).await.is_err() {
                 return;
             }
             held = hold;
-            info!(held, "preemption {}", if held { "held until the pair is in sync" } else { "released" });
         }
         tokio::select! {
             _ = ticker.tick() => {}
