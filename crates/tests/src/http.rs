@@ -59,6 +59,8 @@ pub fn request(
         match stream.read(&mut buffer) {
             Ok(0) => break,
             Ok(n) => raw.extend_from_slice(&buffer[..n]),
+            // A signal that reached this thread mid-read is no answer: read on.
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(error) => return Err(format!("reading the answer: {error}")),
         }
     }

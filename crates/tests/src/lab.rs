@@ -328,6 +328,8 @@ fn read_stream(mut connection: TcpStream) -> Received {
                 hasher.update(&buffer[..n]);
                 len += n as u64;
             }
+            // A signal is not the peer resetting the stream.
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break false,
         }
     };
