@@ -73,13 +73,13 @@ pub enum HaAction {
     Status,
 }
 
-/// A daemon's `main`: checks or runs a configuration with the daemon's own `load`, `describe` (one
-/// line for a valid file) and `run`.
 /// Freed memory a daemon keeps for its next blocks instead of returning it to the kernel: a full
 /// block is 90 KiB at MTU 1500 and 570 KiB at MTU 9000 by default, and 8 MiB leaves room for larger
 /// `block_symbols`.
 const KEEP_FREED_BYTES: usize = 8 << 20;
 
+/// A daemon's `main`: checks or runs a configuration with the daemon's own `load`, `describe` (one
+/// line for a valid file) and `run`.
 pub fn daemon_main<C>(
     program: &str,
     command: DaemonCommand,

@@ -276,10 +276,17 @@ impl SymbolCollector {
         self.source_count + self.repair.len() as u32
     }
 
-    /// The most bytes this collector can come to hold: its K source symbols and the extra ones it
-    /// keeps ([`MAX_EXTRA_SYMBOLS`]). What a receiver reserves when it starts collecting a block.
+    /// The most bytes a collector for this block can come to hold: its K source symbols and the
+    /// extra ones it keeps ([`MAX_EXTRA_SYMBOLS`]). What a receiver reserves, before allocating
+    /// anything, when it starts collecting a block.
+    pub fn max_memory_for(symbol_size: u16, block_len: u32) -> usize {
+        let k = block_len.div_ceil(u32::from(symbol_size));
+        (k as usize + MAX_EXTRA_SYMBOLS as usize) * usize::from(symbol_size)
+    }
+
+    /// [`SymbolCollector::max_memory_for`] this collector's block.
     pub fn max_memory(&self) -> usize {
-        (self.k as usize + MAX_EXTRA_SYMBOLS as usize) * usize::from(self.symbol_size)
+        SymbolCollector::max_memory_for(self.symbol_size, self.block_len)
     }
 
     /// Bytes held, for memory accounting.

@@ -364,12 +364,13 @@ impl Receiver {
                 if shared.in_flight >= shared.config.max_blocks_in_flight {
                     return Err(DropReason::InFlightLimit);
                 }
-                let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
-                if !shared.make_room(channel, seq, collector.max_memory(), now) {
+                let reserved = SymbolCollector::max_memory_for(repr.payload_len, repr.block_len);
+                if !shared.make_room(channel, seq, reserved, now) {
                     return Err(DropReason::InFlightLimit);
                 }
                 shared.in_flight += 1;
-                shared.bytes_in_flight += collector.max_memory();
+                shared.bytes_in_flight += reserved;
+                let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
                 channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now })
             }
         };

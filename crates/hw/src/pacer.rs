@@ -56,8 +56,14 @@ impl Pacer {
     /// When a datagram of `len` bytes may leave: `now` if the bucket holds its bits, else the
     /// earliest time it will. Does not consume.
     pub fn ready_at(&mut self, now: Instant, len: usize) -> Instant {
+        let bits = self.wire_bits(len);
+        self.ready_for_bits(now, bits)
+    }
+
+    /// When the bucket will hold `bits` (at most its burst, or the wait never ends).
+    fn ready_for_bits(&mut self, now: Instant, bits: u64) -> Instant {
         self.refill(now);
-        let need = u128::from(self.wire_bits(len)) * 1_000_000_000;
+        let need = u128::from(bits) * 1_000_000_000;
         if self.tokens_nano >= need {
             return now;
         }
@@ -71,11 +77,11 @@ impl Pacer {
     /// GSO) and spin between them. `count` is cut to what `max_wait` of the rate earns and to what
     /// the bucket can hold, so the wait stays short and always ends; at low rates that is one.
     pub fn ready_for_batch(&mut self, now: Instant, len: usize, count: usize, max_wait: Duration) -> Instant {
-        let per_datagram = u128::from(self.wire_bits(len));
+        let per_datagram = self.wire_bits(len);
         let earned_in_wait = u128::from(self.rate_bps) * max_wait.as_nanos() / 1_000_000_000;
-        let fits = (earned_in_wait.min(u128::from(self.burst_bits)) / per_datagram.max(1)) as usize;
-        let count = count.min(fits).max(1);
-        self.ready_at(now, len.saturating_mul(count) + (count - 1) * self.overhead_bytes as usize)
+        let fits = earned_in_wait.min(u128::from(self.burst_bits)) / u128::from(per_datagram.max(1));
+        let count = (count as u64).min(fits as u64).max(1);
+        self.ready_for_bits(now, per_datagram * count)
     }
 
     /// Takes the bits of a datagram of `len` bytes if they are there; returns false otherwise.
