@@ -14,6 +14,7 @@ use raptorq::{
 };
 
 use crate::error::DropReason;
+use crate::gf256::{self, MulTable};
 use crate::header::{HEADER_LEN_TAGGED, MAX_SOURCE_SYMBOLS, SYMBOL_ALIGNMENT};
 use crate::record::{DATAGRAMS_HEADER_LEN, DATAGRAM_ENTRY_HEADER_LEN};
 
@@ -164,19 +165,80 @@ impl EncodedBlock {
     }
 }
 
-/// Encodes blocks, reusing one RaptorQ encoding plan per block size (the plan is the costly part).
+/// Encodes blocks, reusing what one block size costs to prepare: a repair matrix or a RaptorQ plan.
+///
+/// RaptorQ is linear over GF(256), byte by byte, and systematic: each repair symbol of a K-symbol
+/// block is a fixed combination `Σ c[j][i] · source[i]` of the source symbols. The encoder learns the
+/// coefficients once per K by running RaptorQ on unit vectors, then makes every repair symbol with
+/// K multiply-adds, which at a few repair symbols per block costs a fraction of solving RaptorQ's
+/// intermediate symbols for every block. The symbols on the wire are RaptorQ's, bit for bit (the
+/// tests compare them); with many repair symbols per block the plan is cheaper and is used instead.
 pub struct BlockEncoder {
     params: FecParams,
-    plans: HashMap<u16, SourceBlockEncodingPlan>,
+    recipes: HashMap<u16, RepairRecipe>,
 }
 
-/// Distinct block sizes whose plan is kept: full blocks plus a few sizes of flushed partial blocks.
-const PLAN_CACHE_LIMIT: usize = 8;
+/// Distinct block sizes whose recipe is kept: full blocks plus a few sizes of flushed partial blocks.
+const RECIPE_CACHE_LIMIT: usize = 8;
+/// Up to this many repair symbols per block, multiply-adds beat RaptorQ's encoder (see the codec bench).
+const MATRIX_MAX_REPAIR: u32 = 16;
+/// Above this many source symbols the matrix takes long to learn; such blocks use the plan.
+const MATRIX_MAX_SOURCE: u16 = 4096;
+/// Source symbols whose coefficients one learning pass finds (bounds its memory to K × this).
+const MATRIX_STRIP: usize = 256;
+
+enum RepairRecipe {
+    Matrix(RepairMatrix),
+    Plan(SourceBlockEncodingPlan),
+}
+
+/// The coefficients of a block size's repair symbols: `tables[j × K + i]` multiplies source symbol i
+/// into repair symbol j.
+struct RepairMatrix {
+    source_symbols: usize,
+    tables: Vec<MulTable>,
+}
+
+impl RepairMatrix {
+    /// Runs RaptorQ on blocks whose symbols are unit vectors: byte `i - first` of source symbol i is 1
+    /// and every other byte 0, so byte `i - first` of repair symbol j is `c[j][i]`.
+    fn learn(k: u16, repair_count: u32, plan: &SourceBlockEncodingPlan) -> RepairMatrix {
+        let k_len = usize::from(k);
+        let repair_len = repair_count as usize;
+        let mut coefficients = vec![0u8; repair_len * k_len];
+        for first in (0..k_len).step_by(MATRIX_STRIP) {
+            let columns = MATRIX_STRIP.min(k_len - first);
+            let width = columns.next_multiple_of(usize::from(SYMBOL_ALIGNMENT));
+            let mut units = vec![0u8; k_len * width];
+            for column in 0..columns {
+                units[(first + column) * width + column] = 1;
+            }
+            let encoder =
+                SourceBlockEncoder::with_encoding_plan(0, &oti(units.len() as u64, width as u16), &units, plan);
+            for (j, packet) in encoder.repair_packets(0, repair_count).iter().enumerate() {
+                let row = j * k_len + first;
+                coefficients[row..row + columns].copy_from_slice(&packet.data()[..columns]);
+            }
+        }
+        RepairMatrix { source_symbols: k_len, tables: coefficients.into_iter().map(MulTable::new).collect() }
+    }
+
+    fn repair_symbols(&self, source: &[u8], symbol_size: usize) -> Vec<Vec<u8>> {
+        let mut repair = vec![vec![0u8; symbol_size]; self.tables.len() / self.source_symbols];
+        // Source-major: each source symbol is read once while every repair symbol stays in cache.
+        for (i, symbol) in source.chunks_exact(symbol_size).enumerate() {
+            for (j, out) in repair.iter_mut().enumerate() {
+                gf256::mul_add(out, symbol, &self.tables[j * self.source_symbols + i]);
+            }
+        }
+        repair
+    }
+}
 
 impl BlockEncoder {
     /// `params` must have passed [`FecParams::validate`].
     pub fn new(params: FecParams) -> BlockEncoder {
-        BlockEncoder { params, plans: HashMap::new() }
+        BlockEncoder { params, recipes: HashMap::new() }
     }
 
     pub fn params(&self) -> &FecParams {
@@ -186,7 +248,8 @@ impl BlockEncoder {
     /// Encodes one block's content (as made by [`crate::block::BlockBuilder`]). The content must be
     /// non-empty and at most [`FecParams::max_block_len`] bytes.
     pub fn encode(&mut self, channel: u16, seq: u64, mut content: Vec<u8>) -> EncodedBlock {
-        let t = usize::from(self.params.symbol_size);
+        let symbol_size = self.params.symbol_size;
+        let t = usize::from(symbol_size);
         assert!(!content.is_empty() && content.len() <= self.params.max_block_len(), "block content out of range");
         let block_len = content.len() as u32;
         let k = content.len().div_ceil(t);
@@ -195,20 +258,34 @@ impl BlockEncoder {
         let repair = if repair_count == 0 {
             Vec::new()
         } else {
-            let k16 = k as u16;
-            if !self.plans.contains_key(&k16) && self.plans.len() >= PLAN_CACHE_LIMIT {
-                // Keep the full-size plan, which nearly every block uses; forget a partial one.
-                let full = self.params.max_block_symbols;
-                if let Some(victim) = self.plans.keys().copied().find(|size| *size != full) {
-                    self.plans.remove(&victim);
+            match self.recipe(k as u16, repair_count) {
+                RepairRecipe::Matrix(matrix) => matrix.repair_symbols(&content, t),
+                RepairRecipe::Plan(plan) => {
+                    let oti = oti(content.len() as u64, symbol_size);
+                    let encoder = SourceBlockEncoder::with_encoding_plan(0, &oti, &content, plan);
+                    encoder.repair_packets(0, repair_count).into_iter().map(|p| p.split().1).collect()
                 }
             }
-            let plan = self.plans.entry(k16).or_insert_with(|| SourceBlockEncodingPlan::generate(k16));
-            let oti = oti(content.len() as u64, self.params.symbol_size);
-            let encoder = SourceBlockEncoder::with_encoding_plan(0, &oti, &content, plan);
-            encoder.repair_packets(0, repair_count).into_iter().map(|p| p.split().1).collect()
         };
-        EncodedBlock { channel, seq, block_len, symbol_size: self.params.symbol_size, source: content, repair }
+        EncodedBlock { channel, seq, block_len, symbol_size, source: content, repair }
+    }
+
+    fn recipe(&mut self, k: u16, repair_count: u32) -> &RepairRecipe {
+        if !self.recipes.contains_key(&k) && self.recipes.len() >= RECIPE_CACHE_LIMIT {
+            // Keep the full-size recipe, which nearly every block uses; forget a partial one.
+            let full = self.params.max_block_symbols;
+            if let Some(victim) = self.recipes.keys().copied().find(|size| *size != full) {
+                self.recipes.remove(&victim);
+            }
+        }
+        self.recipes.entry(k).or_insert_with(|| {
+            let plan = SourceBlockEncodingPlan::generate(k);
+            if repair_count <= MATRIX_MAX_REPAIR && k <= MATRIX_MAX_SOURCE {
+                RepairRecipe::Matrix(RepairMatrix::learn(k, repair_count, &plan))
+            } else {
+                RepairRecipe::Plan(plan)
+            }
+        })
     }
 }
 
@@ -439,5 +516,70 @@ mod tests {
         assert_eq!(collector.insert(0, block.symbol(0).expect("exists")), Err(DropReason::DuplicateSymbol));
         assert_eq!(collector.insert(1, &[0; 10]), Err(DropReason::InconsistentBlock));
         assert!(collector.try_complete().is_none());
+    }
+
+    /// Repair symbols straight from RaptorQ's own encoder, for comparison.
+    fn raptorq_repair(content: &[u8], symbol_size: u16, repair_count: u32) -> Vec<Vec<u8>> {
+        let encoder = SourceBlockEncoder::new(0, &oti(content.len() as u64, symbol_size), content);
+        encoder.repair_packets(0, repair_count).into_iter().map(|p| p.split().1).collect()
+    }
+
+    /// Parameters for blocks of up to `k` symbols of `symbol_size` bytes with `repair_count` repair
+    /// symbols each.
+    fn params_with(k: u16, symbol_size: u16, repair_count: u32) -> FecParams {
+        let max_block_symbols = k.max(MIN_BLOCK_LEN.div_ceil(usize::from(symbol_size)) as u16);
+        let mut params = FecParams { symbol_size, max_block_symbols, repair_basis_points: 1, interleave_depth: 1 };
+        while params.repair_symbols() < repair_count {
+            params.repair_basis_points += 1;
+        }
+        assert_eq!(params.validate(), Ok(()));
+        params
+    }
+
+    #[test]
+    fn the_repair_matrix_makes_raptorqs_symbols_bit_for_bit() {
+        // K = 1 and 2 (degenerate), 69 and 80, and 300, which needs two learning strips.
+        for (k, symbol_size, repair_count) in
+            [(1u16, 64u16, 3u32), (2, 72, 1), (69, 1416, 4), (80, 1024, 16), (300, 256, 5)]
+        {
+            let params = params_with(k, symbol_size, repair_count);
+            let mut encoder = BlockEncoder::new(params);
+            let data = content(usize::from(k) * usize::from(symbol_size) - 5);
+            let block = encoder.encode(1, 0, data.clone());
+            assert_eq!(block.source_symbols(), u32::from(k));
+            assert_eq!(block.repair.len(), repair_count as usize);
+            assert!(matches!(encoder.recipes.get(&k), Some(RepairRecipe::Matrix(_))), "k {k}");
+            let mut padded = data;
+            padded.resize(block.source.len(), 0);
+            assert_eq!(block.repair, raptorq_repair(&padded, symbol_size, repair_count), "k {k}");
+        }
+    }
+
+    #[test]
+    fn many_repair_symbols_use_raptorqs_encoder() {
+        let params = params_with(80, 1024, MATRIX_MAX_REPAIR + 1);
+        let mut encoder = BlockEncoder::new(params);
+        let data = content(params.max_block_len());
+        let block = encoder.encode(1, 0, data.clone());
+        assert!(matches!(encoder.recipes.get(&80), Some(RepairRecipe::Plan(_))));
+        assert_eq!(block.repair, raptorq_repair(&data, params.symbol_size, MATRIX_MAX_REPAIR + 1));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn matrix_and_raptorq_agree_on_any_content(
+            k in 1u16..140,
+            symbol_words in 8u16..=32,
+            repair_count in 1u32..=MATRIX_MAX_REPAIR,
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let symbol_size = symbol_words * 8;
+            let params = params_with(k, symbol_size, repair_count);
+            let len = usize::from(k) * usize::from(symbol_size);
+            let data: Vec<u8> = (0..len as u64).map(|i| (i.wrapping_mul(seed | 1) >> 7) as u8).collect();
+            let block = BlockEncoder::new(params).encode(1, 0, data.clone());
+            proptest::prop_assert_eq!(block.repair, raptorq_repair(&data, symbol_size, repair_count));
+        }
     }
 }

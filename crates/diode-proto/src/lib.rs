@@ -17,6 +17,7 @@ pub mod block;
 pub mod error;
 pub mod event;
 pub mod fec;
+mod gf256;
 pub mod header;
 pub mod interleave;
 pub mod receiver;
