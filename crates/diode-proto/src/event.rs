@@ -12,7 +12,7 @@ pub enum LossReason {
     Timeout { received: u32, needed: u32 },
     /// No symbol of it ever arrived (a gap before later blocks, or tail loss shown by a beacon).
     NeverSeen,
-    /// It decoded, but the BLAKE3 of its content did not match.
+    /// It was rebuilt, but the hash of its records did not match the one it carries.
     HashMismatch,
     /// The sender ran so far ahead that the receive window had to move past it.
     WindowOverrun,

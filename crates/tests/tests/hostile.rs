@@ -45,7 +45,8 @@ fn flood(to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> u64 {
         }
         let len = (state % 1500) as usize;
         if sent % 2 == 0 {
-            datagram[..5].copy_from_slice(b"DIOD\x01");
+            datagram[..4].copy_from_slice(&diode_proto::header::MAGIC);
+            datagram[4] = diode_proto::header::VERSION;
         }
         for target in &to {
             let _ = socket.send_to(&datagram[..len], target);
