@@ -22,7 +22,7 @@ use crate::record::{
 pub const HASH_LEN: usize = 16;
 
 fn block_hash(body: &[u8]) -> [u8; HASH_LEN] {
-    xxhash_rust::xxh3::xxh3_128(body).to_be_bytes()
+    twox_hash::XxHash3_128::oneshot(body).to_be_bytes()
 }
 
 /// Appends the hash of `body` to it, making it block content.
