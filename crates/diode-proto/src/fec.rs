@@ -84,7 +84,7 @@ impl FecParams {
     }
 
     pub fn validate(&self) -> Result<(), FecParamsError> {
-        if self.symbol_size < MIN_SYMBOL_SIZE || self.symbol_size % SYMBOL_ALIGNMENT != 0 {
+        if self.symbol_size < MIN_SYMBOL_SIZE || !self.symbol_size.is_multiple_of(SYMBOL_ALIGNMENT) {
             return Err(FecParamsError::SymbolSize(self.symbol_size));
         }
         if u32::from(self.max_block_symbols) > MAX_SOURCE_SYMBOLS {
@@ -181,7 +181,7 @@ pub struct BlockEncoder {
 /// Distinct block sizes whose recipe is kept: full blocks plus a few sizes of flushed partial blocks.
 const RECIPE_CACHE_LIMIT: usize = 8;
 /// Up to this many repair symbols per block, multiply-adds beat RaptorQ's encoder (see the codec bench).
-const MATRIX_MAX_REPAIR: u32 = 16;
+const MATRIX_MAX_REPAIR: u32 = gf256::MAX_ROWS as u32;
 /// Above this many source symbols the matrix takes long to learn; such blocks use the plan.
 const MATRIX_MAX_SOURCE: u16 = 4096;
 /// Source symbols whose coefficients one learning pass finds (bounds its memory to K × this).
@@ -192,10 +192,10 @@ enum RepairRecipe {
     Plan(SourceBlockEncodingPlan),
 }
 
-/// The coefficients of a block size's repair symbols: `tables[j × K + i]` multiplies source symbol i
-/// into repair symbol j.
+/// The coefficients of a block size's repair symbols: `tables[i × R + j]` multiplies source symbol i
+/// into repair symbol j (source-major, so one source symbol's R tables are together).
 struct RepairMatrix {
-    source_symbols: usize,
+    repair_count: usize,
     tables: Vec<MulTable>,
 }
 
@@ -205,7 +205,7 @@ impl RepairMatrix {
     fn learn(k: u16, repair_count: u32, plan: &SourceBlockEncodingPlan) -> RepairMatrix {
         let k_len = usize::from(k);
         let repair_len = repair_count as usize;
-        let mut coefficients = vec![0u8; repair_len * k_len];
+        let mut coefficients = vec![0u8; k_len * repair_len];
         for first in (0..k_len).step_by(MATRIX_STRIP) {
             let columns = MATRIX_STRIP.min(k_len - first);
             let width = columns.next_multiple_of(usize::from(SYMBOL_ALIGNMENT));
@@ -216,20 +216,19 @@ impl RepairMatrix {
             let encoder =
                 SourceBlockEncoder::with_encoding_plan(0, &oti(units.len() as u64, width as u16), &units, plan);
             for (j, packet) in encoder.repair_packets(0, repair_count).iter().enumerate() {
-                let row = j * k_len + first;
-                coefficients[row..row + columns].copy_from_slice(&packet.data()[..columns]);
+                for (column, coefficient) in packet.data()[..columns].iter().enumerate() {
+                    coefficients[(first + column) * repair_len + j] = *coefficient;
+                }
             }
         }
-        RepairMatrix { source_symbols: k_len, tables: coefficients.into_iter().map(MulTable::new).collect() }
+        RepairMatrix { repair_count: repair_len, tables: coefficients.into_iter().map(MulTable::new).collect() }
     }
 
     fn repair_symbols(&self, source: &[u8], symbol_size: usize) -> Vec<Vec<u8>> {
-        let mut repair = vec![vec![0u8; symbol_size]; self.tables.len() / self.source_symbols];
-        // Source-major: each source symbol is read once while every repair symbol stays in cache.
-        for (i, symbol) in source.chunks_exact(symbol_size).enumerate() {
-            for (j, out) in repair.iter_mut().enumerate() {
-                gf256::mul_add(out, symbol, &self.tables[j * self.source_symbols + i]);
-            }
+        let mut repair = vec![vec![0u8; symbol_size]; self.repair_count];
+        // Each source symbol is read once, into every repair symbol, which stay in cache.
+        for (symbol, tables) in source.chunks_exact(symbol_size).zip(self.tables.chunks_exact(self.repair_count)) {
+            gf256::mul_add_rows(&mut repair, symbol, tables);
         }
         repair
     }

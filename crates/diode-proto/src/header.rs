@@ -313,7 +313,7 @@ impl Repr {
 
     fn check_symbol_geometry(&self) -> Result<(), DropReason> {
         let symbol_size = self.payload_len;
-        if symbol_size == 0 || symbol_size % SYMBOL_ALIGNMENT != 0 {
+        if symbol_size == 0 || !symbol_size.is_multiple_of(SYMBOL_ALIGNMENT) {
             return Err(DropReason::BadSymbolSize);
         }
         if self.block_len == 0 {

@@ -92,7 +92,7 @@ fn loss_beyond_repair_breaks_streams_and_never_delivers_wrong_bytes() {
     let wire = drain(&mut tx);
     let mut rig = Rig::new(Rig::config());
     // Block 2 loses a third of its symbols: far beyond 5 % repair.
-    let kept: Vec<_> = wire.iter().filter(|d| !(header(d).block_seq == 2 && header(d).esi % 3 == 0)).collect();
+    let kept: Vec<_> = wire.iter().filter(|d| !(header(d).block_seq == 2 && header(d).esi.is_multiple_of(3))).collect();
     rig.feed(0, kept);
     rig.advance(Duration::from_secs(1));
     assert_eq!(rig.delivered.ended.len(), 0);
@@ -350,8 +350,10 @@ fn a_stuck_head_block_is_given_up_when_the_blocks_behind_it_fill_the_byte_budget
     let wire = drain(&mut tx);
     // Block 0 loses half its source symbols: it can never complete, and every later block would wait
     // behind it until its deadline.
-    let kept: Vec<_> =
-        wire.iter().filter(|d| !(is_symbol(d) && header(d).block_seq == 0 && header(d).esi % 2 == 0)).collect();
+    let kept: Vec<_> = wire
+        .iter()
+        .filter(|d| !(is_symbol(d) && header(d).block_seq == 0 && header(d).esi.is_multiple_of(2)))
+        .collect();
     let budget = 10 * 80 * 1024;
     let mut rig = Rig::new(ReceiverConfig { max_bytes_in_flight: budget, ..Rig::config() });
     let mut most = 0;

@@ -46,7 +46,7 @@ impl CarpConfig {
     /// with the skew added, which keeps the ordering of priorities.
     pub fn encoding(&self) -> Result<(u8, u8), CarpConfigError> {
         let millis = self.interval.as_millis();
-        if millis % 1000 == 0 && (1..=255).contains(&(millis / 1000)) {
+        if millis.is_multiple_of(1000) && (1..=255).contains(&(millis / 1000)) {
             return Ok(((millis / 1000) as u8, self.skew));
         }
         if !(10..1000).contains(&millis) {

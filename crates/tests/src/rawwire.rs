@@ -98,7 +98,7 @@ impl RawSender {
             let _ = self.socket.send_to(datagram, target);
         }
         self.sent += 1;
-        if self.sent % 64 == 0 {
+        if self.sent.is_multiple_of(64) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }

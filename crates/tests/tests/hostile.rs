@@ -44,7 +44,7 @@ fn flood(to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> u64 {
             *byte = state as u8;
         }
         let len = (state % 1500) as usize;
-        if sent % 2 == 0 {
+        if sent.is_multiple_of(2) {
             datagram[..4].copy_from_slice(&diode_proto::header::MAGIC);
             datagram[4] = diode_proto::header::VERSION;
         }
@@ -52,7 +52,7 @@ fn flood(to: Vec<SocketAddr>, stop: Arc<AtomicBool>) -> u64 {
             let _ = socket.send_to(&datagram[..len], target);
         }
         sent += 1;
-        if sent % 256 == 0 {
+        if sent.is_multiple_of(256) {
             std::thread::sleep(Duration::from_micros(200));
         }
     }
