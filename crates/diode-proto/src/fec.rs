@@ -294,8 +294,10 @@ fn oti(transfer_length: u64, symbol_size: u16) -> ObjectTransmissionInformation 
 
 /// Collects the symbols of one block until it can be rebuilt.
 ///
-/// Invariant: `source` is K × T bytes; `have` marks which source symbols are in it; at most
-/// K + [`MAX_EXTRA_SYMBOLS`] symbols are kept.
+/// Invariant: `have` marks which source symbols are in `source`; at most K + [`MAX_EXTRA_SYMBOLS`]
+/// symbols are kept. `source` has room for K × T bytes and holds either the first `len / T` symbols,
+/// received in order (the common case, which never zeroes memory it then overwrites), or, once one
+/// arrived out of order, all K × T bytes with each symbol at its place.
 #[derive(Debug)]
 pub struct SymbolCollector {
     symbol_size: u16,
@@ -331,7 +333,7 @@ impl SymbolCollector {
             symbol_size,
             block_len,
             k,
-            source: vec![0; k as usize * usize::from(symbol_size)],
+            source: Vec::with_capacity(k as usize * usize::from(symbol_size)),
             have: vec![false; k as usize],
             source_count: 0,
             repair: Vec::new(),
@@ -367,7 +369,7 @@ impl SymbolCollector {
 
     /// Bytes held, for memory accounting.
     pub fn memory(&self) -> usize {
-        self.source.len() + self.repair.len() * usize::from(self.symbol_size)
+        self.source.capacity() + self.repair.len() * usize::from(self.symbol_size)
     }
 
     /// Adds a symbol. The payload length must equal the symbol size.
@@ -383,7 +385,12 @@ impl SymbolCollector {
             }
             self.have[index] = true;
             self.source_count += 1;
-            self.source[index * t..(index + 1) * t].copy_from_slice(payload);
+            if self.source.len() == index * t {
+                self.source.extend_from_slice(payload);
+            } else {
+                self.source.resize(self.k as usize * t, 0);
+                self.source[index * t..(index + 1) * t].copy_from_slice(payload);
+            }
             return Ok(());
         }
         if self.repair.iter().any(|(e, _)| *e == esi) {
@@ -414,7 +421,7 @@ impl SymbolCollector {
             return None;
         }
         let t = usize::from(self.symbol_size);
-        let padded_len = self.source.len() as u64;
+        let padded_len = u64::from(self.k) * t as u64;
         let mut decoder = SourceBlockDecoder::new(0, &oti(padded_len, self.symbol_size), padded_len);
         let sources =
             self.have.iter().enumerate().filter(|(_, have)| **have).map(|(i, _)| {
@@ -504,6 +511,34 @@ mod tests {
         assert!(completion.decoded);
         assert_eq!(completion.repair_received, 8);
         assert_eq!(rebuilt, data);
+    }
+
+    #[test]
+    fn symbols_rebuild_whatever_order_they_arrive_in() {
+        let mut encoder = BlockEncoder::new(params());
+        let data = content(80 * 1024 - 100);
+        let block = encoder.encode(1, 0, data.clone());
+        let k = block.source_symbols();
+        let all: Vec<u32> = (0..block.symbol_count()).collect();
+        // In order with the last source symbols lost (the decoder reads the in-order prefix), in
+        // reverse (every symbol out of place), and interleaved odd-then-even (striped fibers).
+        let in_order_tail_lost: Vec<u32> = all.iter().copied().filter(|esi| !(k - 8..k).contains(esi)).collect();
+        let reversed: Vec<u32> = all.iter().rev().copied().collect();
+        let odd_then_even: Vec<u32> =
+            all.iter().copied().filter(|e| e % 2 == 1).chain(all.iter().copied().filter(|e| e % 2 == 0)).collect();
+        for order in [in_order_tail_lost, reversed, odd_then_even] {
+            let mut collector = SymbolCollector::new(block.symbol_size, block.block_len);
+            let mut rebuilt = None;
+            for esi in &order {
+                collector.insert(*esi, block.symbol(*esi).expect("exists")).expect("new symbol");
+                assert!(collector.memory() <= collector.max_memory());
+                if let Some(done) = collector.try_complete() {
+                    rebuilt = Some(done.0);
+                    break;
+                }
+            }
+            assert_eq!(rebuilt.as_ref(), Some(&data), "order starting {:?}", &order[..4]);
+        }
     }
 
     #[test]
