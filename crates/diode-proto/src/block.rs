@@ -20,9 +20,18 @@ use crate::record::{
 };
 
 pub const HASH_LEN: usize = 16;
+/// Protocol version 1 sealed blocks with the BLAKE3 of the records, 32 bytes.
+pub const LEGACY_HASH_LEN: usize = 32;
 
 fn block_hash(body: &[u8]) -> [u8; HASH_LEN] {
     twox_hash::XxHash3_128::oneshot(body).to_be_bytes()
+}
+
+/// The records of a block a version-1 sender sealed ([`crate::header::LEGACY_VERSION`]), or `None`.
+pub fn open_legacy(content: &[u8]) -> Option<&[u8]> {
+    let split = content.len().checked_sub(LEGACY_HASH_LEN)?;
+    let (body, hash) = content.split_at(split);
+    (blake3::hash(body).as_bytes() == hash).then_some(body)
 }
 
 /// Appends the hash of `body` to it, making it block content.
@@ -250,6 +259,15 @@ mod tests {
         corrupted[3] ^= 0x10;
         assert_eq!(open(&corrupted), None);
         assert_eq!(open(&content[..HASH_LEN - 1]), None);
+    }
+
+    #[test]
+    fn version_1_blocks_open_with_their_blake3() {
+        let mut legacy = b"records".to_vec();
+        legacy.extend_from_slice(blake3::hash(b"records").as_bytes());
+        assert_eq!(open_legacy(&legacy), Some(&b"records"[..]));
+        assert_eq!(open(&legacy), None);
+        assert_eq!(open_legacy(&seal(b"records".to_vec())), None);
     }
 
     #[test]

@@ -45,9 +45,11 @@ pub mod field {
 }
 
 pub const MAGIC: [u8; 4] = *b"DIOD";
-/// Version 2 seals blocks with XXH3-128 instead of version 1's BLAKE3: the two cannot read each
-/// other's blocks, so a mismatch is refused per datagram (`bad_version`) rather than lost per block.
+/// What a sender writes. Version 2 seals blocks with XXH3-128 where version 1 used BLAKE3
+/// ([`crate::block`]); nothing else differs.
 pub const VERSION: u8 = 2;
+/// The older version a receiver still accepts, so a RED pair can be upgraded before its BLUE pair.
+pub const LEGACY_VERSION: u8 = 1;
 /// Length of the fields covered by the check (everything before it).
 pub const FIXED_LEN: usize = field::CHECK;
 pub const CRC_LEN: usize = 4;
@@ -258,7 +260,7 @@ impl Repr {
         if packet.magic() != MAGIC {
             return Err(DropReason::BadMagic);
         }
-        if packet.version() != VERSION {
+        if packet.version() != VERSION && packet.version() != LEGACY_VERSION {
             return Err(DropReason::BadVersion);
         }
         if packet.flags() & !KNOWN_FLAGS != 0 {

@@ -106,7 +106,12 @@ pub struct ReceiverStats {
 }
 
 enum Slot {
-    Collecting { collector: SymbolCollector, first_seen: Instant },
+    /// `version`: the protocol version of the symbols (it decides how the block is sealed).
+    Collecting {
+        collector: SymbolCollector,
+        first_seen: Instant,
+        version: u8,
+    },
     Ready(Bytes),
     Failed(LossReason),
 }
@@ -267,7 +272,7 @@ impl Receiver {
                 self.shared.events.push_back(Event::BeaconReceived { fiber, beacon });
                 Ok(())
             }
-            None => self.handle_symbol(now, &repr, packet.payload()),
+            None => self.handle_symbol(now, &repr, packet.version(), packet.payload()),
         }
     }
 
@@ -346,7 +351,7 @@ impl Receiver {
         }
     }
 
-    fn handle_symbol(&mut self, now: Instant, repr: &Repr, payload: &[u8]) -> Result<(), DropReason> {
+    fn handle_symbol(&mut self, now: Instant, repr: &Repr, version: u8, payload: &[u8]) -> Result<(), DropReason> {
         if repr.block_len > self.shared.config.max_block_len {
             return Err(DropReason::BlockTooLarge);
         }
@@ -371,18 +376,18 @@ impl Receiver {
                 shared.in_flight += 1;
                 shared.bytes_in_flight += reserved;
                 let collector = SymbolCollector::new(repr.payload_len, repr.block_len);
-                channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now })
+                channel.blocks.entry(seq).or_insert(Slot::Collecting { collector, first_seen: now, version })
             }
         };
-        let Slot::Collecting { collector, .. } = slot else {
+        let Slot::Collecting { collector, version: block_version, .. } = slot else {
             return Err(DropReason::BlockDone);
         };
-        if !collector.matches(repr.payload_len, repr.block_len) {
+        if !collector.matches(repr.payload_len, repr.block_len) || *block_version != version {
             return Err(DropReason::InconsistentBlock);
         }
         collector.insert(repr.esi, payload)?;
         if let Some((content, completion)) = collector.try_complete() {
-            let verified = shared.verify(content, completion);
+            let verified = shared.verify(content, completion, version);
             shared.replace(slot, verified);
         }
         shared.deliver_ready(channel, now);
@@ -398,7 +403,7 @@ impl Receiver {
                 let head = channel.next_seq;
                 match channel.blocks.get_mut(&head) {
                     Some(slot @ Slot::Collecting { .. }) => {
-                        let Slot::Collecting { collector, first_seen } = &*slot else { break };
+                        let Slot::Collecting { collector, first_seen, .. } = &*slot else { break };
                         if *first_seen + timeout > now {
                             break;
                         }
@@ -445,7 +450,7 @@ impl Receiver {
 }
 
 impl Shared {
-    fn verify(&mut self, content: Vec<u8>, completion: Completion) -> Slot {
+    fn verify(&mut self, content: Vec<u8>, completion: Completion, version: u8) -> Slot {
         let stats = &mut self.stats;
         if completion.decoded {
             stats.blocks_decoded += 1;
@@ -458,10 +463,15 @@ impl Shared {
         if self.repair_symbols.is_some_and(|repair| u64::from(missing) * 10 > u64::from(repair) * 9) {
             stats.blocks_near_repair_limit += 1;
         }
-        if crate::block::open(&content).is_none() {
+        let body = if version == crate::header::LEGACY_VERSION {
+            crate::block::open_legacy(&content)
+        } else {
+            crate::block::open(&content)
+        };
+        let Some(body) = body else {
             return Slot::Failed(LossReason::HashMismatch);
-        }
-        let body_len = content.len() - crate::block::HASH_LEN;
+        };
+        let body_len = body.len();
         let mut content = Bytes::from(content);
         content.truncate(body_len);
         Slot::Ready(content)

@@ -419,3 +419,79 @@ fn a_lower_epoch_takes_over_once_the_higher_epoch_sender_is_silent() {
         vec![b"from the dead node, epoch 9".to_vec(), b"from the survivor, epoch 8".to_vec()]
     );
 }
+
+/// Datagrams as a version-1 sender made them: the same records, sealed with BLAKE3, version byte 1.
+fn version_1_wire(data: &[u8]) -> Vec<Vec<u8>> {
+    use diode_proto::block::{BlockBuilder, HASH_LEN};
+    use diode_proto::fec::BlockEncoder;
+    use diode_proto::header::{field, write_datagram, Kind, Packet, Repr, LEGACY_VERSION};
+    use diode_proto::LinkAuth;
+
+    let params = fec(500, 1);
+    let mut builder = BlockBuilder::new(1, params.max_block_len() - (diode_proto::block::LEGACY_HASH_LEN - HASH_LEN));
+    builder.open(7, meta("old")).unwrap();
+    builder.data(7, data).unwrap();
+    builder.end(7).unwrap();
+    builder.flush();
+    let mut encoder = BlockEncoder::new(params);
+    let mut wire = Vec::new();
+    while let Some(block) = builder.pop_sealed() {
+        let mut content = block.content[..block.content.len() - HASH_LEN].to_vec();
+        let hash = blake3::hash(&content);
+        content.extend_from_slice(hash.as_bytes());
+        let encoded = encoder.encode(1, block.seq, content);
+        for esi in 0..encoded.symbol_count() {
+            let repr = Repr {
+                kind: Kind::Symbol,
+                session: 99,
+                epoch: 1,
+                channel: 1,
+                block_seq: block.seq,
+                esi,
+                block_len: encoded.block_len,
+                payload_len: encoded.symbol_size,
+                key_id: None,
+            };
+            let mut datagram = Vec::new();
+            write_datagram(&repr, encoded.symbol(esi).unwrap(), &LinkAuth::none(), &mut datagram);
+            datagram[field::VERSION] = LEGACY_VERSION;
+            Repr::seal(&mut Packet::new_unchecked(&mut datagram[..]), &LinkAuth::none());
+            wire.push(datagram);
+        }
+    }
+    wire
+}
+
+#[test]
+fn a_version_1_sender_is_still_understood() {
+    // A RED pair is upgraded before its BLUE pair: for a while the new receiver hears the old sender.
+    let data = payload(9, 150_000);
+    let wire = version_1_wire(&data);
+    let mut rig = Rig::new(Rig::config());
+    // Lose a source symbol of every block, so the decoder runs as well as the plain reassembly.
+    let kept: Vec<_> = wire.iter().filter(|d| header(d).esi != 1).collect();
+    rig.feed(0, kept);
+    assert!(rig.delivered.ended_intact(1, 7, &data));
+    assert_eq!(rig.receiver.stats().drops.harmful(), 0);
+    assert!(rig.receiver.stats().blocks_decoded >= 1);
+
+    // A version-1 datagram whose block was sealed the version-2 way is lost, never misread.
+    let mut forged = version_1_wire(b"x");
+    let mut rig = Rig::new(Rig::config());
+    for datagram in &mut forged {
+        datagram[diode_proto::header::field::VERSION] = diode_proto::header::VERSION;
+        diode_proto::header::Repr::seal(
+            &mut diode_proto::header::Packet::new_unchecked(&mut datagram[..]),
+            &diode_proto::LinkAuth::none(),
+        );
+    }
+    rig.feed(0, &forged);
+    assert!(!rig.delivered.ended_intact(1, 7, b"x"));
+    let hash_mismatches = rig
+        .delivered
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::BlocksLost { reason: LossReason::HashMismatch, .. }))
+        .count();
+    assert_eq!(hash_mismatches, 1);
+}
