@@ -314,3 +314,36 @@ pub fn tighten_timer_slack() -> bool {
         ) == 0
     }
 }
+
+/// Raises the calling thread's scheduling priority to `nice` (negative is more urgent). On Linux the
+/// nice value belongs to each thread, and `setpriority(PRIO_PROCESS, 0)` sets the caller's. Needs
+/// CAP_SYS_NICE to go below 0; the error says when the process lacks it.
+pub fn raise_thread_priority(nice: i32) -> io::Result<()> {
+    // SAFETY: setpriority takes plain integers and changes only the calling thread's nice value.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_nice() -> i32 {
+        // SAFETY: getpriority takes plain integers and reads the calling thread's nice value.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn thread_priority_belongs_to_the_calling_thread() {
+        let before = own_nice();
+        // Lowering the priority needs no privilege; it shows whose value setpriority changed.
+        let inside =
+            std::thread::spawn(|| raise_thread_priority(own_nice() + 3).map(|()| own_nice())).join().expect("thread");
+        assert_eq!(inside.expect("lowering is always allowed"), before + 3);
+        assert_eq!(own_nice(), before, "the other threads keep their priority");
+    }
+}

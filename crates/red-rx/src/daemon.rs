@@ -380,6 +380,11 @@ async fn follow_role(handle: HaHandle, active: Arc<AtomicBool>, last_beacon: Arc
     }
 }
 
+/// The fiber threads' nice value. A datagram the kernel drops because its socket buffer filled
+/// while the thread waited for a CPU is gone for good (nothing goes back to BLUE), whereas any other
+/// work of red-rx or of the machine can wait a little: the fiber threads go first.
+const FIBER_THREAD_NICE: i32 = -10;
+
 /// Reads one fiber and runs each batch through the receiver in place, under the protocol lock: the
 /// datagrams are never copied or queued in this process. While the other fiber's thread (or the
 /// timer) holds the lock, this fiber's datagrams wait in its kernel socket buffer (`recv_buffer`),
@@ -391,6 +396,9 @@ fn receive_fiber(
     counters: Arc<Mutex<RxCounters>>,
     stop: &AtomicBool,
 ) {
+    if let Err(error) = hw::raise_thread_priority(FIBER_THREAD_NICE) {
+        warn!(fiber = fiber + 1, %error, nice = FIBER_THREAD_NICE, "cannot raise the fiber thread's priority; under CPU load the kernel may drop datagrams while it waits");
+    }
     let mut last_refresh = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let batch = match rx.recv_batch(Instant::now()) {

@@ -62,6 +62,10 @@ fn systemd_units_are_sandboxed_and_can_write_where_the_examples_write() {
                 );
             }
         }
+        if binary == "red-rx" {
+            // red-rx's fiber threads ask for this nice value (FIBER_THREAD_NICE in red-rx's daemon).
+            assert_eq!(setting("LimitNICE"), "-10");
+        }
         // The status file and control socket live in the unit's RuntimeDirectory.
         assert_eq!(setting("RuntimeDirectory"), "diode");
         for path in values(&example, "status_file").into_iter().chain(values(&example, "control_socket")) {
