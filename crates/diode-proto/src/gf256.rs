@@ -35,6 +35,9 @@ pub(crate) fn mul(mut a: u8, mut b: u8) -> u8 {
 pub(crate) struct MulTable {
     low: [u8; 16],
     high: [u8; 16],
+    /// The same map as an 8 × 8 bit matrix in GFNI's layout: byte 7 - i selects the input bits
+    /// whose parity is output bit i.
+    affine: u64,
 }
 
 impl MulTable {
@@ -45,7 +48,14 @@ impl MulTable {
             low[usize::from(nibble)] = mul(constant, nibble);
             high[usize::from(nibble)] = mul(constant, nibble << 4);
         }
-        MulTable { low, high }
+        let mut affine = 0u64;
+        for output_bit in 0..8 {
+            let row = (0..8).fold(0u64, |row, input_bit| {
+                row | u64::from((mul(constant, 1 << input_bit) >> output_bit) & 1) << input_bit
+            });
+            affine |= row << (8 * (7 - output_bit));
+        }
+        MulTable { low, high, affine }
     }
 
     fn product(&self, x: u8) -> u8 {
@@ -68,7 +78,10 @@ pub(crate) fn mul_add_rows(rows: &mut [Vec<u8>], src: &[u8], tables: &[MulTable]
 
 #[cfg(target_arch = "x86_64")]
 fn dispatch(rows: &mut [Vec<u8>], src: &[u8], tables: &[MulTable]) {
-    if std::arch::is_x86_feature_detected!("avx512bw") {
+    if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("gfni") {
+        // SAFETY: the CPU has just reported AVX-512BW (which implies AVX-512F) and GFNI.
+        unsafe { x86::mul_add_rows_gfni(rows, src, tables) }
+    } else if std::arch::is_x86_feature_detected!("avx512bw") {
         // SAFETY: the CPU has just reported AVX-512BW (which implies AVX-512F), all the function enables.
         unsafe { x86::mul_add_rows_avx512(rows, src, tables) }
     } else if std::arch::is_x86_feature_detected!("avx2") {
@@ -98,9 +111,9 @@ mod x86 {
     use std::arch::x86_64::{
         __m128i, __m256i, __mmask64, _mm256_and_si256, _mm256_broadcastsi128_si256, _mm256_loadu_si256,
         _mm256_set1_epi8, _mm256_setzero_si256, _mm256_shuffle_epi8, _mm256_srli_epi64, _mm256_storeu_si256,
-        _mm256_xor_si256, _mm512_and_si512, _mm512_broadcast_i32x4, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8,
-        _mm512_set1_epi8, _mm512_setzero_si512, _mm512_shuffle_epi8, _mm512_srli_epi64, _mm512_xor_si512,
-        _mm_loadu_si128,
+        _mm256_xor_si256, _mm512_and_si512, _mm512_broadcast_i32x4, _mm512_gf2p8affine_epi64_epi8,
+        _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8, _mm512_set1_epi64, _mm512_set1_epi8, _mm512_setzero_si512,
+        _mm512_shuffle_epi8, _mm512_srli_epi64, _mm512_xor_si512, _mm_loadu_si128,
     };
 
     use super::{mul_add_rows_scalar, MulTable, MAX_ROWS};
@@ -136,6 +149,32 @@ mod x86 {
             }
         }
         mul_add_rows_scalar(rows, src, tables, whole);
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX-512BW and GFNI. The caller has checked the lengths.
+    #[target_feature(enable = "avx512f,avx512bw,gfni")]
+    pub(super) unsafe fn mul_add_rows_gfni(rows: &mut [Vec<u8>], src: &[u8], tables: &[MulTable]) {
+        const LANE: usize = 64;
+        // SAFETY: as in the AVX-512 kernel below: whole lanes inside the slices, the last one masked.
+        unsafe {
+            let mut matrices = [_mm512_setzero_si512(); MAX_ROWS];
+            for (j, table) in tables.iter().enumerate() {
+                matrices[j] = _mm512_set1_epi64(table.affine as i64);
+            }
+            for offset in (0..src.len()).step_by(LANE) {
+                let mask: __mmask64 = match src.len() - offset {
+                    rest if rest >= LANE => u64::MAX,
+                    rest => (1u64 << rest) - 1,
+                };
+                let x = _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(offset).cast::<i8>());
+                for (j, row) in rows.iter_mut().enumerate() {
+                    let product = _mm512_gf2p8affine_epi64_epi8::<0>(x, matrices[j]);
+                    let at = row.as_mut_ptr().add(offset).cast::<i8>();
+                    _mm512_mask_storeu_epi8(at, mask, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mask, at), product));
+                }
+            }
+        }
     }
 
     /// # Safety
@@ -226,6 +265,10 @@ mod tests {
                     if std::arch::is_x86_feature_detected!("avx512bw") {
                         // SAFETY: AVX-512BW was just detected; the lengths are those mul_add_rows checks.
                         kernels.push(("avx512", |r, s, t| unsafe { x86::mul_add_rows_avx512(r, s, t) }));
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("gfni") {
+                        // SAFETY: AVX-512BW and GFNI were just detected; lengths as mul_add_rows checks.
+                        kernels.push(("gfni", |r, s, t| unsafe { x86::mul_add_rows_gfni(r, s, t) }));
                     }
                 }
                 for (name, kernel) in kernels {
