@@ -169,7 +169,9 @@ impl Transmitter {
             let last_symbol = esi + 1 == block.symbol_count();
             let (channel, seq) = (block.channel, block.seq);
             let len = repr.buffer_len();
-            if !pacer.try_send(Instant::now(), len) {
+            // The loop's clock reading is a few hundred nanoseconds old here; reading the clock again
+            // for every datagram cost 3 % of blue-tx at MTU 1500.
+            if !pacer.try_send(now, len) {
                 self.flush(&mut out);
                 sleep_until(pacer.ready_for_batch(Instant::now(), len, BATCH, PACED_BATCH_WAIT));
                 while !pacer.try_send(Instant::now(), len) {
