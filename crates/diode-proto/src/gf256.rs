@@ -151,6 +151,15 @@ mod x86 {
         mul_add_rows_scalar(rows, src, tables, whole);
     }
 
+    /// The bytes of a 64-byte lane that lie inside the slice, `rest` bytes before its end.
+    fn lane_mask(rest: usize) -> __mmask64 {
+        if rest >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << rest) - 1
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX-512F, AVX-512BW and GFNI. The caller has checked the lengths.
     #[target_feature(enable = "avx512f,avx512bw,gfni")]
@@ -163,10 +172,7 @@ mod x86 {
                 matrices[j] = _mm512_set1_epi64(table.affine as i64);
             }
             for offset in (0..src.len()).step_by(LANE) {
-                let mask: __mmask64 = match src.len() - offset {
-                    rest if rest >= LANE => u64::MAX,
-                    rest => (1u64 << rest) - 1,
-                };
+                let mask = lane_mask(src.len() - offset);
                 let x = _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(offset).cast::<i8>());
                 for (j, row) in rows.iter_mut().enumerate() {
                     let product = _mm512_gf2p8affine_epi64_epi8::<0>(x, matrices[j]);
@@ -193,10 +199,7 @@ mod x86 {
             }
             let nibble = _mm512_set1_epi8(0x0f);
             for offset in (0..src.len()).step_by(LANE) {
-                let mask: __mmask64 = match src.len() - offset {
-                    rest if rest >= LANE => u64::MAX,
-                    rest => (1u64 << rest) - 1,
-                };
+                let mask = lane_mask(src.len() - offset);
                 let x = _mm512_maskz_loadu_epi8(mask, src.as_ptr().add(offset).cast::<i8>());
                 let low_nibbles = _mm512_and_si512(x, nibble);
                 let high_nibbles = _mm512_and_si512(_mm512_srli_epi64::<4>(x), nibble);
