@@ -27,8 +27,17 @@ fn block_hash(body: &[u8]) -> [u8; HASH_LEN] {
     twox_hash::XxHash3_128::oneshot(body).to_be_bytes()
 }
 
-/// The records of a block a version-1 sender sealed ([`crate::header::LEGACY_VERSION`]), or `None`.
-pub fn open_legacy(content: &[u8]) -> Option<&[u8]> {
+/// The records of a block whose symbols carried protocol `version`, if its hash matches: version 1
+/// ([`crate::header::LEGACY_VERSION`]) sealed with BLAKE3, every later one with [`seal`].
+pub fn open_version(content: &[u8], version: u8) -> Option<&[u8]> {
+    if version == crate::header::LEGACY_VERSION {
+        open_legacy(content)
+    } else {
+        open(content)
+    }
+}
+
+fn open_legacy(content: &[u8]) -> Option<&[u8]> {
     let split = content.len().checked_sub(LEGACY_HASH_LEN)?;
     let (body, hash) = content.split_at(split);
     (blake3::hash(body).as_bytes() == hash).then_some(body)
@@ -265,9 +274,11 @@ mod tests {
     fn version_1_blocks_open_with_their_blake3() {
         let mut legacy = b"records".to_vec();
         legacy.extend_from_slice(blake3::hash(b"records").as_bytes());
-        assert_eq!(open_legacy(&legacy), Some(&b"records"[..]));
-        assert_eq!(open(&legacy), None);
-        assert_eq!(open_legacy(&seal(b"records".to_vec())), None);
+        assert_eq!(open_version(&legacy, crate::header::LEGACY_VERSION), Some(&b"records"[..]));
+        assert_eq!(open_version(&legacy, crate::header::VERSION), None);
+        let current = seal(b"records".to_vec());
+        assert_eq!(open_version(&current, crate::header::VERSION), Some(&b"records"[..]));
+        assert_eq!(open_version(&current, crate::header::LEGACY_VERSION), None);
     }
 
     #[test]

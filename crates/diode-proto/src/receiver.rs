@@ -463,12 +463,7 @@ impl Shared {
         if self.repair_symbols.is_some_and(|repair| u64::from(missing) * 10 > u64::from(repair) * 9) {
             stats.blocks_near_repair_limit += 1;
         }
-        let body = if version == crate::header::LEGACY_VERSION {
-            crate::block::open_legacy(&content)
-        } else {
-            crate::block::open(&content)
-        };
-        let Some(body) = body else {
+        let Some(body) = crate::block::open_version(&content, version) else {
             return Slot::Failed(LossReason::HashMismatch);
         };
         let body_len = body.len();

@@ -1,9 +1,9 @@
 //! The few Linux calls that std and socket2 do not wrap: `sendmmsg` with UDP GSO, `recvmmsg` with
 //! UDP GRO, the `SO_RXQ_OVFL` drop counter, and the allocator's trim and mmap thresholds.
 //!
-//! With `diode_proto`'s GF(256) kernel, this is the only module of the workspace with `unsafe`. Every block builds the C structures on the
-//! stack from slices whose lifetimes outlive the call, and reads back only what the kernel reports it
-//! wrote.
+//! With `diode_proto`'s GF(256) kernels, this is the only module of the workspace with `unsafe`.
+//! Every block builds the C structures on the stack from slices whose lifetimes outlive the call, and
+//! reads back only what the kernel reports it wrote.
 
 #![allow(unsafe_code)]
 

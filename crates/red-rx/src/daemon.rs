@@ -415,7 +415,8 @@ fn receive_fiber(
                 continue;
             }
         };
-        let few = batch.len() < COALESCE_BELOW;
+        // After an empty read the receive call itself has just waited; only a short batch coalesces.
+        let few = !batch.is_empty() && batch.len() < COALESCE_BELOW;
         if !batch.is_empty() {
             let Ok(mut guard) = protocol.lock() else { return };
             let Protocol { receiver, dispatcher } = &mut *guard;
