@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use crate::record::{
     AbortReason, Record, StreamMeta, DATAGRAMS_HEADER_LEN, DATAGRAM_ENTRY_HEADER_LEN, DATA_HEADER_LEN, NO_PREV,
 };
+use crate::stream_hash::StreamHasher;
 
 pub const HASH_LEN: usize = 16;
 /// Protocol version 1 sealed blocks with the BLAKE3 of the records, 32 bytes.
@@ -80,7 +81,7 @@ pub enum BuildError {
 
 struct SendStream {
     offset: u64,
-    hasher: blake3::Hasher,
+    hasher: StreamHasher,
     last_seq: u64,
 }
 
@@ -178,7 +179,7 @@ impl BlockBuilder {
         let record = Record::Open { stream, meta };
         record.check_limits()?;
         self.push(&record);
-        self.streams.insert(stream, SendStream { offset: 0, hasher: blake3::Hasher::new(), last_seq: self.next_seq });
+        self.streams.insert(stream, SendStream { offset: 0, hasher: StreamHasher::new(), last_seq: self.next_seq });
         Ok(())
     }
 
@@ -220,7 +221,7 @@ impl BlockBuilder {
     /// Ends a stream with its length and BLAKE3.
     pub fn end(&mut self, stream: u64) -> Result<StreamSummary, BuildError> {
         let state = self.streams.get(&stream).ok_or(BuildError::NotOpen(stream))?;
-        let summary = StreamSummary { total_len: state.offset, hash: *state.hasher.finalize().as_bytes() };
+        let summary = StreamSummary { total_len: state.offset, hash: state.hasher.finalize() };
         self.close(stream, |prev| Record::End { stream, prev, total_len: summary.total_len, hash: summary.hash });
         Ok(summary)
     }

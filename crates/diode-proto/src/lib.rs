@@ -24,6 +24,7 @@ pub mod receiver;
 pub mod record;
 pub mod sender;
 mod stream;
+mod stream_hash;
 pub mod wire;
 
 pub use auth::{LinkAuth, LinkKey};

@@ -14,6 +14,7 @@ use bytes::Bytes;
 
 use crate::event::{BreakReason, Event};
 use crate::record::{Record, RecordReader};
+use crate::stream_hash::StreamHasher;
 
 /// Limits the stream table enforces.
 #[derive(Clone, Copy, Debug)]
@@ -25,7 +26,7 @@ pub struct StreamLimits {
 
 struct StreamState {
     received: u64,
-    hasher: blake3::Hasher,
+    hasher: StreamHasher,
     last_seq: u64,
     /// The lost block that made this stream suspect, and when the suspicion expires.
     suspect: Option<(u64, Instant)>,
@@ -135,7 +136,7 @@ impl StreamTable {
                 let reason = BreakReason::TooLarge { limit: limits.max_stream_len };
                 events.push_back(Event::StreamBroken { channel, stream, reason });
             } else {
-                let state = StreamState { received: 0, hasher: blake3::Hasher::new(), last_seq: seq, suspect: None };
+                let state = StreamState { received: 0, hasher: StreamHasher::new(), last_seq: seq, suspect: None };
                 self.open.insert(stream, state);
                 events.push_back(Event::StreamOpened { channel, stream, meta });
             }
@@ -178,7 +179,7 @@ impl StreamTable {
             }
             Record::End { total_len, hash, .. } => {
                 let received = state.received;
-                let matches = *state.hasher.finalize().as_bytes() == hash;
+                let matches = state.hasher.finalize() == hash;
                 if total_len != received {
                     self.broken(stream, BreakReason::LengthMismatch { announced: total_len, received }, events);
                 } else if !matches {
