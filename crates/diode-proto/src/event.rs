@@ -23,6 +23,50 @@ pub enum LossReason {
     SessionReplaced,
 }
 
+impl LossReason {
+    /// One label per variant; [`LossCounts`] keeps its counters in this order.
+    pub const LABELS: [&'static str; 6] =
+        ["too_few_symbols", "never_seen", "hash_mismatch", "window_overrun", "memory_limit", "session_replaced"];
+
+    /// The metric label; the figures a variant carries stay in the log line.
+    pub fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    fn index(&self) -> usize {
+        match self {
+            LossReason::Timeout { .. } => 0,
+            LossReason::NeverSeen => 1,
+            LossReason::HashMismatch => 2,
+            LossReason::WindowOverrun => 3,
+            LossReason::MemoryLimit => 4,
+            LossReason::SessionReplaced => 5,
+        }
+    }
+}
+
+/// Lost blocks by cause. The causes call for different remedies (more repair, a lower rate, a look
+/// at a fiber), so the FEC advice and the metrics keep them apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LossCounts {
+    counts: [u64; LossReason::LABELS.len()],
+}
+
+impl LossCounts {
+    pub fn add(&mut self, reason: LossReason, blocks: u64) {
+        self.counts[reason.index()] += blocks;
+    }
+
+    /// Blocks lost for any reason whose [`LossReason::label`] is `label`.
+    pub fn get(&self, label: &str) -> u64 {
+        LossReason::LABELS.iter().position(|l| *l == label).map_or(0, |i| self.counts[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        LossReason::LABELS.iter().copied().zip(self.counts.iter().copied())
+    }
+}
+
 /// Why a stream will not complete. A broken stream is never delivered as complete: a TCP destination is
 /// reset, a file goes to quarantine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,4 +157,31 @@ pub enum Event {
         payload: Bytes,
     },
     Alarm(Alarm),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_loss_reason_is_counted_under_its_own_label() {
+        let reasons = [
+            LossReason::Timeout { received: 3, needed: 64 },
+            LossReason::NeverSeen,
+            LossReason::HashMismatch,
+            LossReason::WindowOverrun,
+            LossReason::MemoryLimit,
+            LossReason::SessionReplaced,
+        ];
+        let mut counts = LossCounts::default();
+        for (blocks, reason) in (1..).zip(reasons) {
+            counts.add(reason, blocks);
+        }
+        for (blocks, reason) in (1..).zip(reasons) {
+            assert_eq!(counts.get(reason.label()), blocks, "{reason:?}");
+        }
+        let labels: std::collections::HashSet<_> = reasons.iter().map(LossReason::label).collect();
+        assert_eq!(labels.len(), LossReason::LABELS.len());
+        assert_eq!(counts.get("no_such_reason"), 0);
+    }
 }

@@ -30,7 +30,7 @@ pub mod wire;
 pub use auth::{LinkAuth, LinkKey};
 pub use beacon::{Beacon, FiberMode, SenderState};
 pub use error::{DropCounters, DropReason};
-pub use event::{Alarm, BreakReason, Event, LossReason};
+pub use event::{Alarm, BreakReason, Event, LossCounts, LossReason};
 pub use fec::FecParams;
 pub use receiver::{Receiver, ReceiverConfig};
 pub use record::{AbortReason, StreamMeta};

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::auth::LinkAuth;
 use crate::beacon::Beacon;
 use crate::error::{DropCounters, DropReason};
-use crate::event::{Alarm, BreakReason, Event, LossReason};
+use crate::event::{Alarm, BreakReason, Event, LossCounts, LossReason};
 use crate::fec::{Completion, SymbolCollector};
 use crate::header::{Kind, Packet, Repr};
 use crate::stream::{StreamLimits, StreamTable};
@@ -95,6 +95,8 @@ pub struct ReceiverStats {
     /// Blocks that needed the RaptorQ decoder.
     pub blocks_decoded: u64,
     pub blocks_lost: u64,
+    /// The same blocks, by cause.
+    pub blocks_lost_by: LossCounts,
     /// Source symbols of completed blocks.
     pub source_symbols: u64,
     /// Of those, how many were missing and rebuilt from repair symbols (the FEC headroom used).
@@ -543,6 +545,7 @@ impl Shared {
 
     fn lose(&mut self, channel: &mut Channel, first: u64, last: u64, reason: LossReason, now: Instant) {
         self.stats.blocks_lost += last - first + 1;
+        self.stats.blocks_lost_by.add(reason, last - first + 1);
         self.events.push_back(Event::BlocksLost { channel: channel.id, first, last, reason });
         channel.streams.on_blocks_lost(first, now, &self.limits);
     }

@@ -16,7 +16,7 @@ use connectors::pool::Pool;
 use connectors::runtime::{write_json, RunEnd};
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
 use connectors::vault::download_router;
-use diode_proto::{Event, Receiver};
+use diode_proto::{Event, LossCounts, Receiver};
 use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::{Command, Fault};
 use hw::fiber::{FiberRx, RxConfig, RxCounters};
@@ -36,6 +36,7 @@ pub(crate) struct Shared {
     pub(crate) streams_ended: u64,
     pub(crate) streams_broken: BTreeMap<String, u64>,
     pub(crate) blocks_lost: u64,
+    pub(crate) blocks_lost_by: LossCounts,
     pub(crate) blocks_decoded: u64,
     pub(crate) blocks_without_decoder: u64,
     pub(crate) drops: BTreeMap<&'static str, u64>,
@@ -581,6 +582,7 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     out.standby_skipped = local.standby_skipped;
     out.shadowed = local.shadowed;
     out.blocks_lost = stats.blocks_lost;
+    out.blocks_lost_by = stats.blocks_lost_by;
     out.blocks_decoded = stats.blocks_decoded;
     out.blocks_without_decoder = stats.blocks_without_decoder;
     out.source_symbols = stats.source_symbols;
@@ -747,6 +749,7 @@ fn status_json(
             "blocks_without_decoder": shared.blocks_without_decoder,
             "blocks_decoded": shared.blocks_decoded,
             "blocks_lost": shared.blocks_lost,
+            "blocks_lost_by_reason": shared.blocks_lost_by.iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
             "streams_ended": shared.streams_ended,
             "streams_broken": shared.streams_broken,
             "datagrams_delivered": shared.datagrams_delivered,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use connectors::config::{parse_toml, ConfigError};
 use connectors::management::{labels, Family, HaFuture, Managed, Sample};
+use diode_proto::LossReason;
 use ha_carp::driver::{demote_or_promote, role_value};
 use serde_json::json;
 
@@ -17,9 +18,13 @@ const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
 /// Turns what the receiver saw into advice on the repair setting.
 ///
 /// The loss seen is the share of source symbols that had to be rebuilt from repair. Repair is too low
-/// when blocks were lost or more than 1 % of blocks needed over 90 % of their repair (a little more
-/// loss and they would have been lost). It is more than needed when it is over three times the loss
-/// seen; twice the loss seen plus half a point (at least 1 %) leaves room for bursts.
+/// when blocks arrived with too few symbols to rebuild, or more than 1 % of blocks needed over 90 % of
+/// their repair (a little more loss and they would have been lost). Other lost blocks have other
+/// remedies and are named first: blocks given up because RED fell behind (memory budget, receive
+/// window) call for a lower rate, blocks that failed their hash for a look at the fibers, blocks that
+/// never arrived for a look at the fibers or RED's kernel drops; more repair fixes none of them. Blocks
+/// lost to a takeover are expected and not advice. Repair is more than needed when it is over three
+/// times the loss seen; twice the loss seen plus half a point (at least 1 %) leaves room for bursts.
 pub(crate) fn fec_advice(shared: &Shared) -> serde_json::Value {
     let blocks = shared.blocks_decoded + shared.blocks_without_decoder;
     let loss = if shared.source_symbols == 0 {
@@ -30,11 +35,27 @@ pub(crate) fn fec_advice(shared: &Shared) -> serde_json::Value {
     let repair = shared.announced_repair.map(|(repair, k)| f64::from(repair) / f64::from(k.max(1)) * 100.0);
     let near_limit = if blocks == 0 { 0.0 } else { shared.blocks_near_repair_limit as f64 / blocks as f64 * 100.0 };
     let headroom = repair.filter(|r| *r > 0.0).map(|r| ((1.0 - loss / r) * 100.0).max(0.0));
+    let lost = &shared.blocks_lost_by;
+    let fell_behind = lost.get(LossReason::MemoryLimit.label()) + lost.get(LossReason::WindowOverrun.label());
+    let too_few = lost.get(LossReason::Timeout { received: 0, needed: 0 }.label());
+    let corrupt = lost.get(LossReason::HashMismatch.label());
+    let never_seen = lost.get(LossReason::NeverSeen.label());
     let recommendation = match repair {
         None => "no beacon yet: the repair in use is not known".to_string(),
-        Some(_) if shared.blocks_lost > 0 => format!(
-            "raise repair: {} blocks were lost; {near_limit:.1}% of blocks needed more than 90% of their repair",
-            shared.blocks_lost
+        Some(_) if fell_behind > 0 => format!(
+            "lower the rate: RED fell behind and gave up {fell_behind} blocks (memory budget or receive window); \
+             more repair would not help"
+        ),
+        Some(_) if too_few > 0 => format!(
+            "raise repair: {too_few} blocks arrived with too few symbols to rebuild; \
+             {near_limit:.1}% of blocks needed more than 90% of their repair"
+        ),
+        Some(_) if corrupt > 0 => {
+            format!("check the fibers: {corrupt} blocks were rebuilt but failed their hash; more repair would not help")
+        }
+        Some(_) if never_seen > 0 => format!(
+            "check the fibers and RED's kernel drops: {never_seen} blocks never arrived at all; \
+             more repair would not help"
         ),
         Some(_) if near_limit > 1.0 => {
             format!("raise repair: {near_limit:.1}% of blocks needed more than 90% of their repair")
@@ -169,8 +190,16 @@ impl Managed for RedManaged {
             ),
             Family::counter(
                 "blocks_lost",
-                "Blocks that could not be rebuilt.",
-                vec![(base(), shared.blocks_lost as f64)],
+                "Blocks that could not be rebuilt, by cause.",
+                shared
+                    .blocks_lost_by
+                    .iter()
+                    .map(|(reason, n)| {
+                        let mut l = base();
+                        l.push(("reason".to_string(), reason.to_string()));
+                        (l, n as f64)
+                    })
+                    .collect(),
             ),
             Family::gauge(
                 "fec_headroom_ratio",
@@ -229,13 +258,19 @@ impl Managed for RedManaged {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use diode_proto::LossCounts;
 
-    fn seen(source: u64, missing: u64, near: u64, lost: u64) -> Shared {
+    fn seen(source: u64, missing: u64, near: u64, lost: &[(LossReason, u64)]) -> Shared {
+        let mut blocks_lost_by = LossCounts::default();
+        for (reason, blocks) in lost {
+            blocks_lost_by.add(*reason, *blocks);
+        }
         Shared {
             source_symbols: source,
             source_symbols_missing: missing,
             blocks_near_repair_limit: near,
-            blocks_lost: lost,
+            blocks_lost: lost.iter().map(|(_, n)| n).sum(),
+            blocks_lost_by,
             blocks_decoded: 900,
             blocks_without_decoder: 100,
             announced_repair: Some((4, 80)),
@@ -246,15 +281,39 @@ mod tests {
     #[test]
     fn the_advice_follows_the_loss_seen() {
         let advice = |s: Shared| fec_advice(&s)["recommendation"].as_str().unwrap_or("").to_string();
-        assert_eq!(advice(seen(100_000, 300, 0, 0)), "repair 5% is more than needed: 0.3% loss seen, 2% would do");
+        assert_eq!(advice(seen(100_000, 300, 0, &[])), "repair 5% is more than needed: 0.3% loss seen, 2% would do");
         assert_eq!(
-            advice(seen(100_000, 41, 41, 0)),
+            advice(seen(100_000, 41, 41, &[])),
             "raise repair: 4.1% of blocks needed more than 90% of their repair"
         );
-        assert!(advice(seen(100_000, 4000, 0, 3)).starts_with("raise repair: 3 blocks were lost"));
-        assert_eq!(advice(seen(100_000, 3000, 0, 0)), "repair 5% fits the 3.0% loss seen");
-        assert_eq!(advice(seen(100, 0, 0, 0)), "not enough traffic yet to judge");
-        let headroom = fec_advice(&seen(100_000, 2500, 0, 0))["headroom_percent"].as_f64();
+        let short = LossReason::Timeout { received: 60, needed: 64 };
+        assert!(advice(seen(100_000, 4000, 0, &[(short, 3)]))
+            .starts_with("raise repair: 3 blocks arrived with too few symbols"));
+        assert_eq!(advice(seen(100_000, 3000, 0, &[])), "repair 5% fits the 3.0% loss seen");
+        assert_eq!(advice(seen(100, 0, 0, &[])), "not enough traffic yet to judge");
+        let headroom = fec_advice(&seen(100_000, 2500, 0, &[]))["headroom_percent"].as_f64();
         assert_eq!(headroom, Some(50.0));
+    }
+
+    #[test]
+    fn losses_repair_cannot_fix_are_not_advised_as_more_repair() {
+        let advice = |lost: &[(LossReason, u64)]| {
+            fec_advice(&seen(100_000, 300, 0, lost))["recommendation"].as_str().unwrap_or("").to_string()
+        };
+        let behind = advice(&[(LossReason::MemoryLimit, 2), (LossReason::WindowOverrun, 1)]);
+        assert!(behind.starts_with("lower the rate: RED fell behind and gave up 3 blocks"), "{behind}");
+        // Falling behind is named even when short blocks were lost too: it is the likelier cause of both.
+        let both = advice(&[(LossReason::MemoryLimit, 1), (LossReason::Timeout { received: 1, needed: 64 }, 5)]);
+        assert!(both.starts_with("lower the rate"), "{both}");
+        let corrupt = advice(&[(LossReason::HashMismatch, 4)]);
+        assert!(corrupt.starts_with("check the fibers: 4 blocks were rebuilt but failed their hash"), "{corrupt}");
+        let unseen = advice(&[(LossReason::NeverSeen, 7)]);
+        assert!(unseen.starts_with("check the fibers and RED's kernel drops: 7 blocks never arrived"), "{unseen}");
+        // A takeover loses the old session's unfinished blocks by design.
+        let takeover = advice(&[(LossReason::SessionReplaced, 2)]);
+        assert_eq!(takeover, "repair 5% is more than needed: 0.3% loss seen, 2% would do");
+        for text in [behind, corrupt, unseen, takeover] {
+            assert!(!text.contains("raise repair"), "{text}");
+        }
     }
 }
