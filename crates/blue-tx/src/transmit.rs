@@ -11,11 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use diode_proto::beacon::{Beacon, ChannelProgress, SenderState};
 use diode_proto::block::SealedBlock;
 use diode_proto::fec::{BlockEncoder, EncodedBlock, FecParams};
-use diode_proto::header::{write_datagram, Kind, Repr};
+use diode_proto::header::{write_datagram, write_header, Kind, Repr, HEADER_LEN_TAGGED};
 use diode_proto::interleave::Interleaver;
 use diode_proto::{FiberMode, LinkAuth};
 use hw::fiber::FiberTx;
 use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD};
+use hw::Gather;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
@@ -84,8 +85,12 @@ const BATCH: usize = 64;
 /// wait is mostly sleep (see [`hw::pacer::sleep_until`]) rather than spinning.
 const PACED_BATCH_WAIT: Duration = Duration::from_micros(400);
 
+/// Datagrams waiting for the next batch call. Each is a header built here and a symbol left in its
+/// block, which the kernel gathers ([`hw::Gather`]): copying every symbol next to its header was 5 %
+/// of blue-tx at MTU 1500. Holding the block keeps the symbol alive until the batch is sent.
 struct Outgoing {
-    buffers: Vec<Vec<u8>>,
+    headers: Vec<Vec<u8>>,
+    symbols: Vec<Option<(Arc<EncodedBlock>, u32)>>,
     len: usize,
     /// In stripe mode, which fiber each buffered datagram goes to.
     fiber_of: Vec<usize>,
@@ -100,10 +105,11 @@ impl Transmitter {
         let auth = self.auth.clone();
         let start = Instant::now();
         let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
-        let mut interleaver: Interleaver<EncodedBlock> = Interleaver::new(self.fec.interleave_depth);
+        let mut interleaver: Interleaver<Arc<EncodedBlock>> = Interleaver::new(self.fec.interleave_depth);
         let mut blocks_sent: BTreeMap<u16, u64> = BTreeMap::new();
         let mut out = Outgoing {
-            buffers: (0..BATCH).map(|_| Vec::with_capacity(9_000)).collect(),
+            headers: (0..BATCH).map(|_| Vec::with_capacity(HEADER_LEN_TAGGED)).collect(),
+            symbols: vec![None; BATCH],
             len: 0,
             fiber_of: vec![0; BATCH],
         };
@@ -115,7 +121,7 @@ impl Transmitter {
             while interleaver.has_room() {
                 match self.encoded.try_recv() {
                     Ok(block) => {
-                        if let Err(block) = interleaver.push(block) {
+                        if let Err(block) = interleaver.push(Arc::new(block)) {
                             warn!(channel = block.channel, seq = block.seq, "interleaver refused a block");
                         }
                     }
@@ -147,7 +153,7 @@ impl Transmitter {
                 let wait = next_beacon.saturating_duration_since(Instant::now()).min(Duration::from_millis(5));
                 match self.encoded.recv_timeout(wait) {
                     Ok(block) => {
-                        let _ = interleaver.push(block);
+                        let _ = interleaver.push(Arc::new(block));
                     }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => closed = true,
@@ -178,7 +184,8 @@ impl Transmitter {
                     std::thread::yield_now();
                 }
             }
-            write_datagram(&repr, payload, &auth, &mut out.buffers[out.len]);
+            write_header(&repr, payload, &auth, &mut out.headers[out.len]);
+            out.symbols[out.len] = Some((Arc::clone(block), esi));
             out.fiber_of[out.len] = next_fiber;
             if self.mode == FiberMode::Stripe {
                 next_fiber = (next_fiber + 1) % self.fibers.len();
@@ -206,14 +213,22 @@ impl Transmitter {
             return;
         }
         let mut wire = 0u64;
+        let whole: Vec<[&[u8]; 2]> = out.headers[..out.len]
+            .iter()
+            .zip(&out.symbols)
+            .map(|(header, symbol)| {
+                let payload = symbol.as_ref().and_then(|(block, esi)| block.symbol(*esi)).unwrap_or_default();
+                [header.as_slice(), payload]
+            })
+            .collect();
         for (index, fiber) in self.fibers.iter_mut().enumerate() {
-            let datagrams: Vec<&[u8]> = out.buffers[..out.len]
+            let datagrams: Vec<[&[u8]; 2]> = whole
                 .iter()
                 .zip(&out.fiber_of)
                 .filter(|(_, f)| self.mode == FiberMode::Mirror || **f == index)
-                .map(|(d, _)| d.as_slice())
+                .map(|(d, _)| *d)
                 .collect();
-            wire += datagrams.iter().map(|d| d.len() as u64 + IP_UDP_OVERHEAD).sum::<u64>();
+            wire += datagrams.iter().map(|d| d.byte_len() as u64 + IP_UDP_OVERHEAD).sum::<u64>();
             if let Err(error) = fiber.send_batch(&datagrams) {
                 let count = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 if count.is_power_of_two() {
@@ -223,6 +238,7 @@ impl Transmitter {
         }
         self.stats.datagrams.fetch_add(out.len as u64, Ordering::Relaxed);
         self.stats.wire_bytes.fetch_add(wire, Ordering::Relaxed);
+        out.symbols[..out.len].fill(None);
         out.len = 0;
     }
 

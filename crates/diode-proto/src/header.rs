@@ -367,17 +367,24 @@ impl Repr {
     pub fn seal<T: AsRef<[u8]> + AsMut<[u8]>>(packet: &mut Packet<T>, auth: &LinkAuth) {
         let check = {
             let (fixed, payload) = packet.covered();
-            if packet.is_tagged() {
-                auth.tag(packet.key_id(), fixed, payload)
-            } else {
-                let mut out = [0u8; TAG_LEN];
-                out[..CRC_LEN].copy_from_slice(&crc32(fixed, payload).to_be_bytes());
-                out
-            }
+            check_value(fixed, payload, packet.is_tagged().then(|| packet.key_id()), auth)
         };
         let field = packet.check_field_mut();
         let len = field.len();
         field.copy_from_slice(&check[..len]);
+    }
+}
+
+/// The check field's value: the keyed tag when the datagram is tagged with `key_id`, else the CRC32 in
+/// the first [`CRC_LEN`] bytes.
+fn check_value(fixed: &[u8], payload: &[u8], key_id: Option<u8>, auth: &LinkAuth) -> [u8; TAG_LEN] {
+    match key_id {
+        Some(key_id) => auth.tag(key_id, fixed, payload),
+        None => {
+            let mut out = [0u8; TAG_LEN];
+            out[..CRC_LEN].copy_from_slice(&crc32(fixed, payload).to_be_bytes());
+            out
+        }
     }
 }
 
@@ -393,13 +400,21 @@ fn crc32(fixed: &[u8], payload: &[u8]) -> u32 {
 
 /// Writes a whole datagram (header, payload, check) into `out`, replacing its contents.
 pub fn write_datagram(repr: &Repr, payload: &[u8], auth: &LinkAuth, out: &mut Vec<u8>) {
-    debug_assert_eq!(usize::from(repr.payload_len), payload.len());
-    out.clear();
-    out.resize(repr.header_len(), 0);
+    write_header(repr, payload, auth, out);
     out.extend_from_slice(payload);
-    let mut packet = Packet::new_unchecked(&mut out[..]);
-    repr.emit(&mut packet);
-    Repr::seal(&mut packet, auth);
+}
+
+/// Writes only the header of the datagram that carries `payload`, its check computed over that
+/// payload, into `out`. The datagram is this header followed by the payload, so a sender that can
+/// gather the two (`hw::Gather`) sends the payload from where it is instead of copying it.
+pub fn write_header(repr: &Repr, payload: &[u8], auth: &LinkAuth, out: &mut Vec<u8>) {
+    debug_assert_eq!(usize::from(repr.payload_len), payload.len());
+    let header_len = repr.header_len();
+    out.clear();
+    out.resize(header_len, 0);
+    repr.emit(&mut Packet::new_unchecked(&mut out[..]));
+    let check = check_value(&out[..FIXED_LEN], payload, repr.key_id, auth);
+    out[field::CHECK..].copy_from_slice(&check[..header_len - field::CHECK]);
 }
 
 #[cfg(test)]

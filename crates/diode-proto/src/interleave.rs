@@ -17,6 +17,12 @@ impl Symbols for crate::fec::EncodedBlock {
     }
 }
 
+impl<B: Symbols> Symbols for std::sync::Arc<B> {
+    fn symbol_count(&self) -> u32 {
+        B::symbol_count(self)
+    }
+}
+
 struct Lane<B> {
     block: B,
     next: u32,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::sys::{self, RecvMeta};
+use crate::sys::{self, Gather, RecvMeta};
 
 /// Largest UDP payload over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -170,13 +170,13 @@ impl FiberTx {
 
     /// Sends every datagram, in as few syscalls as the kernel allows. Blocks while the socket buffer is
     /// full (a fiber has no flow control; pacing upstream keeps that rare).
-    pub fn send_batch(&mut self, datagrams: &[&[u8]]) -> io::Result<()> {
+    pub fn send_batch<D: Gather>(&mut self, datagrams: &[D]) -> io::Result<()> {
         let mut done = 0;
         while done < datagrams.len() {
             match sys::send_batch(self.socket.as_raw_fd(), &datagrams[done..], self.gso) {
                 Ok(sent) => {
                     self.sent_datagrams += sent as u64;
-                    self.sent_bytes += datagrams[done..done + sent].iter().map(|d| d.len() as u64).sum::<u64>();
+                    self.sent_bytes += datagrams[done..done + sent].iter().map(|d| d.byte_len() as u64).sum::<u64>();
                     done += sent;
                 }
                 Err(error) if self.gso && gso_refused(&error) => self.gso = false,

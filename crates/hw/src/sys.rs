@@ -66,16 +66,42 @@ pub fn force_send_buffer(fd: RawFd, bytes: usize) -> io::Result<()> {
     set_int_option(fd, libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, bytes.min(i32::MAX as usize) as libc::c_int)
 }
 
+/// A datagram as the kernel gathers it: a head and a body that need not be contiguous, so a sender can
+/// send a header it built beside a payload that stays where it was made instead of copying both into
+/// one buffer (that copy was 5 % of blue-tx at MTU 1500).
+pub trait Gather {
+    fn parts(&self) -> [&[u8]; 2];
+
+    /// Bytes on the wire (UDP payload), head and body together.
+    fn byte_len(&self) -> usize {
+        let [head, body] = self.parts();
+        head.len() + body.len()
+    }
+}
+
+impl Gather for &[u8] {
+    fn parts(&self) -> [&[u8]; 2] {
+        [self, &[]]
+    }
+}
+
+impl Gather for [&[u8]; 2] {
+    fn parts(&self) -> [&[u8]; 2] {
+        *self
+    }
+}
+
 /// Sends `datagrams` on a connected socket with as few syscalls as possible. With `gso`, runs of
 /// equal-sized datagrams go out as one GSO message each (the kernel cuts them); without, one message
 /// per datagram. Returns how many datagrams the kernel took (a prefix of `datagrams`).
-pub fn send_batch(fd: RawFd, datagrams: &[&[u8]], gso: bool) -> io::Result<usize> {
+pub fn send_batch<D: Gather>(fd: RawFd, datagrams: &[D], gso: bool) -> io::Result<usize> {
     let datagrams = &datagrams[..datagrams.len().min(MAX_SEND_DATAGRAMS)];
     if datagrams.is_empty() {
         return Ok(0);
     }
     // SAFETY: all-zero is a valid value for these plain C structs (null pointers, zero lengths).
-    let mut iovecs: [libc::iovec; MAX_SEND_DATAGRAMS] = unsafe { zeroed() };
+    let mut iovecs: [libc::iovec; 2 * MAX_SEND_DATAGRAMS] = unsafe { zeroed() };
+    let mut iovecs_used = 0;
     let mut headers: [libc::mmsghdr; MAX_MESSAGES] = unsafe { zeroed() };
     let mut controls = [[0u64; CMSG_SPACE / 8]; MAX_MESSAGES];
     // Datagrams covered by each message, to translate the kernel's message count back.
@@ -83,14 +109,14 @@ pub fn send_batch(fd: RawFd, datagrams: &[&[u8]], gso: bool) -> io::Result<usize
     let mut messages = 0;
     let mut next = 0;
     while next < datagrams.len() && messages < MAX_MESSAGES {
-        let segment = datagrams[next].len();
+        let segment = datagrams[next].byte_len();
         let mut count = 1;
         if gso {
             let mut bytes = segment;
             while next + count < datagrams.len()
                 && count < MAX_GSO_SEGMENTS
-                && bytes + datagrams[next + count].len() <= MAX_GSO_BYTES
-                && datagrams[next + count].len() == segment
+                && bytes + datagrams[next + count].byte_len() <= MAX_GSO_BYTES
+                && datagrams[next + count].byte_len() == segment
             {
                 bytes += segment;
                 count += 1;
@@ -98,20 +124,21 @@ pub fn send_batch(fd: RawFd, datagrams: &[&[u8]], gso: bool) -> io::Result<usize
             // A shorter datagram may end a GSO run (the kernel allows a short last segment).
             if next + count < datagrams.len()
                 && count < MAX_GSO_SEGMENTS
-                && datagrams[next + count].len() < segment
-                && bytes + datagrams[next + count].len() <= MAX_GSO_BYTES
+                && datagrams[next + count].byte_len() < segment
+                && bytes + datagrams[next + count].byte_len() <= MAX_GSO_BYTES
                 && count > 1
             {
                 count += 1;
             }
         }
-        for (i, datagram) in datagrams[next..next + count].iter().enumerate() {
-            iovecs[next + i] =
-                libc::iovec { iov_base: datagram.as_ptr() as *mut libc::c_void, iov_len: datagram.len() };
+        let first_iovec = iovecs_used;
+        for part in datagrams[next..next + count].iter().flat_map(Gather::parts).filter(|p| !p.is_empty()) {
+            iovecs[iovecs_used] = libc::iovec { iov_base: part.as_ptr() as *mut libc::c_void, iov_len: part.len() };
+            iovecs_used += 1;
         }
         let header = &mut headers[messages].msg_hdr;
-        header.msg_iov = iovecs[next..].as_mut_ptr();
-        header.msg_iovlen = count;
+        header.msg_iov = iovecs[first_iovec..].as_mut_ptr();
+        header.msg_iovlen = iovecs_used - first_iovec;
         if count > 1 {
             let control = &mut controls[messages];
             header.msg_control = control.as_mut_ptr().cast();
