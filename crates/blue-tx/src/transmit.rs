@@ -15,7 +15,7 @@ use diode_proto::header::{write_datagram, write_header, Kind, Repr, HEADER_LEN_T
 use diode_proto::interleave::Interleaver;
 use diode_proto::{FiberMode, LinkAuth};
 use hw::fiber::FiberTx;
-use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD};
+use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD, SENDER_BATCH_WAIT, SENDER_BURST};
 use hw::Gather;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -80,10 +80,6 @@ pub struct Transmitter {
 
 /// Datagrams sent with one batch call per fiber.
 const BATCH: usize = 64;
-/// Longest a paced sender waits to send a batch rather than single datagrams: inside the pacer's
-/// 500 us burst, so the rate stays accurate to a fraction of a millisecond, and long enough that the
-/// wait is mostly sleep (see [`hw::pacer::sleep_until`]) rather than spinning.
-const PACED_BATCH_WAIT: Duration = Duration::from_micros(400);
 
 /// Datagrams waiting for the next batch call. Each is a header built here and a symbol left in its
 /// block, which the kernel gathers ([`hw::Gather`]): copying every symbol next to its header was 5 %
@@ -104,7 +100,7 @@ impl Transmitter {
         }
         let auth = self.auth.clone();
         let start = Instant::now();
-        let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(500), start);
+        let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, SENDER_BURST, start);
         let mut interleaver: Interleaver<Arc<EncodedBlock>> = Interleaver::new(self.fec.interleave_depth);
         let mut blocks_sent: BTreeMap<u16, u64> = BTreeMap::new();
         let mut out = Outgoing {
@@ -179,7 +175,7 @@ impl Transmitter {
             // for every datagram cost 3 % of blue-tx at MTU 1500.
             if !pacer.try_send(now, len) {
                 self.flush(&mut out);
-                sleep_until(pacer.ready_for_batch(Instant::now(), len, BATCH, PACED_BATCH_WAIT));
+                sleep_until(pacer.ready_for_batch(Instant::now(), len, BATCH, SENDER_BATCH_WAIT));
                 while !pacer.try_send(Instant::now(), len) {
                     std::thread::yield_now();
                 }

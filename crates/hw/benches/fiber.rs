@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hw::fiber::{FiberRx, FiberTx, RxConfig, TxConfig};
-use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD};
+use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD, SENDER_BATCH_WAIT, SENDER_BURST};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -88,15 +88,28 @@ fn run(payload: usize, mode: Mode, seconds: f64) -> Figures {
     Figures { sent, received: counters.datagrams, kernel_drops: counters.kernel_drops, seconds: elapsed }
 }
 
-/// Sends through the pacer at `rate_bps` for `seconds` and returns the wire bit rate achieved.
-fn paced(rate_bps: u64, payload: usize, seconds: f64) -> f64 {
+/// CPU seconds this thread has used, from /proc (10 ms resolution; the runs last 2 s).
+fn thread_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    // Fields after the parenthesised name: state is the 3rd field, utime and stime the 14th and 15th.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: f64 = after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse::<f64>().ok()).sum();
+    ticks / 100.0
+}
+
+/// Sends through the pacer at `rate_bps` for `seconds` and returns the wire bit rate achieved and the
+/// share of a core the sending thread used.
+fn paced(rate_bps: u64, payload: usize, seconds: f64) -> (f64, f64) {
     let sink = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let mut tx_config = TxConfig::new(sink.local_addr().unwrap_or_else(|e| panic!("{e}")));
     tx_config.gso = true;
     let mut tx = FiberTx::open(&tx_config).unwrap_or_else(|e| panic!("{e}"));
     let datagram = vec![0u8; payload];
+    // As blue-tx's transmit thread does: a tight timer slack, its burst, and waits for a batch.
+    hw::tighten_timer_slack();
+    let cpu_before = thread_cpu_seconds();
     let start = Instant::now();
-    let mut pacer = Pacer::new(rate_bps, IP_UDP_OVERHEAD, Duration::from_micros(200), start);
+    let mut pacer = Pacer::new(rate_bps, IP_UDP_OVERHEAD, SENDER_BURST, start);
     let end = start + Duration::from_secs_f64(seconds);
     let mut wire_bits = 0u64;
     let mut batch: Vec<&[u8]> = Vec::with_capacity(64);
@@ -105,7 +118,7 @@ fn paced(rate_bps: u64, payload: usize, seconds: f64) -> f64 {
         if now >= end {
             break;
         }
-        sleep_until(pacer.ready_at(now, payload));
+        sleep_until(pacer.ready_for_batch(now, payload, 64, SENDER_BATCH_WAIT));
         let now = Instant::now();
         while batch.len() < 64 && pacer.try_send(now, payload) {
             batch.push(&datagram);
@@ -114,7 +127,8 @@ fn paced(rate_bps: u64, payload: usize, seconds: f64) -> f64 {
         tx.send_batch(&batch).unwrap_or_else(|e| panic!("send: {e}"));
         batch.clear();
     }
-    wire_bits as f64 / start.elapsed().as_secs_f64()
+    let elapsed = start.elapsed().as_secs_f64();
+    (wire_bits as f64 / elapsed, (thread_cpu_seconds() - cpu_before) / elapsed)
 }
 
 fn main() {
@@ -146,16 +160,17 @@ fn main() {
         }
     }
     println!();
-    println!("{:<7} {:>14} {:>14} {:>8}", "payload", "paced at", "achieved", "ratio");
+    println!("{:<7} {:>14} {:>14} {:>8} {:>10}", "payload", "paced at", "achieved", "ratio", "CPU/core");
     for payload in [1_472usize, 8_972] {
         for rate in [50_000_000u64, 1_000_000_000, 5_000_000_000] {
-            let achieved = paced(rate, payload, seconds.max(0.2));
+            let (achieved, cpu) = paced(rate, payload, seconds.max(0.2));
             println!(
-                "{:<7} {:>11.3} Gb {:>11.3} Gb {:>8.4}",
+                "{:<7} {:>11.3} Gb {:>11.3} Gb {:>8.4} {:>10.2}",
                 payload,
                 rate as f64 / 1e9,
                 achieved / 1e9,
-                achieved / rate as f64
+                achieved / rate as f64,
+                cpu
             );
         }
     }
