@@ -374,7 +374,7 @@ fn a_stuck_head_block_is_given_up_when_the_blocks_behind_it_fill_the_byte_budget
     assert!(delivered.iter().zip(1..).all(|(got, n)| *got == payload(n, 65_000)));
     assert_eq!(rig.receiver.stats().blocks_lost, 1);
     let by_cause: Vec<_> = rig.receiver.stats().blocks_lost_by.iter().filter(|(_, n)| *n > 0).collect();
-    assert_eq!(by_cause, [("memory_limit", 1)], "counted under its cause, so the advice is not 'raise repair'");
+    assert_eq!(by_cause, [("memory_limit", 1)], "counted under its cause");
     assert_eq!(rig.receiver.bytes_in_flight(), 0);
     assert_eq!(rig.receiver.blocks_in_flight(), 0);
 }

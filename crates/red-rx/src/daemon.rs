@@ -729,7 +729,10 @@ fn status_json(
         "ha": ha.map(HaHandle::status),
         "standby_skipped": shared.standby_skipped,
         "shadowed": shared.shadowed,
-        "fec": crate::manage::fec_advice(&shared),
+        "fec": crate::manage::fec_advice(
+            &shared,
+            fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.kernel_drops)).sum::<u64>(),
+        ),
         "bytes_total": fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.bytes)).sum::<u64>(),
         "session": shared.session.map(|(s, _)| format!("{s:016x}")),
         "epoch": shared.session.map(|(_, e)| e),

@@ -18,14 +18,18 @@ const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
 /// Turns what the receiver saw into advice on the repair setting.
 ///
 /// The loss seen is the share of source symbols that had to be rebuilt from repair. Repair is too low
-/// when blocks arrived with too few symbols to rebuild, or more than 1 % of blocks needed over 90 % of
-/// their repair (a little more loss and they would have been lost). Other lost blocks have other
-/// remedies and are named first: blocks given up because RED fell behind (memory budget, receive
-/// window) call for a lower rate, blocks that failed their hash for a look at the fibers, blocks that
-/// never arrived for a look at the fibers or RED's kernel drops; more repair fixes none of them. Blocks
-/// lost to a takeover are expected and not advice. Repair is more than needed when it is over three
-/// times the loss seen; twice the loss seen plus half a point (at least 1 %) leaves room for bursts.
-pub(crate) fn fec_advice(shared: &Shared) -> serde_json::Value {
+/// when blocks were lost short of symbols (at their deadline, or earlier when the blocks behind them
+/// filled the memory budget or the window moved past them), or when more than 1 % of blocks needed
+/// over 90 % of their repair (a little more loss and they would have been lost). Lost blocks are not
+/// always a repair problem, and more repair would make two causes worse: when RED's kernel dropped
+/// datagrams, RED could not keep up with BLUE's rate; blocks that failed their hash after rebuilding
+/// point at a corrupting fiber; whole blocks that never arrived mean an outage or a burst longer than
+/// the interleaving spreads. Blocks lost to a takeover are expected. Repair is more than needed when
+/// it is over three times the loss seen; twice the loss seen plus half a point (at least 1 %) leaves
+/// room for bursts.
+///
+/// `kernel_drops`: datagrams RED's kernel dropped on full receive buffers, all fibers together.
+pub(crate) fn fec_advice(shared: &Shared, kernel_drops: u64) -> serde_json::Value {
     let blocks = shared.blocks_decoded + shared.blocks_without_decoder;
     let loss = if shared.source_symbols == 0 {
         0.0
@@ -36,26 +40,28 @@ pub(crate) fn fec_advice(shared: &Shared) -> serde_json::Value {
     let near_limit = if blocks == 0 { 0.0 } else { shared.blocks_near_repair_limit as f64 / blocks as f64 * 100.0 };
     let headroom = repair.filter(|r| *r > 0.0).map(|r| ((1.0 - loss / r) * 100.0).max(0.0));
     let lost = &shared.blocks_lost_by;
-    let fell_behind = lost.get(LossReason::MemoryLimit.label()) + lost.get(LossReason::WindowOverrun.label());
-    let too_few = lost.get(LossReason::Timeout { received: 0, needed: 0 }.label());
-    let corrupt = lost.get(LossReason::HashMismatch.label());
-    let never_seen = lost.get(LossReason::NeverSeen.label());
+    let count = |reasons: &[LossReason]| reasons.iter().map(|r| lost.get(r.label())).sum::<u64>();
+    let short =
+        count(&[LossReason::Timeout { received: 0, needed: 0 }, LossReason::MemoryLimit, LossReason::WindowOverrun]);
+    let corrupt = count(&[LossReason::HashMismatch]);
+    let never_seen = count(&[LossReason::NeverSeen]);
     let recommendation = match repair {
         None => "no beacon yet: the repair in use is not known".to_string(),
-        Some(_) if fell_behind > 0 => format!(
-            "lower the rate: RED fell behind and gave up {fell_behind} blocks (memory budget or receive window); \
-             more repair would not help"
+        Some(_) if kernel_drops > 0 && short + never_seen > 0 => format!(
+            "lower the rate: {} blocks were lost and RED's kernel dropped {kernel_drops} datagrams, so RED \
+             cannot keep up with BLUE; more repair would add to the load",
+            short + never_seen
         ),
-        Some(_) if too_few > 0 => format!(
-            "raise repair: {too_few} blocks arrived with too few symbols to rebuild; \
+        Some(_) if short > 0 => format!(
+            "raise repair: {short} blocks were lost short of symbols; \
              {near_limit:.1}% of blocks needed more than 90% of their repair"
         ),
         Some(_) if corrupt > 0 => {
             format!("check the fibers: {corrupt} blocks were rebuilt but failed their hash; more repair would not help")
         }
         Some(_) if never_seen > 0 => format!(
-            "check the fibers and RED's kernel drops: {never_seen} blocks never arrived at all; \
-             more repair would not help"
+            "check the fibers: {never_seen} blocks never arrived at all (an outage, or a burst longer than the \
+             interleaving spreads)"
         ),
         Some(_) if near_limit > 1.0 => {
             format!("raise repair: {near_limit:.1}% of blocks needed more than 90% of their repair")
@@ -163,7 +169,8 @@ impl Managed for RedManaged {
             fiber_kernel_drops.push((l.clone(), c.kernel_drops as f64));
             fiber_check_failures.push((l, shared.fiber_harmful_drops.get(index).copied().unwrap_or(0) as f64));
         }
-        let advice = fec_advice(&shared);
+        let kernel_drops = fiber_kernel_drops.iter().map(|(_, n)| *n as u64).sum();
+        let advice = fec_advice(&shared, kernel_drops);
         let headroom = advice["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
         let epoch = shared.session.map_or(0.0, |(_, e)| f64::from(e));
         let mut families = vec![
@@ -280,7 +287,7 @@ mod tests {
 
     #[test]
     fn the_advice_follows_the_loss_seen() {
-        let advice = |s: Shared| fec_advice(&s)["recommendation"].as_str().unwrap_or("").to_string();
+        let advice = |s: Shared| fec_advice(&s, 0)["recommendation"].as_str().unwrap_or("").to_string();
         assert_eq!(advice(seen(100_000, 300, 0, &[])), "repair 5% is more than needed: 0.3% loss seen, 2% would do");
         assert_eq!(
             advice(seen(100_000, 41, 41, &[])),
@@ -288,31 +295,38 @@ mod tests {
         );
         let short = LossReason::Timeout { received: 60, needed: 64 };
         assert!(advice(seen(100_000, 4000, 0, &[(short, 3)]))
-            .starts_with("raise repair: 3 blocks arrived with too few symbols"));
+            .starts_with("raise repair: 3 blocks were lost short of symbols"));
         assert_eq!(advice(seen(100_000, 3000, 0, &[])), "repair 5% fits the 3.0% loss seen");
         assert_eq!(advice(seen(100, 0, 0, &[])), "not enough traffic yet to judge");
-        let headroom = fec_advice(&seen(100_000, 2500, 0, &[]))["headroom_percent"].as_f64();
+        let headroom = fec_advice(&seen(100_000, 2500, 0, &[]), 0)["headroom_percent"].as_f64();
         assert_eq!(headroom, Some(50.0));
     }
 
     #[test]
-    fn losses_repair_cannot_fix_are_not_advised_as_more_repair() {
-        let advice = |lost: &[(LossReason, u64)]| {
-            fec_advice(&seen(100_000, 300, 0, lost))["recommendation"].as_str().unwrap_or("").to_string()
+    fn the_advice_names_the_cause_of_lost_blocks() {
+        let advice = |lost: &[(LossReason, u64)], kernel_drops: u64| {
+            let shared = seen(100_000, 300, 0, lost);
+            fec_advice(&shared, kernel_drops)["recommendation"].as_str().unwrap_or("").to_string()
         };
-        let behind = advice(&[(LossReason::MemoryLimit, 2), (LossReason::WindowOverrun, 1)]);
-        assert!(behind.starts_with("lower the rate: RED fell behind and gave up 3 blocks"), "{behind}");
-        // Falling behind is named even when short blocks were lost too: it is the likelier cause of both.
-        let both = advice(&[(LossReason::MemoryLimit, 1), (LossReason::Timeout { received: 1, needed: 64 }, 5)]);
-        assert!(both.starts_with("lower the rate"), "{both}");
-        let corrupt = advice(&[(LossReason::HashMismatch, 4)]);
+        // A block short of symbols is given up at its deadline, or sooner at a high rate when the
+        // blocks behind it fill the memory budget: both are loss beyond the repair...
+        for reason in [LossReason::Timeout { received: 60, needed: 64 }, LossReason::MemoryLimit] {
+            let text = advice(&[(reason, 2)], 0);
+            assert!(text.starts_with("raise repair: 2 blocks were lost short of symbols"), "{reason:?}: {text}");
+        }
+        // ...unless RED's own kernel dropped the symbols: then RED cannot keep up, and more repair is
+        // more load.
+        let behind = advice(&[(LossReason::MemoryLimit, 2), (LossReason::NeverSeen, 1)], 5_000);
+        assert!(behind.starts_with("lower the rate: 3 blocks were lost and RED's kernel dropped 5000"), "{behind}");
+        let corrupt = advice(&[(LossReason::HashMismatch, 4)], 0);
         assert!(corrupt.starts_with("check the fibers: 4 blocks were rebuilt but failed their hash"), "{corrupt}");
-        let unseen = advice(&[(LossReason::NeverSeen, 7)]);
-        assert!(unseen.starts_with("check the fibers and RED's kernel drops: 7 blocks never arrived"), "{unseen}");
-        // A takeover loses the old session's unfinished blocks by design.
-        let takeover = advice(&[(LossReason::SessionReplaced, 2)]);
-        assert_eq!(takeover, "repair 5% is more than needed: 0.3% loss seen, 2% would do");
-        for text in [behind, corrupt, unseen, takeover] {
+        let unseen = advice(&[(LossReason::NeverSeen, 7)], 0);
+        assert!(unseen.starts_with("check the fibers: 7 blocks never arrived at all"), "{unseen}");
+        // A takeover loses the old session's unfinished blocks by design; kernel drops alone lose nothing.
+        let quiet = "repair 5% is more than needed: 0.3% loss seen, 2% would do";
+        assert_eq!(advice(&[(LossReason::SessionReplaced, 2)], 0), quiet);
+        assert_eq!(advice(&[], 10), quiet);
+        for text in [behind, corrupt, unseen] {
             assert!(!text.contains("raise repair"), "{text}");
         }
     }
