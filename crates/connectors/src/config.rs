@@ -364,6 +364,13 @@ impl HealthConfig {
 fn default_sink_queue() -> usize {
     1024
 }
+/// A stream's records from one block must fit, or no stream of a full block could be delivered.
+const MIN_SINK_QUEUE_BYTES: usize = 1 << 20;
+/// 16 MiB: 45 ms at 3 Gbit/s on top of the kernel's socket buffer, so a destination that pauses
+/// briefly keeps its stream, while one that stalls costs red-rx no more than its block budget does.
+fn default_sink_queue_bytes() -> usize {
+    16 << 20
+}
 
 /// A channel as RED sees it: where data goes out.
 #[derive(Clone, Debug, Deserialize)]
@@ -385,6 +392,10 @@ pub struct SinkChannel {
     /// too slow" (bounds memory when a destination stalls).
     #[serde(default = "default_sink_queue")]
     pub queue: usize,
+    /// TCP only: bytes a stream may have waiting for its destination before it is aborted as
+    /// "destination too slow". What a stalled destination costs red-rx in memory, per stream.
+    #[serde(default = "default_sink_queue_bytes")]
+    pub queue_bytes: usize,
     /// Files and vault: the output folder.
     pub folder: Option<PathBuf>,
     /// Files and vault: where files that cannot be delivered go (default `<folder>/.quarantine`).
@@ -695,6 +706,13 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
     }
     if channel.queue == 0 {
         return Err(ConfigError::new(path, at("queue"), "must be at least 1"));
+    }
+    if channel.queue_bytes < MIN_SINK_QUEUE_BYTES {
+        return Err(ConfigError::new(
+            path,
+            at("queue_bytes"),
+            format!("must be at least {MIN_SINK_QUEUE_BYTES} (one largest block's worth of stream data)"),
+        ));
     }
     let multicast_interface = match &channel.multicast_interface {
         Some(text) => Some(text.parse().map_err(|_| {

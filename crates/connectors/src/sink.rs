@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use diode_proto::StreamMeta;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, info, warn};
 
 use crate::pool::Pool;
@@ -107,23 +108,48 @@ impl SinkStats {
 /// How long a connection to a destination may take before the next one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How much a TCP stream may have waiting for its destination before it is aborted as "destination
+/// too slow". A diode cannot ask BLUE to slow down, so a stalled destination either loses its stream
+/// or grows red-rx's memory; these bound the memory. Both limits apply.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamQueueLimits {
+    pub events: usize,
+    /// Stream bytes (the events' data). A queued slice keeps its decoded block alive, so this is what
+    /// a stalled stream costs at most when its records fill their blocks, as bulk streams' do.
+    pub bytes: usize,
+}
+
+struct StreamQueue {
+    sender: mpsc::Sender<SinkEvent>,
+    /// Bytes handed to the stream's task and not yet written to its destination.
+    waiting: Arc<AtomicUsize>,
+}
+
 /// Delivers a TCP channel's streams until the event channel closes.
 pub async fn run_tcp_sink(
     channel: u16,
     mut events: mpsc::Receiver<SinkEvent>,
     pool: Arc<Pool>,
-    queue: usize,
+    limits: StreamQueueLimits,
     stats: Arc<SinkStats>,
 ) {
-    let mut streams: HashMap<u64, mpsc::Sender<SinkEvent>> = HashMap::new();
+    let mut streams: HashMap<u64, StreamQueue> = HashMap::new();
     while let Some(event) = events.recv().await {
         let stream = match &event {
             SinkEvent::Open { stream, meta, .. } => {
-                let (tx, rx) = mpsc::channel(queue);
-                streams.insert(*stream, tx);
+                let (sender, rx) = mpsc::channel(limits.events);
+                let waiting = Arc::new(AtomicUsize::new(0));
+                streams.insert(*stream, StreamQueue { sender, waiting: Arc::clone(&waiting) });
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-                let task =
-                    deliver_stream(channel, *stream, meta.peer.clone(), rx, Arc::clone(&pool), Arc::clone(&stats));
+                let task = deliver_stream(
+                    channel,
+                    *stream,
+                    meta.peer.clone(),
+                    rx,
+                    waiting,
+                    Arc::clone(&pool),
+                    Arc::clone(&stats),
+                );
                 tokio::spawn(task);
                 continue;
             }
@@ -136,17 +162,34 @@ pub async fn run_tcp_sink(
             | SinkEvent::PeerLedger { .. } => continue,
         };
         let last = matches!(event, SinkEvent::End { .. } | SinkEvent::Broken { .. });
-        let Some(sender) = streams.get(&stream) else { continue };
-        match sender.try_send(event) {
+        let Some(queue) = streams.get(&stream) else { continue };
+        let len = if let SinkEvent::Data { data, .. } = &event { data.len() } else { 0 };
+        let waiting = queue.waiting.load(Ordering::Relaxed);
+        // A stream with nothing waiting takes any one event, so a block larger than the limit still
+        // gets through to a destination that keeps up.
+        let sent = if waiting > 0 && waiting + len > limits.bytes {
+            Err(TrySendError::Full(event))
+        } else {
+            queue.waiting.fetch_add(len, Ordering::Relaxed);
+            queue.sender.try_send(event)
+        };
+        match sent {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySendError::Full(_)) => {
                 // Dropping the sender without an End makes the stream's task reset its connection.
-                warn!(channel, stream, queue, "destination too slow: stream aborted");
+                warn!(
+                    channel,
+                    stream,
+                    waiting_bytes = waiting,
+                    limit_bytes = limits.bytes,
+                    limit_events = limits.events,
+                    "destination too slow: stream aborted"
+                );
                 stats.abort("destination too slow");
                 streams.remove(&stream);
                 continue;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySendError::Closed(_)) => {
                 streams.remove(&stream);
                 continue;
             }
@@ -188,6 +231,7 @@ async fn deliver_stream(
     stream: u64,
     peer: String,
     mut events: mpsc::Receiver<SinkEvent>,
+    waiting: Arc<AtomicUsize>,
     pool: Arc<Pool>,
     stats: Arc<SinkStats>,
 ) {
@@ -211,6 +255,7 @@ async fn deliver_stream(
                     return;
                 }
                 stats.bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+                waiting.fetch_sub(data.len(), Ordering::Relaxed);
             }
             SinkEvent::End { .. } => {
                 // Verified whole: close gracefully, so the destination reads every byte, then FIN.
@@ -290,5 +335,103 @@ pub async fn run_udp_sink(
                 stats.drop_datagram("send failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::{HealthConfig, PoolMode};
+
+    const CHUNK: usize = 64 * 1024;
+
+    /// A TCP sink for one destination, fed through its event queue like red-rx feeds it.
+    fn sink_to(addr: SocketAddr, limits: StreamQueueLimits) -> (mpsc::Sender<SinkEvent>, Arc<SinkStats>) {
+        let pool = Pool::new(1, &[(addr, 1)], PoolMode::Failover, HealthConfig::default());
+        let stats = Arc::new(SinkStats::default());
+        let (events, rx) = mpsc::channel(1024);
+        tokio::spawn(run_tcp_sink(1, rx, pool, limits, Arc::clone(&stats)));
+        (events, stats)
+    }
+
+    fn open(stream: u64) -> SinkEvent {
+        SinkEvent::Open { stream, meta: StreamMeta::default(), session: 1, epoch: 1 }
+    }
+
+    fn data(stream: u64) -> SinkEvent {
+        SinkEvent::Data { stream, data: Bytes::from(vec![0x5A; CHUNK]) }
+    }
+
+    fn aborted(stats: &SinkStats, reason: &str) -> u64 {
+        stats.aborted.lock().map_or(0, |m| m.get(reason).copied().unwrap_or(0))
+    }
+
+    #[tokio::test]
+    async fn a_stalled_destination_loses_its_stream_once_the_bytes_waiting_pass_the_limit() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Accepts and never reads until the sink gave up, then reads what reached it.
+        let destination = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            std::thread::sleep(Duration::from_secs(2));
+            let mut received = Vec::new();
+            let outcome = connection.read_to_end(&mut received);
+            (received.len(), outcome.map(|_| ()).map_err(|e| e.kind()))
+        });
+        let limits = StreamQueueLimits { events: 1_000_000, bytes: 1 << 20 };
+        let (events, stats) = sink_to(addr, limits);
+        events.send(open(7)).await.unwrap_or_else(|e| panic!("{e}"));
+        // Far more than the kernel's socket buffers take: the rest must wait in red-rx.
+        let sent = 1024 * CHUNK;
+        for _ in 0..sent / CHUNK {
+            if events.send(data(7)).await.is_err() {
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while aborted(&stats, "destination too slow") == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(aborted(&stats, "destination too slow"), 1);
+        let (received, outcome) = destination.join().unwrap_or_else(|_| panic!("destination thread"));
+        assert!(received < sent, "the stream was cut short ({received} of {sent} bytes)");
+        // The destination learns it by a reset, never a clean end it could take for the whole stream.
+        assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
+        assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_destination_that_keeps_up_gets_every_byte_through_a_queue_smaller_than_the_stream() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let destination = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut received = Vec::new();
+            connection.read_to_end(&mut received).map(|_| received.len()).map_err(|e| e.kind())
+        });
+        let limits = StreamQueueLimits { events: 1024, bytes: 8 << 20 };
+        let (events, stats) = sink_to(addr, limits);
+        events.send(open(3)).await.unwrap_or_else(|e| panic!("{e}"));
+        // 32 MiB, four times the limit, at about 1 Gbit/s, the pace of a link rather than of memory.
+        let chunks = 512;
+        for n in 0..chunks {
+            events.send(data(3)).await.unwrap_or_else(|e| panic!("{e}"));
+            if n % 2 == 1 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let end = SinkEvent::End { stream: 3, total_len: (chunks * CHUNK) as u64, hash: [0; 32] };
+        events.send(end).await.unwrap_or_else(|e| panic!("{e}"));
+        let received = tokio::task::spawn_blocking(move || destination.join())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|_| panic!("destination thread"));
+        assert_eq!(received, Ok(chunks * CHUNK));
+        assert_eq!(stats.aborted_total(), 0);
+        assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 1);
     }
 }

@@ -14,7 +14,7 @@ use connectors::config::ChannelKind;
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
 use connectors::runtime::{write_json, RunEnd};
-use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats};
+use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats, StreamQueueLimits};
 use connectors::vault::download_router;
 use diode_proto::{Event, LossCounts, Receiver};
 use ha_carp::driver::{HaHandle, Role};
@@ -112,11 +112,12 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                 let destinations = Pool::new(channel, &sink.destinations, sink.config.mode, sink.health.clone());
                 tokio::spawn(Arc::clone(&destinations).run_health_checks(shutdown_rx.clone()));
                 let task = if sink.config.kind == ChannelKind::Tcp {
+                    let limits = StreamQueueLimits { events: sink.config.queue, bytes: sink.config.queue_bytes };
                     tokio::spawn(run_tcp_sink(
                         channel,
                         events_rx,
                         Arc::clone(&destinations),
-                        sink.config.queue,
+                        limits,
                         Arc::clone(&stats),
                     ))
                 } else {
