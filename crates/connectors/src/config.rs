@@ -796,6 +796,15 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_queue_smaller_than_a_block_is_refused_with_the_field() {
+        let channel = "number = 4\nkind = \"tcp\"\nname = \"x\"\n[[destination]]\naddress = \"127.0.0.1:9\"";
+        let error = sink(&channel.replace("name = \"x\"", "name = \"x\"\nqueue_bytes = 4096")).unwrap_err();
+        assert_eq!(error.field, "channel 4: queue_bytes");
+        assert!(error.reason.contains("at least 1048576"), "{error}");
+        assert!(sink(channel).is_ok(), "the default is accepted");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_with_their_line() {
         let error = sink("number = 3\nkind = \"tcp\"\nname = \"x\"\ncolour = 1").unwrap_err();
         assert_eq!(error.field, "line 4");
