@@ -209,7 +209,8 @@ impl Transmitter {
             return;
         }
         let mut wire = 0u64;
-        let whole: Vec<[&[u8]; 2]> = out.headers[..out.len]
+        // Every queued symbol exists: the loop queues a datagram only after `block.symbol(esi)` gave it.
+        let all: Vec<[&[u8]; 2]> = out.headers[..out.len]
             .iter()
             .zip(&out.symbols)
             .map(|(header, symbol)| {
@@ -218,14 +219,15 @@ impl Transmitter {
             })
             .collect();
         for (index, fiber) in self.fibers.iter_mut().enumerate() {
-            let datagrams: Vec<[&[u8]; 2]> = whole
-                .iter()
-                .zip(&out.fiber_of)
-                .filter(|(_, f)| self.mode == FiberMode::Mirror || **f == index)
-                .map(|(d, _)| *d)
-                .collect();
+            let striped: Vec<[&[u8]; 2]>;
+            let datagrams = if self.mode == FiberMode::Mirror {
+                &all[..]
+            } else {
+                striped = all.iter().zip(&out.fiber_of).filter(|(_, f)| **f == index).map(|(d, _)| *d).collect();
+                &striped[..]
+            };
             wire += datagrams.iter().map(|d| d.byte_len() as u64 + IP_UDP_OVERHEAD).sum::<u64>();
-            if let Err(error) = fiber.send_batch(&datagrams) {
+            if let Err(error) = fiber.send_batch(datagrams) {
                 let count = self.stats.send_errors.fetch_add(1, Ordering::Relaxed) + 1;
                 if count.is_power_of_two() {
                     error!(fiber = index + 1, %error, count, "fiber send failed");

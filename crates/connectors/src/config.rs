@@ -364,7 +364,8 @@ impl HealthConfig {
 fn default_sink_queue() -> usize {
     1024
 }
-/// A stream's records from one block must fit, or no stream of a full block could be delivered.
+/// Below a block's worth of stream data, nearly every stream would be aborted: records wait while
+/// its connection opens, and two full blocks' records would already be too many.
 const MIN_SINK_QUEUE_BYTES: usize = 1 << 20;
 /// 16 MiB: 45 ms at 3 Gbit/s on top of the kernel's socket buffer, so a destination that pauses
 /// briefly keeps its stream, while one that stalls costs red-rx no more than its block budget does.
@@ -711,7 +712,7 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
         return Err(ConfigError::new(
             path,
             at("queue_bytes"),
-            format!("must be at least {MIN_SINK_QUEUE_BYTES} (one largest block's worth of stream data)"),
+            format!("must be at least {MIN_SINK_QUEUE_BYTES} (a block's worth of stream data)"),
         ));
     }
     let multicast_interface = match &channel.multicast_interface {

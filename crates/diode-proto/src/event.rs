@@ -57,9 +57,9 @@ impl LossCounts {
         self.counts[reason.index()] += blocks;
     }
 
-    /// Blocks lost for any reason whose [`LossReason::label`] is `label`.
-    pub fn get(&self, label: &str) -> u64 {
-        LossReason::LABELS.iter().position(|l| *l == label).map_or(0, |i| self.counts[i])
+    /// Blocks lost for `reason` (any figures it carries do not matter).
+    pub fn get(&self, reason: LossReason) -> u64 {
+        self.counts[reason.index()]
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
@@ -178,10 +178,15 @@ mod tests {
             counts.add(reason, blocks);
         }
         for (blocks, reason) in (1..).zip(reasons) {
-            assert_eq!(counts.get(reason.label()), blocks, "{reason:?}");
+            assert_eq!(counts.get(reason), blocks, "{reason:?}");
         }
         let labels: std::collections::HashSet<_> = reasons.iter().map(LossReason::label).collect();
         assert_eq!(labels.len(), LossReason::LABELS.len());
-        assert_eq!(counts.get("no_such_reason"), 0);
+        let labelled: Vec<_> = counts.iter().map(|(label, _)| label).collect();
+        assert_eq!(
+            labelled,
+            reasons.iter().map(LossReason::label).collect::<Vec<_>>(),
+            "iter pairs each count with its label"
+        );
     }
 }

@@ -40,11 +40,11 @@ pub(crate) fn fec_advice(shared: &Shared, kernel_drops: u64) -> serde_json::Valu
     let near_limit = if blocks == 0 { 0.0 } else { shared.blocks_near_repair_limit as f64 / blocks as f64 * 100.0 };
     let headroom = repair.filter(|r| *r > 0.0).map(|r| ((1.0 - loss / r) * 100.0).max(0.0));
     let lost = &shared.blocks_lost_by;
-    let count = |reasons: &[LossReason]| reasons.iter().map(|r| lost.get(r.label())).sum::<u64>();
-    let short =
-        count(&[LossReason::Timeout { received: 0, needed: 0 }, LossReason::MemoryLimit, LossReason::WindowOverrun]);
-    let corrupt = count(&[LossReason::HashMismatch]);
-    let never_seen = count(&[LossReason::NeverSeen]);
+    let short = lost.get(LossReason::Timeout { received: 0, needed: 0 })
+        + lost.get(LossReason::MemoryLimit)
+        + lost.get(LossReason::WindowOverrun);
+    let corrupt = lost.get(LossReason::HashMismatch);
+    let never_seen = lost.get(LossReason::NeverSeen);
     let recommendation = match repair {
         None => "no beacon yet: the repair in use is not known".to_string(),
         Some(_) if kernel_drops > 0 && short + never_seen > 0 => format!(
@@ -160,6 +160,7 @@ impl Managed for RedManaged {
         let mut fibers = Vec::new();
         let mut fiber_kernel_drops = Vec::new();
         let mut fiber_check_failures = Vec::new();
+        let mut kernel_drops = 0;
         for (index, (listen, counters)) in self.view.fibers.iter().enumerate() {
             let fiber = (index + 1).to_string();
             let listen = listen.to_string();
@@ -167,9 +168,9 @@ impl Managed for RedManaged {
             let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
             fibers.push((l.clone(), c.bytes as f64));
             fiber_kernel_drops.push((l.clone(), c.kernel_drops as f64));
+            kernel_drops += c.kernel_drops;
             fiber_check_failures.push((l, shared.fiber_harmful_drops.get(index).copied().unwrap_or(0) as f64));
         }
-        let kernel_drops = fiber_kernel_drops.iter().map(|(_, n)| *n as u64).sum();
         let advice = fec_advice(&shared, kernel_drops);
         let headroom = advice["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
         let epoch = shared.session.map_or(0.0, |(_, e)| f64::from(e));
