@@ -367,10 +367,13 @@ fn default_sink_queue() -> usize {
 /// Below a block's worth of stream data, nearly every stream would be aborted: records wait while
 /// its connection opens, and two full blocks' records would already be too many.
 const MIN_SINK_QUEUE_BYTES: usize = 1 << 20;
-/// 16 MiB: 45 ms at 3 Gbit/s on top of the kernel's socket buffer, so a destination that pauses
-/// briefly keeps its stream, while one that stalls costs red-rx no more than its block budget does.
+/// 64 MiB: what 1024 events of 64 KiB records held before this limit existed, so a bulk stream keeps
+/// the tolerance it had: 150 ms at 3.5 Gbit/s on top of the kernel's socket buffer. 16 MiB was too
+/// little: on the 2-core bench machine the sink's reader, below red-rx's fiber threads in priority,
+/// sometimes waited 40 ms for a CPU and lost its stream. What changed is the worst case: at MTU 9000,
+/// 1024 events could hold 590 MB.
 fn default_sink_queue_bytes() -> usize {
-    16 << 20
+    64 << 20
 }
 
 /// A channel as RED sees it: where data goes out.

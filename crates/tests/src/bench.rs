@@ -35,6 +35,10 @@ pub struct BenchReport {
     pub rss_mb_red: f64,
     pub blocks_lost: u64,
     pub kernel_drops: u64,
+    /// Why red-rx aborted the stream, when it did (its sink's `streams_aborted`: a broken stream's
+    /// reason, or one of the sink's own such as "destination too slow"), so an aborted run says what
+    /// went wrong.
+    pub abort_reasons: serde_json::Map<String, serde_json::Value>,
     pub elapsed: Duration,
 }
 
@@ -51,6 +55,7 @@ impl BenchReport {
             "rss_mb_red": round(self.rss_mb_red, 1),
             "blocks_lost": self.blocks_lost,
             "kernel_drops": self.kernel_drops,
+            "abort_reasons": self.abort_reasons,
             "elapsed_s": round(self.elapsed.as_secs_f64(), 2),
         })
     }
@@ -82,6 +87,17 @@ fn expected_hash(pattern: &[u8], bytes: u64) -> [u8; 32] {
         left -= take as u64;
     }
     *hasher.finalize().as_bytes()
+}
+
+/// red-rx's reasons for ending streams early, as its sinks counted them.
+fn abort_reasons(red: &serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    red["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|channel| channel["streams_aborted"].as_object())
+        .flat_map(|reasons| reasons.iter().map(|(k, v)| (k.clone(), v.clone())))
+        .collect()
 }
 
 /// utime + stime of a process, in seconds.
@@ -172,6 +188,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
         aborted: !record.clean,
         blocks_lost: red["receiver"]["blocks_lost"].as_u64().unwrap_or(0),
         kernel_drops: red["fibers"].as_array().map_or(0, |f| f.iter().filter_map(|f| f["kernel_drops"].as_u64()).sum()),
+        abort_reasons: abort_reasons(&red),
         ..report_base
     })
 }
