@@ -368,10 +368,10 @@ fn default_sink_queue() -> usize {
 /// its connection opens, and two full blocks' records would already be too many.
 const MIN_SINK_QUEUE_BYTES: usize = 1 << 20;
 /// 64 MiB: what 1024 events of 64 KiB records held before this limit existed, so a bulk stream keeps
-/// the tolerance it had: 150 ms at 3.5 Gbit/s on top of the kernel's socket buffer. 16 MiB was too
-/// little: on the 2-core bench machine the sink's reader, below red-rx's fiber threads in priority,
-/// sometimes waited 40 ms for a CPU and lost its stream. What changed is the worst case: at MTU 9000,
-/// 1024 events could hold 590 MB.
+/// the tolerance it had: 150 ms at 3.5 Gbit/s on top of the kernel's socket buffer. With 16 MiB, about
+/// one bench run in a dozen on the 2-core machine lost its stream with nothing lost on the link, where
+/// the sink's reader runs below red-rx's fiber threads in priority. What the limit changes is the worst
+/// case: at MTU 9000, 1024 events could hold 590 MB.
 fn default_sink_queue_bytes() -> usize {
     64 << 20
 }
