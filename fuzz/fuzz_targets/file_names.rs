@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(!component.is_empty() && component.len() <= MAX_COMPONENT_LEN);
         assert!(!component.contains(['/', '\\', '\0', ':']));
         assert!(!component.chars().any(char::is_control));
+        assert!(!component.starts_with('.'), "a hidden name reaches RED's own state: {name:?}");
     }
     let base = Path::new("/srv/out");
     assert!(base.join(&path).starts_with(base));

@@ -753,10 +753,17 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
         if channel.max_file_size == 0 {
             return Err(ConfigError::new(path, at("max_file_size"), "must be at least 1"));
         }
+        let quarantine = channel.quarantine.clone().unwrap_or_else(|| folder.join(".quarantine"));
+        let ledger = channel.ledger.clone().unwrap_or_else(|| folder.join(".ledger.jsonl"));
+        for (field, state) in [("quarantine", &quarantine), ("ledger", &ledger)] {
+            if let Some(reason) = reachable_by_deliveries(&folder, state) {
+                return Err(ConfigError::new(path, at(field), reason));
+            }
+        }
         Some(crate::filesink::FileSinkConfig {
             channel: channel.number,
-            quarantine: channel.quarantine.clone().unwrap_or_else(|| folder.join(".quarantine")),
-            ledger: channel.ledger.clone().unwrap_or_else(|| folder.join(".ledger.jsonl")),
+            quarantine,
+            ledger,
             ledger_entries: channel.ledger_entries,
             on_failure: channel.on_failure,
             max_file_size: channel.max_file_size,
@@ -771,6 +778,19 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
         _ => None,
     };
     Ok(CheckedSink { config: channel.clone(), destinations, health, multicast_interface, files, vault_listen })
+}
+
+/// Why RED's own state at `state` could be written or read through a delivered name: inside the output
+/// folder it must sit under a component starting with '.', which no accepted name has.
+fn reachable_by_deliveries(folder: &Path, state: &Path) -> Option<String> {
+    let relative = state.strip_prefix(folder).ok()?;
+    let hidden = relative.components().next().is_some_and(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    (!hidden).then(|| {
+        format!(
+            "'{}' is inside the output folder where delivered files could reach it: use a name starting with '.' or a path outside",
+            state.display()
+        )
+    })
 }
 
 #[cfg(test)]

@@ -165,17 +165,86 @@ enum State {
     Failed(Failure),
 }
 
-/// A verified file ready to be placed (or held in shadow), and the ledger line it will get.
+/// A verified file ready to be placed (or held in shadow), and the ledger line it will get. On disk
+/// (`.part/<stem>.ready.json`) it is the announcement a restart finishes; read back, it is trusted only
+/// after [`check_ready_note`] and [`load_ready_note`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Ready {
-    entry: LedgerEntry,
+#[serde(deny_unknown_fields)]
+pub struct Ready {
+    pub entry: LedgerEntry,
     /// The name as sent (sanitised again when placed).
-    name: String,
-    part: PathBuf,
+    pub name: String,
+    pub part: PathBuf,
 }
 
 fn ready_note(part: &Path) -> PathBuf {
     part.with_extension("ready.json")
+}
+
+/// Largest announcement read back (a real one is a few hundred bytes).
+const MAX_READY_NOTE: u64 = 64 * 1024;
+
+/// Whether `stem` is one this sink gives part files: `<session hex16>-<epoch>-<stream>`.
+fn is_part_stem(stem: &str) -> bool {
+    let mut fields = stem.split('-');
+    let (Some(session), Some(epoch), Some(stream), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    session.len() == 16
+        && session.bytes().all(|b| b.is_ascii_hexdigit())
+        && !epoch.is_empty()
+        && epoch.len() <= 10
+        && epoch.bytes().all(|b| b.is_ascii_digit())
+        && !stream.is_empty()
+        && stream.len() <= 20
+        && stream.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Checks an announcement read back from the part folder without touching the file system: it must
+/// have the name this sink gives announcements, name the part file beside it (nothing else anywhere),
+/// a ledger id and a BLAKE3 of the expected form, and a name that would be accepted.
+pub fn check_ready_note(bytes: &[u8], note_name: &str, part_dir: &Path) -> Result<Ready, String> {
+    let stem = note_name
+        .strip_suffix(".ready.json")
+        .filter(|stem| is_part_stem(stem))
+        .ok_or_else(|| format!("'{note_name}' is not a name this node gives announcements"))?;
+    let ready: Ready = serde_json::from_slice(bytes).map_err(|e| format!("not an announcement: {e}"))?;
+    let expected = part_dir.join(format!("{stem}.part"));
+    if ready.part != expected {
+        return Err(format!("it names {} instead of its own part file {}", ready.part.display(), expected.display()));
+    }
+    if !ready.entry.is_well_formed() || ready.entry.blake3.is_empty() {
+        return Err("its ledger id or BLAKE3 is not of the form this node writes".into());
+    }
+    sanitize(&ready.name).map_err(|e| format!("its name is refused: {e}"))?;
+    Ok(ready)
+}
+
+/// Reads an announcement and its part file: both must be regular files of this folder (no link of any
+/// kind), and the part must have the announced length and BLAKE3 before anything is placed from it.
+fn load_ready_note(note: &Path, note_name: &str, part_dir: &Path) -> Result<Ready, String> {
+    let meta = std::fs::symlink_metadata(note).map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.file_type().is_file() || meta.len() > MAX_READY_NOTE {
+        return Err("not a regular file of at most 64 KiB".into());
+    }
+    let bytes = std::fs::read(note).map_err(|e| format!("cannot read it: {e}"))?;
+    let ready = check_ready_note(&bytes, note_name, part_dir)?;
+    let part = std::fs::symlink_metadata(&ready.part).map_err(|e| format!("its part file: {e}"))?;
+    if !part.file_type().is_file() {
+        return Err("its part file is not a regular file".into());
+    }
+    if std::os::unix::fs::MetadataExt::nlink(&part) != 1 {
+        return Err("its part file has other hard links".into());
+    }
+    let mut hash = [0u8; 32];
+    if let Some(bytes) = crate::spool::hex_decode(&ready.entry.blake3) {
+        hash.copy_from_slice(&bytes);
+    }
+    if !same_content(&ready.part, ready.entry.size, &hash) {
+        return Err("its part file does not have the announced length and BLAKE3".into());
+    }
+    Ok(ready)
 }
 
 pub struct FileSink {
@@ -213,12 +282,15 @@ impl FileSink {
         let mut pending = Vec::new();
         for item in std::fs::read_dir(&part_dir)?.flatten() {
             let path = item.path();
-            if !path.to_string_lossy().ends_with(".ready.json") {
+            let Some(note_name) = path.file_name().and_then(|n| n.to_str()).filter(|n| n.ends_with(".ready.json"))
+            else {
                 continue;
-            }
-            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<Ready>(&bytes)) {
-                Ok(Ok(ready)) if ready.part.exists() => pending.push(ready),
-                _ => {
+            };
+            match load_ready_note(&path, note_name, &part_dir) {
+                Ok(ready) => pending.push(ready),
+                Err(reason) => {
+                    // Only the note goes: whatever it names outside this folder is not ours to touch.
+                    warn!(channel = config.channel, note = %path.display(), %reason, "ALARM refusing a delivery announcement left in the part folder");
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -304,7 +376,11 @@ impl FileSink {
     /// any copy of it this node holds or is receiving.
     fn peer_delivered(&mut self, entry: LedgerEntry, reply: Option<Reply>) {
         let id = entry.id.clone();
-        let result = self.ledger.record(entry).map(|_| ()).map_err(|e| format!("cannot write the ledger: {e}"));
+        let result = if entry.is_well_formed() {
+            self.ledger.record(entry).map(|_| ()).map_err(|e| format!("cannot write the ledger: {e}"))
+        } else {
+            Err("the delivery's id or BLAKE3 is not of the form a node writes".into())
+        };
         if result.is_ok() {
             self.stats.peer_delivered.fetch_add(1, Ordering::Relaxed);
         }
@@ -757,6 +833,7 @@ pub fn spawn_file_sink(
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::os::unix::fs::MetadataExt;
 
     struct Fixture {
         root: PathBuf,
@@ -945,7 +1022,7 @@ mod tests {
         // Two deliveries announced and not placed when the node died.
         let part_dir = root.join("out/.part");
         for (id, name) in [(7u8, "counted.txt"), (8u8, "not-counted.txt")] {
-            let part = part_dir.join(format!("{id}.part"));
+            let part = part_dir.join(format!("{:016x}-1-{id}.part", 1));
             std::fs::write(&part, name).unwrap();
             let mut announced = entry(id, "red2");
             announced.blake3 = hex_encode(blake3::hash(name.as_bytes()).as_bytes());
@@ -953,9 +1030,9 @@ mod tests {
             let ready = Ready { entry: announced, name: name.into(), part: part.clone() };
             std::fs::write(ready_note(&part), serde_json::to_vec(&ready).unwrap()).unwrap();
         }
-        std::fs::write(part_dir.join("9.part"), b"half a file").unwrap();
+        std::fs::write(part_dir.join("0000000000000001-1-9.part"), b"half a file").unwrap();
         let mut sink = paired(&root);
-        assert!(!part_dir.join("9.part").exists(), "a plain part file of the dead run is removed");
+        assert!(!part_dir.join("0000000000000001-1-9.part").exists(), "a plain part file of the dead run is removed");
         // The peer's ledger: 7 counted on this node (red2) delivering it, 8 delivered by the peer.
         let entries = vec![entry(7, "red2"), entry(8, "red1")];
         sink.handle(SinkEvent::PeerLedger { entries, complete: true });
@@ -963,5 +1040,72 @@ mod tests {
         assert!(!root.join("out/not-counted.txt").exists());
         assert_eq!(std::fs::read_dir(&part_dir).unwrap().count(), 0);
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// The attack of the security review: a file named to land in `.part/` as an announcement naming
+    /// a file elsewhere, then a restart. Nothing may be placed under the hostile name, and the
+    /// announcement must neither link nor remove the file it names.
+    #[test]
+    fn a_forged_announcement_moves_nothing_at_the_next_start() {
+        let mut f = fixture("forged", u64::MAX);
+        let secret = f.root.join("secret.txt");
+        std::fs::write(&secret, b"RED's own file").unwrap();
+        let part_dir = f.root.join("out/.part");
+        let forged = |part: &Path, name: &str| {
+            let mut entry = entry(9, "");
+            entry.size = 14;
+            entry.blake3 = hex_encode(blake3::hash(b"RED's own file").as_bytes());
+            serde_json::to_vec(&Ready { entry, name: name.into(), part: part.to_path_buf() }).unwrap()
+        };
+        // Through the wire: the hostile names are quarantined, nothing shows in `.part`.
+        let stem = "00000000000000aa-1-1";
+        send(&mut f.sink, 1, &format!(".part/{stem}.ready.json"), 1, &forged(&secret, "stolen.txt"), None);
+        send(&mut f.sink, 2, ".quarantine/x.reason.json", 2, b"{}", None);
+        send(&mut f.sink, 3, ".ledger (2).jsonl", 3, b"{}", None);
+        assert!(!part_dir.join(format!("{stem}.ready.json")).exists());
+        assert_eq!(f.stats.failed.lock().unwrap().get("name_refused"), Some(&3));
+        // Planted by any other means: a note naming a file outside, one naming a hard link to it,
+        // and one whose part does not hold what it announces.
+        std::fs::write(part_dir.join(format!("{stem}.ready.json")), forged(&secret, "stolen.txt")).unwrap();
+        let linked = part_dir.join("00000000000000bb-1-1.part");
+        std::fs::hard_link(&secret, &linked).unwrap();
+        std::fs::write(part_dir.join("00000000000000bb-1-1.ready.json"), forged(&linked, "linked.txt")).unwrap();
+        let altered = part_dir.join("00000000000000cc-1-1.part");
+        std::fs::write(&altered, b"something else").unwrap();
+        std::fs::write(part_dir.join("00000000000000cc-1-1.ready.json"), forged(&altered, "altered.txt")).unwrap();
+        let config = f.sink.config.clone();
+        drop(f.sink);
+        let sink = FileSink::open(config, Arc::clone(&f.stats), None).unwrap();
+        assert!(sink.pending.is_empty());
+        assert_eq!(std::fs::read(&secret).unwrap(), b"RED's own file", "the named file stays where it was");
+        assert_eq!(std::fs::metadata(&secret).unwrap().nlink(), 1, "and is linked nowhere");
+        assert!(names_in(&f.root.join("out")).is_empty(), "nothing placed");
+        assert_eq!(std::fs::read_dir(&part_dir).unwrap().count(), 0, "the notes and parts are gone");
+        std::fs::remove_dir_all(&f.root).unwrap();
+    }
+
+    #[test]
+    fn an_announcement_is_trusted_only_for_its_own_part_file() {
+        let dir = Path::new("/srv/out/.part");
+        let note = |part: &str, name: &str, blake3: &str| {
+            let mut entry = entry(1, "red1");
+            entry.blake3 = blake3.into();
+            serde_json::to_vec(&Ready { entry, name: name.into(), part: PathBuf::from(part) }).unwrap()
+        };
+        let hash = "ab".repeat(32);
+        let own = "/srv/out/.part/0000000000000001-2-3.part";
+        assert!(check_ready_note(&note(own, "a/b.txt", &hash), "0000000000000001-2-3.ready.json", dir).is_ok());
+        let refused = [
+            (note(own, "a/b.txt", &hash), "0000000000000001-2-4.ready.json"),
+            (note(own, "a/b.txt", &hash), "../x.ready.json"),
+            (note("/etc/shadow", "a/b.txt", &hash), "0000000000000001-2-3.ready.json"),
+            (note("/srv/out/.part/../../x/0000000000000001-2-3.part", "b", &hash), "0000000000000001-2-3.ready.json"),
+            (note(own, ".part/x", &hash), "0000000000000001-2-3.ready.json"),
+            (note(own, "a/b.txt", "00"), "0000000000000001-2-3.ready.json"),
+            (b"not json".to_vec(), "0000000000000001-2-3.ready.json"),
+        ];
+        for (bytes, name) in refused {
+            assert!(check_ready_note(&bytes, name, dir).is_err(), "{name}: {}", String::from_utf8_lossy(&bytes));
+        }
     }
 }

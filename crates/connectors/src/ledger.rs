@@ -35,6 +35,26 @@ pub struct LedgerEntry {
     pub node: String,
 }
 
+impl LedgerEntry {
+    /// Reads one ledger line back, or nothing when it is torn, foreign or holds values this node never
+    /// writes (an id that is not ASCII letters, digits and dashes, a BLAKE3 that is not 64 hex digits
+    /// when present).
+    pub fn parse_line(line: &str) -> Option<LedgerEntry> {
+        let entry: LedgerEntry = serde_json::from_str(line).ok()?;
+        entry.is_well_formed().then_some(entry)
+    }
+
+    /// Whether the id and hash have the form this node writes (the id names shadow files).
+    pub fn is_well_formed(&self) -> bool {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        let hash_ok =
+            self.blake3.is_empty() || (self.blake3.len() == 64 && self.blake3.bytes().all(|b| b.is_ascii_hexdigit()));
+        id_ok && hash_ok
+    }
+}
+
 pub struct Ledger {
     path: PathBuf,
     file: File,
@@ -58,7 +78,7 @@ impl Ledger {
                 let line = line?;
                 lines_in_file += 1;
                 // A torn or foreign line is skipped, not fatal: the rest of the ledger still counts.
-                let Ok(entry) = serde_json::from_str::<LedgerEntry>(&line) else { continue };
+                let Some(entry) = LedgerEntry::parse_line(&line) else { continue };
                 order.push_back(entry.id.clone());
                 by_id.insert(entry.id.clone(), entry);
             }
@@ -153,7 +173,7 @@ mod tests {
     fn entry(id: &str) -> LedgerEntry {
         LedgerEntry {
             id: id.into(),
-            blake3: "00".into(),
+            blake3: "0f".repeat(32),
             session: "1".into(),
             epoch: 1,
             stream: 1,

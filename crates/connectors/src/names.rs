@@ -3,7 +3,10 @@
 //! A name becomes a relative path under an output folder only when every component is a plain name:
 //! no `..` or `.`, no absolute path or drive letter, no NUL or control characters, no backslash (a
 //! Windows client would read it as a separator), no Windows device name (`CON`, `com1.txt`, …), no
-//! trailing dot or space, and lengths within what file systems take. Anything else is refused with the
+//! trailing dot or space, no component starting with '.' (RED keeps its own state under such names:
+//! `.part`, `.shadow`, `.quarantine`, the ledger; and a hidden file is not what a user means to send),
+//! no bidirectional-override character (U+202A-U+202E, U+2066-U+2069: `report\u{202E}fdp.exe` shows as
+//! `reportexe.pdf`), and lengths within what file systems take. Anything else is refused with the
 //! reason, so the file is quarantined under a generated name instead.
 
 use std::path::PathBuf;
@@ -40,8 +43,10 @@ pub enum NameError {
     DeviceName { component: String },
     #[error("a component ends with a dot or a space")]
     TrailingDotOrSpace,
-    #[error("names starting with '.diode' are reserved for the diode's own folders")]
-    Reserved,
+    #[error("'{component}' starts with '.': such names are reserved for the diode's own state")]
+    Hidden { component: String },
+    #[error("bidirectional-override character U+{code:04X} in the name (it can disguise an extension)")]
+    BidiOverride { code: u32 },
 }
 
 impl NameError {
@@ -58,7 +63,8 @@ impl NameError {
             NameError::WindowsSeparator => "windows_separator",
             NameError::DeviceName { .. } => "device_name",
             NameError::TrailingDotOrSpace => "trailing_dot_or_space",
-            NameError::Reserved => "reserved",
+            NameError::Hidden { .. } => "hidden",
+            NameError::BidiOverride { .. } => "bidi_override",
         }
     }
 }
@@ -67,6 +73,11 @@ const DEVICE_NAMES: [&str; 22] = [
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",
     "LPT3", "LPT4", "LPT5", "LPT6", "LPT7", "LPT8", "LPT9",
 ];
+
+/// Characters that reorder how a name is displayed.
+fn is_bidi_override(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
 
 /// A relative path whose every component passed the checks above.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +125,9 @@ pub fn sanitize(name: &str) -> Result<SafePath, NameError> {
     if let Some(c) = name.chars().find(|c| c.is_control()) {
         return Err(NameError::ControlCharacter { code: u32::from(c) });
     }
+    if let Some(c) = name.chars().find(|c| is_bidi_override(*c)) {
+        return Err(NameError::BidiOverride { code: u32::from(c) });
+    }
     if name.starts_with('/') {
         return Err(NameError::Absolute);
     }
@@ -139,8 +153,8 @@ pub fn sanitize(name: &str) -> Result<SafePath, NameError> {
         if DEVICE_NAMES.iter().any(|d| d.eq_ignore_ascii_case(stem)) {
             return Err(NameError::DeviceName { component: component.to_string() });
         }
-        if component.starts_with(".diode") {
-            return Err(NameError::Reserved);
+        if component.starts_with('.') {
+            return Err(NameError::Hidden { component: component.to_string() });
         }
         components.push(component.to_string());
     }
@@ -183,7 +197,14 @@ mod tests {
             ("Lpt9", "device_name"),
             ("trailing.", "trailing_dot_or_space"),
             ("trailing ", "trailing_dot_or_space"),
-            (".diode/ledger", "reserved"),
+            (".diode/ledger", "hidden"),
+            (".part/0000000000000001-1-1.ready.json", "hidden"),
+            (".quarantine/x", "hidden"),
+            (".ledger (2).jsonl", "hidden"),
+            ("a/.shadow/b", "hidden"),
+            (".profile", "hidden"),
+            ("report\u{202E}fdp.exe", "bidi_override"),
+            ("x\u{2066}y", "bidi_override"),
         ];
         for (name, label) in refused {
             let error = sanitize(name).expect_err(name);
@@ -201,7 +222,7 @@ mod tests {
     fn collision_suffix_goes_before_the_extension() {
         let path = sanitize("a/report.pdf").unwrap();
         assert_eq!(path.with_suffix(" (2)").as_text(), "a/report (2).pdf");
-        assert_eq!(sanitize(".profile").unwrap().with_suffix(" (2)").as_text(), ".profile (2)");
+        assert_eq!(sanitize("archive.tar.gz").unwrap().with_suffix(" (2)").as_text(), "archive.tar (2).gz");
         assert_eq!(sanitize("README").unwrap().with_suffix(" (3)").as_text(), "README (3)");
     }
 
@@ -212,6 +233,7 @@ mod tests {
                 let path = path.to_path();
                 proptest::prop_assert!(path.is_relative());
                 proptest::prop_assert!(path.components().all(|c| matches!(c, std::path::Component::Normal(_))));
+                proptest::prop_assert!(path.components().all(|c| !c.as_os_str().to_string_lossy().starts_with('.')));
             }
         }
     }

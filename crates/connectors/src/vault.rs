@@ -243,9 +243,40 @@ async fn download(State(vault): State<Arc<Vault>>, Path(path): Path<String>, req
         Ok(full) => full,
         Err(refusal) => return refusal.into_response(),
     };
-    match tower_http::services::ServeFile::new(full).oneshot(request).await {
-        Ok(response) => response.map(Body::new),
+    match tower_http::services::ServeFile::new(&full).oneshot(request).await {
+        Ok(response) => {
+            let mut response = response.map(Body::new);
+            let file_name = full.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            download_headers(response.headers_mut(), &file_name);
+            response
+        }
         Err(error) => Refusal(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()).into_response(),
+    }
+}
+
+/// A vault holds what anyone on BLUE uploaded: a browser must save it, never render it on this origin
+/// (an uploaded HTML page would otherwise run as the vault's own site).
+fn download_headers(headers: &mut axum::http::HeaderMap, file_name: &str) {
+    use axum::http::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, X_CONTENT_TYPE_OPTIONS};
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; sandbox"));
+    let ascii: String = file_name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect();
+    let encoded: String = file_name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        headers.insert(CONTENT_DISPOSITION, value);
     }
 }
 
