@@ -58,12 +58,21 @@ pub(crate) struct ChannelCounters {
 fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
-        // Without the OS generator, time and pid still make a restart's session differ.
+        // Without the OS generator, time and pid still make two starts differ.
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
         return nanos ^ (u64::from(std::process::id()) << 32);
     }
     u64::from_le_bytes(bytes)
+}
+
+/// The session id of a new term: a start stamp (RED refuses a session that is not newer than the live
+/// one at the same epoch, so a recording of an earlier run cannot displace this one), later than
+/// this process's previous term even if the clock stepped back.
+fn next_session(previous: u64) -> u64 {
+    let now_ms = connectors::spool::unix_ms();
+    let start = now_ms.max(diode_proto::header::session_start_ms(previous) + 1);
+    diode_proto::header::stamped_session(start, random_u64() as u16)
 }
 
 /// The epoch of a new term: quarter-seconds since 2025-01-01 (a u32 lasts until 2059), so a node that
@@ -359,6 +368,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let mut role = ha.as_ref().map(|h| h.role.clone());
     let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
     let mut previous_epoch = 0;
+    let mut previous_session = 0;
     let mut retry = tokio::time::interval(Duration::from_millis(100));
     // The retry only runs while waiting to start; ticks missed while it was idle (a standby's whole
     // term) must not fire all at once when it becomes active.
@@ -372,9 +382,11 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
             } else {
                 checked.config.link.epoch
             };
-            match start_term(&checked, &counters, random_u64(), epoch).await {
+            let session = next_session(previous_session);
+            match start_term(&checked, &counters, session, epoch).await {
                 Ok(started) => {
                     previous_epoch = epoch;
+                    previous_session = session;
                     term = Some(started);
                     write_status("running", true);
                 }

@@ -166,6 +166,7 @@ impl Transmitter {
                 block_len: block.block_len,
                 payload_len: block.symbol_size,
                 key_id: auth.send_key_id(),
+                stamped: true,
             };
             let Some(payload) = block.symbol(esi) else { continue };
             let last_symbol = esi + 1 == block.symbol_count();
@@ -273,6 +274,7 @@ impl Transmitter {
             block_len: 0,
             payload_len: body.len() as u16,
             key_id: auth.send_key_id(),
+            stamped: true,
         };
         let mut datagram = Vec::with_capacity(repr.buffer_len());
         write_datagram(&repr, &body, auth, &mut datagram);

@@ -19,6 +19,7 @@ fn main() -> std::io::Result<()> {
     let fec = FecParams { symbol_size: 256, max_block_symbols: 300, repair_basis_points: 1000, interleave_depth: 2 };
     let mut sender = Sender::new(SenderConfig {
         session: 77,
+        stamped: false,
         epoch: 1,
         fec,
         auth: LinkAuth::none(),

@@ -112,6 +112,7 @@ mod tests {
             block_len: 0,
             payload_len: 4,
             key_id,
+            stamped: false,
         }
     }
 

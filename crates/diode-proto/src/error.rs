@@ -41,6 +41,8 @@ pub enum DropReason {
     StaleEpoch,
     #[error("session was replaced and is not accepted again")]
     RetiredSession,
+    #[error("session is not newer than the live one (a replay, or an older sender)")]
+    StaleSession,
     #[error("block sequence is before the point where the receiver joined")]
     BeforeJoin,
     #[error("block already delivered or given up")]
@@ -56,7 +58,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 25] = [
+    pub const ALL: [DropReason; 26] = [
         DropReason::TooShort,
         DropReason::LengthMismatch,
         DropReason::BadMagic,
@@ -76,6 +78,7 @@ impl DropReason {
         DropReason::BadBeacon,
         DropReason::StaleEpoch,
         DropReason::RetiredSession,
+        DropReason::StaleSession,
         DropReason::BeforeJoin,
         DropReason::BlockDone,
         DropReason::DuplicateSymbol,
@@ -106,6 +109,7 @@ impl DropReason {
             DropReason::BadBeacon => "bad_beacon",
             DropReason::StaleEpoch => "stale_epoch",
             DropReason::RetiredSession => "retired_session",
+            DropReason::StaleSession => "stale_session",
             DropReason::BeforeJoin => "before_join",
             DropReason::BlockDone => "block_done",
             DropReason::DuplicateSymbol => "duplicate_symbol",

@@ -104,6 +104,9 @@ pub enum Alarm {
     /// A session that was replaced is still sending: two senders at the same epoch (split brain) or a
     /// stale sender that did not stop.
     RetiredSessionActive { session: u64, epoch: u32 },
+    /// Authentic datagrams of a session that is not newer than the live one were refused: a replay of
+    /// a recorded session, or an older sender still running.
+    StaleSessionRefused { session: u64, epoch: u32 },
 }
 
 /// One thing that happened, in the order it happened.

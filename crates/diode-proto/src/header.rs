@@ -60,7 +60,22 @@ pub const HEADER_LEN_CRC: usize = FIXED_LEN + CRC_LEN;
 pub const HEADER_LEN_TAGGED: usize = FIXED_LEN + TAG_LEN;
 /// Flag bit: the check field is a 16-byte keyed BLAKE3 tag instead of a CRC32.
 pub const FLAG_TAGGED: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_TAGGED;
+/// Flag bit: the session id is a start stamp ([`stamped_session`]): a sender started later has a
+/// larger id, so a receiver can tell a replayed older session from a newer one. Senders before this
+/// flag drew the id at random.
+pub const FLAG_STAMPED: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_TAGGED | FLAG_STAMPED;
+
+/// A session id that is a start stamp: milliseconds since the Unix epoch in the top 48 bits (enough
+/// until the year 10889), 16 random bits below so two senders starting in the same millisecond differ.
+pub const fn stamped_session(start_unix_ms: u64, random: u16) -> u64 {
+    (start_unix_ms << 16) | random as u64
+}
+
+/// The start time, in Unix milliseconds, of a stamped session id.
+pub const fn session_start_ms(session: u64) -> u64 {
+    session >> 16
+}
 /// RaptorQ (RFC 6330) limits the encoding symbol id to 24 bits.
 pub const MAX_ESI: u32 = (1 << 24) - 1;
 /// RFC 6330 K'max: the most source symbols one source block may have.
@@ -195,6 +210,9 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn is_tagged(&self) -> bool {
         self.flags() & FLAG_TAGGED != 0
     }
+    pub fn is_stamped(&self) -> bool {
+        self.flags() & FLAG_STAMPED != 0
+    }
     pub fn header_len(&self) -> usize {
         if self.is_tagged() {
             HEADER_LEN_TAGGED
@@ -250,6 +268,8 @@ pub struct Repr {
     pub payload_len: u16,
     /// The key that tagged the datagram, or `None` for CRC32.
     pub key_id: Option<u8>,
+    /// The session id is a start stamp ([`FLAG_STAMPED`]).
+    pub stamped: bool,
 }
 
 impl Repr {
@@ -293,6 +313,7 @@ impl Repr {
             block_len: packet.block_len(),
             payload_len: packet.payload_len(),
             key_id,
+            stamped: packet.is_stamped(),
         };
         match kind {
             Kind::Symbol => {
@@ -352,7 +373,8 @@ impl Repr {
         bytes[field::MAGIC].copy_from_slice(&MAGIC);
         bytes[field::VERSION] = VERSION;
         bytes[field::KIND] = self.kind.to_wire();
-        bytes[field::FLAGS] = if self.key_id.is_some() { FLAG_TAGGED } else { 0 };
+        let tagged = if self.key_id.is_some() { FLAG_TAGGED } else { 0 };
+        bytes[field::FLAGS] = tagged | if self.stamped { FLAG_STAMPED } else { 0 };
         bytes[field::KEY_ID] = self.key_id.unwrap_or(0);
         packet.set_u64(field::SESSION, self.session);
         packet.set_u32(field::EPOCH, self.epoch);
@@ -432,6 +454,7 @@ mod tests {
             block_len: 1000,
             payload_len: 16,
             key_id: None,
+            stamped: false,
         }
     }
 

@@ -150,6 +150,19 @@ struct Retired {
     alarmed: bool,
 }
 
+/// Datagrams of a session that may not displace the live one (a replay of a recorded older session,
+/// or a sender that should have stopped), most recent first: what the stale-session alarm shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleSender {
+    pub session: u64,
+    pub epoch: u32,
+    /// When the last of its datagrams was refused.
+    pub last_refused: Instant,
+}
+
+/// How long the stale-session alarm stays raised after the last refused datagram.
+pub const STALE_ALARM_HOLD: Duration = Duration::from_secs(30);
+
 /// How long a replaced sender may still be heard before it is an alarm: a node handing over flushes its
 /// last datagrams while the next one starts.
 const RETIRED_GRACE: Duration = Duration::from_secs(2);
@@ -158,7 +171,39 @@ const RETIRED_GRACE: Duration = Duration::from_secs(2);
 struct Current {
     session: u64,
     epoch: u32,
+    stamped: bool,
     last_heard: Instant,
+    /// When it was adopted (a replaced sender is not yet an alarm during the hand-over).
+    since: Instant,
+}
+
+/// Whether a session that is not the live one may replace it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Succession {
+    Replace,
+    /// An older epoch while the live session is still heard.
+    StaleEpoch,
+    /// Not newer than the live session by its start stamp (a replay, or a sender that lost).
+    NotNewer,
+}
+
+/// The ordering rule of sessions. A higher epoch always wins: takeovers raise it. At the same epoch a
+/// stamped session replaces only an older stamp, and a sender without stamps (an older release) may
+/// not displace a stamped one (it could be a recording). A lower epoch is followed only once the live
+/// session is silent, and then, between stamped sessions, only a later start.
+fn succession(current: &Current, candidate: &Repr, silent: bool) -> Succession {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    // The stamp is the id's top bits, so comparing ids compares start times (ties by the random bits).
+    let newer_stamp = candidate.session > current.session;
+    match candidate.epoch.cmp(&current.epoch) {
+        Greater => Succession::Replace,
+        Less if !silent => Succession::StaleEpoch,
+        Less | Equal => match (current.stamped, candidate.stamped) {
+            (true, true) if newer_stamp => Succession::Replace,
+            (true, _) => Succession::NotNewer,
+            (false, _) => Succession::Replace,
+        },
+    }
 }
 
 /// What every channel shares: limits, counters, the event queue and the in-flight count. Kept apart
@@ -181,6 +226,7 @@ pub struct Receiver {
     current: Option<Current>,
     /// Sessions replaced at the current or an older epoch, and whether their return was already alarmed.
     retired: VecDeque<Retired>,
+    stale: Option<StaleSender>,
     channels: BTreeMap<u16, Channel>,
 }
 
@@ -205,6 +251,7 @@ impl Receiver {
             },
             current: None,
             retired: VecDeque::new(),
+            stale: None,
             channels: BTreeMap::new(),
         }
     }
@@ -287,24 +334,60 @@ impl Receiver {
         }
         if let Some(current) = self.current {
             let silent = now.saturating_duration_since(current.last_heard) >= self.shared.config.session_silence;
-            if repr.epoch < current.epoch && !silent {
-                return Err(DropReason::StaleEpoch);
-            }
             if let Some(entry) = self.retired.iter_mut().find(|r| r.session == repr.session && r.epoch == repr.epoch) {
-                if !entry.alarmed && now.saturating_duration_since(entry.at) > RETIRED_GRACE {
+                let after_grace = now.saturating_duration_since(entry.at) > RETIRED_GRACE;
+                if !entry.alarmed && after_grace {
                     entry.alarmed = true;
                     let alarm = Alarm::RetiredSessionActive { session: repr.session, epoch: repr.epoch };
                     self.shared.events.push_back(Event::Alarm(alarm));
                 }
+                if after_grace {
+                    self.note_stale(now, repr);
+                }
                 return Err(DropReason::RetiredSession);
+            }
+            match succession(&current, repr, silent) {
+                Succession::Replace => {}
+                Succession::StaleEpoch => {
+                    if now.saturating_duration_since(current.since) > RETIRED_GRACE {
+                        self.note_stale(now, repr);
+                    }
+                    return Err(DropReason::StaleEpoch);
+                }
+                Succession::NotNewer => {
+                    self.note_stale(now, repr);
+                    return Err(DropReason::StaleSession);
+                }
             }
             self.retire_current(now, current);
         }
-        self.current = Some(Current { session: repr.session, epoch: repr.epoch, last_heard: now });
+        self.current = Some(Current {
+            session: repr.session,
+            epoch: repr.epoch,
+            stamped: repr.stamped,
+            last_heard: now,
+            since: now,
+        });
         self.shared.stats.sessions += 1;
         let replaced = self.retired.back().map(|r| (r.session, r.epoch)).filter(|_| self.shared.stats.sessions > 1);
         self.shared.events.push_back(Event::SessionStarted { session: repr.session, epoch: repr.epoch, replaced });
         Ok(())
+    }
+
+    /// Records a refused session for the alarm, raising the alarm event once per session.
+    fn note_stale(&mut self, now: Instant, repr: &Repr) {
+        let new_sender = self.stale.is_none_or(|s| s.session != repr.session || s.epoch != repr.epoch);
+        if new_sender {
+            let alarm = Alarm::StaleSessionRefused { session: repr.session, epoch: repr.epoch };
+            self.shared.events.push_back(Event::Alarm(alarm));
+        }
+        self.stale = Some(StaleSender { session: repr.session, epoch: repr.epoch, last_refused: now });
+    }
+
+    /// The sender whose datagrams were last refused as stale, while the alarm holds
+    /// ([`STALE_ALARM_HOLD`] after the last one).
+    pub fn stale_sender(&self, now: Instant) -> Option<StaleSender> {
+        self.stale.filter(|s| now.saturating_duration_since(s.last_refused) < STALE_ALARM_HOLD)
     }
 
     /// Delivers what the old session completed, reports the rest lost and breaks its open streams.

@@ -16,8 +16,12 @@ use crate::interleave::Interleaver;
 /// What a sender needs to know about itself.
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
-    /// Random per start, so a receiver tells a restarted sender from a continuing one.
+    /// New per start, so a receiver tells a restarted sender from a continuing one: a start stamp
+    /// ([`crate::header::stamped_session`]) when `stamped`, so that it can also tell a replay of an
+    /// older session from a newer one.
     pub session: u64,
+    /// The session id is a start stamp (the header's `FLAG_STAMPED`).
+    pub stamped: bool,
     /// Raised by every takeover; receivers follow the highest.
     pub epoch: u32,
     pub fec: FecParams,
@@ -115,6 +119,7 @@ impl Sender {
             block_len: block.block_len,
             payload_len: block.symbol_size,
             key_id,
+            stamped: self.config.stamped,
         };
         write_datagram(&repr, payload, &self.config.auth, out);
         if esi + 1 == block.symbol_count() {
@@ -153,6 +158,7 @@ impl Sender {
             block_len: 0,
             payload_len: body.len() as u16,
             key_id: self.config.auth.send_key_id(),
+            stamped: self.config.stamped,
         };
         write_datagram(&repr, &body, &self.config.auth, out);
     }

@@ -453,6 +453,7 @@ fn version_1_wire(data: &[u8]) -> Vec<Vec<u8>> {
                 block_len: encoded.block_len,
                 payload_len: encoded.symbol_size,
                 key_id: None,
+                stamped: false,
             };
             let mut datagram = Vec::new();
             write_datagram(&repr, encoded.symbol(esi).unwrap(), &LinkAuth::none(), &mut datagram);
@@ -496,4 +497,89 @@ fn a_version_1_sender_is_still_understood() {
         .filter(|e| matches!(e, Event::BlocksLost { reason: LossReason::HashMismatch, .. }))
         .count();
     assert_eq!(hash_mismatches, 1);
+}
+
+/// A stream of `len` bytes on channel 1, stream 1, named `name`, as a sender's whole wire.
+fn stamped_stream(start_unix_ms: u64, epoch: u32, name: &str, content: &[u8]) -> Vec<Vec<u8>> {
+    let mut tx = stamped_sender(start_unix_ms, epoch, fec(500, 2));
+    tx.channel(1).open(1, meta(name)).unwrap();
+    tx.channel(1).data(1, content).unwrap();
+    tx.channel(1).end(1).unwrap();
+    tx.channel(2).datagram(name.as_bytes()).unwrap();
+    drain(&mut tx)
+}
+
+#[test]
+fn a_replayed_older_session_during_a_live_transfer_delivers_nothing_and_retires_nothing() {
+    let recorded = stamped_stream(1_000_000, 4, "recorded earlier", &payload(1, 200_000));
+    let fresh = payload(2, 300_000);
+    let live = stamped_stream(2_000_000, 4, "live", &fresh);
+    let mut rig = Rig::new(Rig::config());
+    let half = live.len() / 2;
+    rig.feed(0, &live[..half]);
+    // The whole recording, in order, in the middle of the live transfer.
+    rig.feed(1, &recorded);
+    rig.feed(0, &live[half..]);
+    assert!(rig.delivered.ended_intact(1, 1, &fresh), "the live stream arrives intact");
+    assert_eq!(rig.delivered.names.values().collect::<Vec<_>>(), vec!["live"], "nothing old is opened");
+    assert_eq!(rig.delivered.datagrams[&2], vec![b"live".to_vec()], "no old datagram is delivered");
+    assert_eq!(rig.receiver.stats().drops.get(DropReason::StaleSession), recorded.len() as u64);
+    assert_eq!(rig.receiver.stats().sessions, 1, "the live session was never replaced");
+    let stale = rig.receiver.stale_sender(rig.now).expect("the alarm is raised");
+    assert_eq!((stale.session, stale.epoch), (diode_proto::header::stamped_session(1_000_000, 7), 4));
+    let alarms = rig.delivered.events.iter().filter(|e| matches!(e, Event::Alarm(Alarm::StaleSessionRefused { .. })));
+    assert_eq!(alarms.count(), 1, "one alarm event per refused sender");
+    // The alarm holds while the replay goes on, and clears once it stops.
+    rig.now += Duration::from_secs(20);
+    rig.feed(1, &recorded[..1]);
+    rig.now += Duration::from_secs(20);
+    assert!(rig.receiver.stale_sender(rig.now).is_some());
+    rig.now += diode_proto::receiver::STALE_ALARM_HOLD;
+    assert!(rig.receiver.stale_sender(rig.now).is_none());
+}
+
+#[test]
+fn a_replay_of_the_live_session_delivers_nothing_twice() {
+    let fresh = payload(3, 150_000);
+    let live = stamped_stream(5_000_000, 4, "once", &fresh);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &live);
+    assert!(rig.delivered.ended_intact(1, 1, &fresh));
+    let opened = rig.delivered.events.iter().filter(|e| matches!(e, Event::StreamOpened { .. })).count();
+    rig.feed(1, &live);
+    rig.advance(Duration::from_secs(3));
+    let reopened = rig.delivered.events.iter().filter(|e| matches!(e, Event::StreamOpened { .. })).count();
+    assert_eq!((opened, reopened), (1, 1));
+    assert_eq!(rig.delivered.datagrams[&2].len(), 1);
+    assert_eq!(rig.receiver.stats().sessions, 1);
+}
+
+#[test]
+fn sessions_are_ordered_by_epoch_then_start_stamp() {
+    let at = |start: u64, epoch: u32| {
+        let mut tx = stamped_sender(start, epoch, fec(500, 2));
+        tx.channel(2).datagram(b"x").unwrap();
+        drain(&mut tx)
+    };
+    let id = |start: u64| diode_proto::header::stamped_session(start, 7);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &at(2_000, 4)[..1]);
+    // A restart at the same epoch starts later: it replaces.
+    rig.feed(0, &at(3_000, 4)[..1]);
+    assert_eq!(rig.receiver.session(), Some((id(3_000), 4)));
+    // An older release's random id at the same epoch may be a recording: refused.
+    let mut legacy = sender(u64::MAX, 4, fec(500, 2));
+    legacy.channel(2).datagram(b"legacy").unwrap();
+    rig.feed(0, &drain(&mut legacy));
+    assert_eq!(rig.receiver.session(), Some((id(3_000), 4)));
+    // A takeover raises the epoch: it replaces whatever its clock says.
+    rig.feed(0, &at(1_000, 5)[..1]);
+    assert_eq!(rig.receiver.session(), Some((id(1_000), 5)));
+    // A lower epoch, once the live session is silent, only with a later start.
+    rig.now += Duration::from_secs(2);
+    rig.feed(0, &at(500, 4)[..1]);
+    assert_eq!(rig.receiver.session(), Some((id(1_000), 5)));
+    rig.feed(0, &at(9_000, 4)[..1]);
+    assert_eq!(rig.receiver.session(), Some((id(9_000), 4)));
+    assert!(rig.receiver.stats().drops.get(DropReason::StaleSession) >= 2);
 }

@@ -105,9 +105,9 @@ proptest! {
     ) {
         let symbol_size = 64u16;
         let repr = if beacon {
-            Repr { kind: Kind::Beacon, session, epoch, channel: 0, block_seq: 0, esi: 0, block_len: 0, payload_len: 40, key_id: None }
+            Repr { kind: Kind::Beacon, session, epoch, channel: 0, block_seq: 0, esi: 0, block_len: 0, payload_len: 40, key_id: None, stamped: epoch % 2 == 0 }
         } else {
-            Repr { kind: Kind::Symbol, session, epoch, channel, block_seq: seq, esi, block_len: symbols * 64 - 3, payload_len: symbol_size, key_id: None }
+            Repr { kind: Kind::Symbol, session, epoch, channel, block_seq: seq, esi, block_len: symbols * 64 - 3, payload_len: symbol_size, key_id: None, stamped: epoch % 2 == 1 }
         };
         let (repr, auth) = if keyed {
             let auth = LinkAuth::keyed(vec![diode_proto::LinkKey { id: 4, key: [9; 32] }], 4).unwrap();

@@ -23,6 +23,7 @@ fn symbol_datagram(auth: &LinkAuth) -> Vec<u8> {
         block_len: 1000,
         payload_len: 16,
         key_id: auth.send_key_id(),
+        stamped: false,
     };
     let payload: Vec<u8> = (0..16).collect();
     let mut out = Vec::new();
@@ -52,6 +53,7 @@ fn beacon_datagram() -> Vec<u8> {
         block_len: 0,
         payload_len: body.len() as u16,
         key_id: None,
+        stamped: false,
     };
     let mut out = Vec::new();
     write_datagram(&repr, &body, &LinkAuth::none(), &mut out);

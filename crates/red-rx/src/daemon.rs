@@ -30,6 +30,8 @@ use crate::config::Checked;
 #[derive(Default)]
 pub(crate) struct Shared {
     pub(crate) session: Option<(u64, u32)>,
+    /// A session refused as not newer than the live one, while its alarm holds.
+    pub(crate) stale_sender: Option<diode_proto::receiver::StaleSender>,
     pub(crate) config_mismatch: bool,
     pub(crate) blue_fingerprint: Option<[u8; 16]>,
     pub(crate) unknown_channels: HashSet<u16>,
@@ -574,6 +576,7 @@ fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
     let Ok(mut out) = shared.lock() else { return };
     let stats = receiver.stats();
     out.session = receiver.session();
+    out.stale_sender = receiver.stale_sender(Instant::now());
     out.config_mismatch = local.config_mismatch;
     out.blue_fingerprint = local.blue_fingerprint;
     out.unknown_channels.clone_from(&local.unknown_channels);
@@ -722,6 +725,18 @@ fn status_json(
         alarms.push(json!({"kind": "unknown_channel", "channel": channel}));
     }
     let now = Instant::now();
+    if let Some(stale) = shared.stale_sender {
+        alarms.push(json!({
+            "kind": "stale_session",
+            "message": format!(
+                "datagrams of session {:016x} (epoch {}), not newer than the live one, are being refused: a replay of a recording, or a sender that should have stopped",
+                stale.session, stale.epoch
+            ),
+            "session": format!("{:016x}", stale.session),
+            "epoch": stale.epoch,
+            "last_refused_ms_ago": now.saturating_duration_since(stale.last_refused).as_millis() as u64,
+        }));
+    }
     json!({
         "node": checked.config.node.name,
         "side": "red",

@@ -237,6 +237,22 @@ impl Managed for RedManaged {
                 vec![(base(), self.view.ha.as_ref().map_or(0.0, |h| h.status().transitions as f64))],
             ),
             Family::gauge("epoch", "Epoch of the sender session followed.", vec![(base(), epoch)]),
+            Family::gauge(
+                "alarm",
+                "1 while the alarm of this kind is raised.",
+                [
+                    ("config_mismatch", shared.config_mismatch),
+                    ("unknown_channel", !shared.unknown_channels.is_empty()),
+                    ("stale_session", shared.stale_sender.is_some()),
+                ]
+                .into_iter()
+                .map(|(kind, raised)| {
+                    let mut l = base();
+                    l.push(("kind".to_string(), kind.to_string()));
+                    (l, f64::from(u8::from(raised)))
+                })
+                .collect(),
+            ),
         ];
         drop(shared);
         if let Some(pair) = &self.view.pair {

@@ -78,12 +78,24 @@ pub struct RawSender {
 }
 
 impl RawSender {
+    /// A sender with a legacy (random, unstamped) session id and no link key.
     pub fn new(to: &[SocketAddr], session: u64, epoch: u32) -> Result<RawSender, String> {
+        RawSender::with(to, session, false, epoch, LinkAuth::none())
+    }
+
+    /// A sender as blue-tx makes them: the session id stamped with `start_unix_ms`.
+    pub fn stamped(to: &[SocketAddr], start_unix_ms: u64, epoch: u32, auth: LinkAuth) -> Result<RawSender, String> {
+        let session = diode_proto::header::stamped_session(start_unix_ms, 0x5eed);
+        RawSender::with(to, session, true, epoch, auth)
+    }
+
+    fn with(to: &[SocketAddr], session: u64, stamped: bool, epoch: u32, auth: LinkAuth) -> Result<RawSender, String> {
         let sender = Sender::new(SenderConfig {
             session,
+            stamped,
             epoch,
             fec: FecParams::for_mtu(1500),
-            auth: LinkAuth::none(),
+            auth,
             fiber_mode: FiberMode::Mirror,
             config_fingerprint: [0; 16],
             beacon_interval_ms: 100,

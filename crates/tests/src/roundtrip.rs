@@ -81,6 +81,7 @@ pub fn run(plan: &Plan) -> Result<Report, String> {
     let mut rng = Rng(plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut sender = Sender::new(SenderConfig {
         session: rng.next(),
+        stamped: false,
         epoch: 1,
         fec: plan.fec,
         auth: LinkAuth::none(),
