@@ -16,6 +16,7 @@ pub mod management;
 pub mod names;
 pub mod pair;
 pub mod pool;
+pub mod redact;
 pub mod replicated;
 pub mod runtime;
 pub mod sink;

@@ -7,12 +7,19 @@
 //! polling every second does not pay an Argon2 hash each time. TLS is served when a certificate and key
 //! are configured.
 //!
+//! Roles: the user (Basic or the dashboard's session) is an operator; each token has the role it was
+//! configured with, `metrics` (read `/metrics` and the status, nothing else: what a scraper needs) or
+//! `operator`. State changes made with the session cookie must come from the dashboard itself: they
+//! need the dashboard's own header (a cross-site form cannot set one) and an `Origin` naming this
+//! server. Failed credentials are throttled per source address and user, so a guesser locks out only
+//! itself. The configuration export leaves out the secrets unless an operator asks for them.
+//!
 //! The daemon supplies what is shown and done through [`Managed`]; this module owns the routes, the
 //! authentication, the Prometheus encoding and the embedded page.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -42,9 +49,45 @@ pub struct ManagementConfig {
     pub password_hash: Option<String>,
     /// Argon2 hash of an API token for scripts and scrapers (`Authorization: Bearer`).
     pub token_hash: Option<String>,
+    /// What `token_hash` may do: `metrics` (the default: read the metrics and the status) or `operator`.
+    #[serde(default)]
+    pub token_role: Role,
+    /// More tokens, each with its role (`[[management.token]]`).
+    #[serde(default)]
+    pub token: Vec<TokenConfig>,
     /// PEM certificate chain and key: with both, the API is served over TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// What a credential may do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read the metrics and the status: a Prometheus scraper, a monitoring check.
+    #[default]
+    Metrics,
+    /// Everything: demote, promote, export, import.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Metrics => "metrics",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// One `[[management.token]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Argon2 hash of the token.
+    pub hash: String,
+    #[serde(default)]
+    pub role: Role,
 }
 
 /// The management section after its checks.
@@ -53,7 +96,8 @@ pub struct CheckedManagement {
     pub listen: SocketAddr,
     pub username: Option<String>,
     pub password_hash: Option<String>,
-    pub token_hash: Option<String>,
+    /// Token hashes and their roles.
+    pub tokens: Vec<(String, Role)>,
     pub tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -61,14 +105,15 @@ impl ManagementConfig {
     pub fn check(&self, path: &Path) -> Result<CheckedManagement, ConfigError> {
         let at = |field: &str| format!("management: {field}");
         let listen = parse_addr(&self.listen).map_err(|reason| ConfigError::new(path, at("listen"), reason))?;
-        for (field, hash) in [("password_hash", &self.password_hash), ("token_hash", &self.token_hash)] {
+        let mut hashes =
+            vec![(at("password_hash"), self.password_hash.as_ref()), (at("token_hash"), self.token_hash.as_ref())];
+        hashes.extend(
+            self.token.iter().enumerate().map(|(i, t)| (at(&format!("token[{}]: hash", i + 1)), Some(&t.hash))),
+        );
+        for (field, hash) in hashes {
             if let Some(hash) = hash {
                 argon2::PasswordHash::new(hash).map_err(|e| {
-                    ConfigError::new(
-                        path,
-                        at(field),
-                        format!("not an Argon2 hash ({e}): use `hash-secret` to make one"),
-                    )
+                    ConfigError::new(path, field, format!("not an Argon2 hash ({e}): use `hash-secret` to make one"))
                 })?;
             }
         }
@@ -82,7 +127,10 @@ impl ManagementConfig {
             }
             _ => {}
         }
-        if self.password_hash.is_none() && self.token_hash.is_none() {
+        if self.token_hash.is_none() && self.token_role != Role::default() {
+            return Err(ConfigError::new(path, at("token_role"), "is the role of token_hash, which is not set"));
+        }
+        if self.password_hash.is_none() && self.token_hash.is_none() && self.token.is_empty() {
             return Err(ConfigError::new(
                 path,
                 "management",
@@ -98,7 +146,12 @@ impl ManagementConfig {
             listen,
             username: self.username.clone(),
             password_hash: self.password_hash.clone(),
-            token_hash: self.token_hash.clone(),
+            tokens: self
+                .token_hash
+                .iter()
+                .map(|hash| (hash.clone(), self.token_role))
+                .chain(self.token.iter().map(|t| (t.hash.clone(), t.role)))
+                .collect(),
             tls,
         })
     }
@@ -190,89 +243,148 @@ pub trait Managed: Send + Sync + 'static {
 struct Server {
     managed: Arc<dyn Managed>,
     config: CheckedManagement,
-    /// BLAKE3 of verified credentials → when the verification expires.
-    verified: Mutex<HashMap<[u8; 32], Instant>>,
+    /// BLAKE3 of verified credentials → their role and when the verification expires.
+    verified: Mutex<HashMap<[u8; 32], (Role, Instant)>>,
     /// Session ids → expiry.
     sessions: Mutex<HashMap<String, Instant>>,
-    /// When recent credential checks failed: guessing is slowed down, and the Argon2 work a stranger
-    /// can cause is bounded.
-    failures: Mutex<std::collections::VecDeque<Instant>>,
+    /// When recent credential checks failed, per source address and user: guessing is slowed down for
+    /// the guesser only, and the Argon2 work a stranger can cause is bounded.
+    failures: Mutex<HashMap<(IpAddr, String), VecDeque<Instant>>>,
 }
 
-/// Failed credential checks allowed within [`FAILURE_WINDOW`] before further checks are refused.
+/// Failed credential checks one source may make for one user within [`FAILURE_WINDOW`] before its
+/// further checks are refused.
 const MAX_FAILURES: usize = 20;
 const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Sources and users whose failures are remembered at once: beyond it the stalest are forgotten.
+const MAX_FAILING_SOURCES: usize = 4096;
 
 const VERIFIED_FOR: Duration = Duration::from_secs(300);
 const SESSION_FOR: Duration = Duration::from_secs(8 * 3600);
 const SESSION_COOKIE: &str = "diode_session";
 /// Sent by the dashboard's own requests.
 const DASHBOARD_HEADER: &str = "x-diode-dashboard";
+/// The user name failures of bearer tokens are throttled under.
+const TOKEN_USER: &str = "\0token";
+
+/// Who made a request, as far as its credentials say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Basic with the configured user, or a bearer token: explicit credentials on every request.
+    Credentials(Role),
+    /// The dashboard's session cookie, which a browser also attaches to requests other sites make.
+    Session,
+}
+
+impl Caller {
+    fn role(self) -> Role {
+        match self {
+            Caller::Credentials(role) => role,
+            Caller::Session => Role::Operator,
+        }
+    }
+}
+
+/// Why a request's credentials were not accepted.
+#[derive(Debug, PartialEq, Eq)]
+enum Denied {
+    Unauthorized,
+    /// Too many failures from this source for this user; retry after this long.
+    Throttled(Duration),
+}
 
 impl Server {
-    /// Whether too many checks failed lately: then no new Argon2 check is made.
-    fn throttled(&self) -> bool {
+    /// How long `source` must wait before its next check for `user` is made, if too many failed lately.
+    fn throttled(&self, source: IpAddr, user: &str) -> Option<Duration> {
         let now = Instant::now();
-        let Ok(mut failures) = self.failures.lock() else { return true };
-        while failures.front().is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW) {
-            failures.pop_front();
+        let Ok(mut failures) = self.failures.lock() else { return Some(FAILURE_WINDOW) };
+        let times = failures.get_mut(&(source, user.to_string()))?;
+        while times.front().is_some_and(|t| now.duration_since(*t) > FAILURE_WINDOW) {
+            times.pop_front();
         }
-        failures.len() >= MAX_FAILURES
+        if times.len() < MAX_FAILURES {
+            return None;
+        }
+        let oldest = times.front().copied().unwrap_or(now);
+        Some((oldest + FAILURE_WINDOW).saturating_duration_since(now).max(Duration::from_secs(1)))
     }
 
-    fn note_failure(&self) {
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.push_back(Instant::now());
-        }
-    }
-
-    fn remembered(&self, key: &[u8; 32]) -> bool {
+    fn note_failure(&self, source: IpAddr, user: &str) {
         let now = Instant::now();
-        let Ok(mut verified) = self.verified.lock() else { return false };
-        verified.retain(|_, until| *until > now);
-        verified.contains_key(key)
+        let Ok(mut failures) = self.failures.lock() else { return };
+        if failures.len() >= MAX_FAILING_SOURCES {
+            failures.retain(|_, times| times.back().is_some_and(|t| now.duration_since(*t) <= FAILURE_WINDOW));
+        }
+        if failures.len() >= MAX_FAILING_SOURCES {
+            let stalest = failures.iter().min_by_key(|(_, times)| times.back().copied()).map(|(key, _)| key.clone());
+            if let Some(key) = stalest {
+                failures.remove(&key);
+            }
+        }
+        let times = failures.entry((source, user.to_string())).or_default();
+        times.push_back(now);
+        while times.len() > MAX_FAILURES {
+            times.pop_front();
+        }
+        if times.len() == MAX_FAILURES {
+            warn!(%source, user = %user.replace('\0', ""), window_s = FAILURE_WINDOW.as_secs(), "management: too many failed credentials, this source is locked out for this user");
+        }
     }
 
-    fn remember(&self, key: [u8; 32]) {
+    fn remembered(&self, key: &[u8; 32]) -> Option<Role> {
+        let now = Instant::now();
+        let Ok(mut verified) = self.verified.lock() else { return None };
+        verified.retain(|_, (_, until)| *until > now);
+        verified.get(key).map(|(role, _)| *role)
+    }
+
+    fn remember(&self, key: [u8; 32], role: Role) {
         if let Ok(mut verified) = self.verified.lock() {
-            verified.insert(key, Instant::now() + VERIFIED_FOR);
+            verified.insert(key, (role, Instant::now() + VERIFIED_FOR));
         }
     }
 
-    fn check_password(&self, user: &str, password: &str) -> bool {
-        let (Some(name), Some(hash)) = (&self.config.username, &self.config.password_hash) else { return false };
+    fn check_password(&self, source: IpAddr, user: &str, password: &str) -> Result<Role, Denied> {
+        let (Some(name), Some(hash)) = (&self.config.username, &self.config.password_hash) else {
+            return Err(Denied::Unauthorized);
+        };
         let key = *blake3::hash(format!("user\0{user}\0{password}").as_bytes()).as_bytes();
-        if self.remembered(&key) {
-            return true;
+        if let Some(role) = self.remembered(&key) {
+            return Ok(role);
         }
-        if self.throttled() {
-            return false;
+        if let Some(wait) = self.throttled(source, user) {
+            return Err(Denied::Throttled(wait));
         }
-        let ok = user == name && verify_secret(password, hash);
-        if ok {
-            self.remember(key);
+        if user == name && verify_secret(password, hash) {
+            self.remember(key, Role::Operator);
+            Ok(Role::Operator)
         } else {
-            self.note_failure();
+            self.note_failure(source, user);
+            Err(Denied::Unauthorized)
         }
-        ok
     }
 
-    fn check_token(&self, token: &str) -> bool {
-        let Some(hash) = &self.config.token_hash else { return false };
+    fn check_token(&self, source: IpAddr, token: &str) -> Result<Role, Denied> {
+        if self.config.tokens.is_empty() {
+            return Err(Denied::Unauthorized);
+        }
         let key = *blake3::hash(format!("token\0{token}").as_bytes()).as_bytes();
-        if self.remembered(&key) {
-            return true;
+        if let Some(role) = self.remembered(&key) {
+            return Ok(role);
         }
-        if self.throttled() {
-            return false;
+        if let Some(wait) = self.throttled(source, TOKEN_USER) {
+            return Err(Denied::Throttled(wait));
         }
-        let ok = verify_secret(token, hash);
-        if ok {
-            self.remember(key);
-        } else {
-            self.note_failure();
+        match self.config.tokens.iter().find(|(hash, _)| verify_secret(token, hash)) {
+            Some((_, role)) => {
+                self.remember(key, *role);
+                Ok(*role)
+            }
+            None => {
+                self.note_failure(source, TOKEN_USER);
+                Err(Denied::Unauthorized)
+            }
         }
-        ok
     }
 
     fn check_session(&self, id: &str) -> bool {
@@ -282,20 +394,49 @@ impl Server {
         sessions.contains_key(id)
     }
 
-    fn authorised(&self, headers: &HeaderMap) -> bool {
+    fn authorised(&self, source: IpAddr, headers: &HeaderMap) -> Result<Caller, Denied> {
         if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             if let Some(token) = value.strip_prefix("Bearer ") {
-                return self.check_token(token.trim());
+                return self.check_token(source, token.trim()).map(Caller::Credentials);
             }
             if let Some(encoded) = value.strip_prefix("Basic ") {
                 let decoded = decode_base64(encoded.trim()).and_then(|b| String::from_utf8(b).ok());
-                return decoded
-                    .and_then(|d| d.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())))
-                    .is_some_and(|(user, password)| self.check_password(&user, &password));
+                let Some((user, password)) = decoded.as_deref().and_then(|d| d.split_once(':')) else {
+                    return Err(Denied::Unauthorized);
+                };
+                return self.check_password(source, user, password).map(Caller::Credentials);
             }
-            return false;
+            return Err(Denied::Unauthorized);
         }
-        cookie(headers, SESSION_COOKIE).is_some_and(|id| self.check_session(&id))
+        match cookie(headers, SESSION_COOKIE) {
+            Some(id) if self.check_session(&id) => Ok(Caller::Session),
+            _ => Err(Denied::Unauthorized),
+        }
+    }
+}
+
+/// The least role a request needs: reading the metrics and the status is what a scraper does.
+fn required_role(method: &axum::http::Method, path: &str) -> Role {
+    let reading = *method == axum::http::Method::GET || *method == axum::http::Method::HEAD;
+    if reading && matches!(path, "/metrics" | "/api/v1/status") {
+        Role::Metrics
+    } else {
+        Role::Operator
+    }
+}
+
+/// Whether a state change carried by the session cookie comes from the dashboard on this server: its
+/// own header, and an `Origin` naming the host the request was sent to.
+fn same_origin_dashboard(headers: &HeaderMap) -> Result<(), &'static str> {
+    if !headers.contains_key(DASHBOARD_HEADER) {
+        return Err("a state change with the session cookie must come from the dashboard (its header is missing)");
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.and_then(|o| o.split_once("://")).map(|(_, rest)| rest);
+    match (origin_host, host) {
+        (Some(origin), Some(host)) if origin.eq_ignore_ascii_case(host) => Ok(()),
+        _ => Err("a state change with the session cookie needs an Origin naming this server"),
     }
 }
 
@@ -344,19 +485,64 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-async fn require_auth(State(server): State<Arc<Server>>, request: Request, next: Next) -> Response {
-    if server.authorised(request.headers()) {
-        return next.run(request).await;
-    }
-    let mut response = refuse(StatusCode::UNAUTHORIZED, "credentials required");
-    // The dashboard shows its own login form: a Basic challenge would make the browser pop its own
-    // dialog over the page, so only other clients (curl, scrapers) are challenged.
-    if !request.headers().contains_key(DASHBOARD_HEADER) {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"diode\""));
+/// The address a request came from (unspecified when the server was not told, as in unit tests).
+fn source_of(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<PeerAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0 .0.ip())
+}
+
+fn too_many(wait: Duration) -> Response {
+    let mut response =
+        refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed credentials from this address: wait a few seconds");
+    if let Ok(value) = header::HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
     response
+}
+
+async fn require_auth(State(server): State<Arc<Server>>, mut request: Request, next: Next) -> Response {
+    let source = source_of(&request);
+    let caller = {
+        let server = Arc::clone(&server);
+        let headers = request.headers().clone();
+        // Argon2 takes tens of milliseconds: not on the runtime's threads.
+        tokio::task::spawn_blocking(move || server.authorised(source, &headers))
+            .await
+            .unwrap_or(Err(Denied::Unauthorized))
+    };
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(Denied::Throttled(wait)) => return too_many(wait),
+        Err(Denied::Unauthorized) => {
+            let mut response = refuse(StatusCode::UNAUTHORIZED, "credentials required");
+            // The dashboard shows its own login form: a Basic challenge would make the browser pop its
+            // own dialog over the page, so only other clients (curl, scrapers) are challenged.
+            if !request.headers().contains_key(DASHBOARD_HEADER) {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"diode\""));
+            }
+            return response;
+        }
+    };
+    let needed = required_role(request.method(), request.uri().path());
+    if caller.role() < needed {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("this token's role ({}) may read /metrics and the status only", caller.role().as_str()),
+        );
+    }
+    let changes_state = !matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    if caller == Caller::Session && changes_state {
+        if let Err(reason) = same_origin_dashboard(request.headers()) {
+            warn!(%source, path = request.uri().path(), reason, "management: cross-site request refused");
+            return refuse(StatusCode::FORBIDDEN, reason);
+        }
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
 }
 
 /// The routes, for [`serve`] and for tests.
@@ -384,7 +570,9 @@ async fn dashboard() -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'"),
+        header::HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ),
     );
     headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
     response
@@ -396,17 +584,23 @@ struct Login {
     password: String,
 }
 
-async fn login(State(server): State<Arc<Server>>, Json(login): Json<Login>) -> Response {
+async fn login(
+    State(server): State<Arc<Server>>,
+    axum::extract::ConnectInfo(PeerAddr(peer)): axum::extract::ConnectInfo<PeerAddr>,
+    Json(login): Json<Login>,
+) -> Response {
     let server2 = Arc::clone(&server);
-    let ok = tokio::task::spawn_blocking(move || server2.check_password(&login.username, &login.password))
-        .await
-        .unwrap_or(false);
-    if !ok {
-        warn!("management login refused");
-        if server.throttled() {
-            return refuse(StatusCode::TOO_MANY_REQUESTS, "too many failed logins: wait a few seconds");
+    let checked =
+        tokio::task::spawn_blocking(move || server2.check_password(peer.ip(), &login.username, &login.password))
+            .await
+            .unwrap_or(Err(Denied::Unauthorized));
+    match checked {
+        Ok(_) => {}
+        Err(Denied::Throttled(wait)) => return too_many(wait),
+        Err(Denied::Unauthorized) => {
+            warn!(source = %peer.ip(), "management login refused");
+            return refuse(StatusCode::UNAUTHORIZED, "wrong username or password");
         }
-        return refuse(StatusCode::UNAUTHORIZED, "wrong username or password");
     }
     let mut id = [0u8; 32];
     if getrandom::fill(&mut id).is_err() {
@@ -460,17 +654,63 @@ async fn promote(State(server): State<Arc<Server>>) -> Response {
     ha(&server, false).await
 }
 
-async fn export_config(State(server): State<Arc<Server>>) -> Response {
-    match tokio::fs::read_to_string(server.managed.config_path()).await {
-        Ok(text) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
-        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read the configuration: {error}")),
+#[derive(Deserialize)]
+struct ExportQuery {
+    secrets: Option<String>,
+}
+
+/// The configuration file, its secrets redacted unless an operator asks for them with
+/// `?secrets=include` (logged: whoever holds that export holds the link keys).
+async fn export_config(
+    State(server): State<Arc<Server>>,
+    axum::extract::Query(query): axum::extract::Query<ExportQuery>,
+    request: Request,
+) -> Response {
+    let include = match query.secrets.as_deref() {
+        None | Some("redact") => false,
+        Some("include") => true,
+        Some(other) => {
+            return refuse(StatusCode::BAD_REQUEST, &format!("secrets={other}: use 'include' or leave it out"))
+        }
+    };
+    let text = match tokio::fs::read_to_string(server.managed.config_path()).await {
+        Ok(text) => text,
+        Err(error) => {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot read the configuration: {error}"))
+        }
+    };
+    let caller = request.extensions().get::<Caller>().copied();
+    if include {
+        warn!(source = %source_of(&request), caller = ?caller, "configuration exported WITH its secrets");
+        return ([(header::CONTENT_TYPE, "application/toml")], text).into_response();
+    }
+    match crate::redact::redact(&text) {
+        Ok((redacted, count)) => {
+            info!(redacted = count, "configuration exported, secrets redacted");
+            ([(header::CONTENT_TYPE, "application/toml")], redacted).into_response()
+        }
+        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &error),
     }
 }
 
 /// Validates a configuration with the daemon's own checks and, only if it passes, replaces the file
 /// (the previous one kept as `.bak`). The running daemon applies it at its next start.
-async fn import_config(State(server): State<Arc<Server>>, body: String) -> Response {
+async fn import_config(State(server): State<Arc<Server>>, headers: HeaderMap, body: String) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/toml") {
+        return refuse(StatusCode::UNSUPPORTED_MEDIA_TYPE, "an import is sent as Content-Type: application/toml");
+    }
     let path = server.managed.config_path().to_path_buf();
+    let current = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+    let body = match crate::redact::restore(&body, &current) {
+        Ok(body) => body,
+        Err((field, reason)) => {
+            let error = format!("{}: {field}: {reason}", path.display());
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": error, "field": field, "reason": reason})))
+                .into_response();
+        }
+    };
     if let Err(error) = server.managed.check_config(&path, &body) {
         return (
             StatusCode::BAD_REQUEST,
@@ -551,7 +791,7 @@ pub async fn spawn(
         sessions: Mutex::default(),
         failures: Mutex::default(),
     });
-    let app = router(server);
+    let app = router(server).into_make_service_with_connect_info::<PeerAddr>();
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
@@ -567,6 +807,22 @@ pub async fn spawn(
             warn!(%error, "management server stopped");
         }
     }))
+}
+
+/// The address a connection came from, for throttling and logs (plain and TLS listeners alike).
+#[derive(Clone, Copy, Debug)]
+struct PeerAddr(SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> PeerAddr {
+        PeerAddr(*stream.remote_addr())
+    }
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
@@ -647,36 +903,91 @@ mod tests {
         }
     }
 
-    #[test]
-    fn guessing_is_throttled_and_the_right_password_still_works_after_the_window() {
-        let hash = hash_secret("right").unwrap();
+    fn server(tokens: Vec<(String, Role)>) -> Server {
         let config = CheckedManagement {
             listen: "127.0.0.1:1".parse().unwrap(),
             username: Some("op".into()),
-            password_hash: Some(hash),
-            token_hash: None,
+            password_hash: Some(hash_secret("right").unwrap()),
+            tokens,
             tls: None,
         };
-        let server = Server {
+        Server {
             managed: Arc::new(Nothing),
             config,
             verified: Mutex::default(),
             sessions: Mutex::default(),
             failures: Mutex::default(),
-        };
-        assert!(server.check_password("op", "right"));
-        for guess in 0..MAX_FAILURES {
-            assert!(!server.check_password("op", &format!("guess {guess}")));
         }
-        assert!(server.throttled());
-        // A credential verified before stays usable; a new one waits for the window to pass.
-        assert!(server.check_password("op", "right"));
-        if let Ok(mut failures) = server.failures.lock() {
-            for t in failures.iter_mut() {
+    }
+
+    #[test]
+    fn guessing_locks_out_only_the_guesser_and_the_window_releases_it() {
+        let server = server(Vec::new());
+        let (guesser, operator): (IpAddr, IpAddr) = ("198.18.0.66".parse().unwrap(), "198.18.0.7".parse().unwrap());
+        assert_eq!(server.check_password(operator, "op", "right"), Ok(Role::Operator));
+        for guess in 0..MAX_FAILURES {
+            assert_eq!(server.check_password(guesser, "op", &format!("guess {guess}")), Err(Denied::Unauthorized));
+        }
+        let Err(Denied::Throttled(wait)) = server.check_password(guesser, "op", "another") else {
+            panic!("the guesser is not throttled")
+        };
+        assert!(wait >= Duration::from_secs(1) && wait <= FAILURE_WINDOW, "{wait:?}");
+        // The operator, from another address or as another user, is not locked out.
+        server.verified.lock().unwrap().clear();
+        assert_eq!(server.check_password(operator, "op", "right"), Ok(Role::Operator));
+        assert_eq!(server.check_password(guesser, "other", "x"), Err(Denied::Unauthorized));
+        // The window passes: the guesser may try again.
+        for times in server.failures.lock().unwrap().values_mut() {
+            for t in times.iter_mut() {
                 *t -= FAILURE_WINDOW * 2;
             }
         }
-        assert!(!server.throttled());
+        assert_eq!(server.check_password(guesser, "op", "right"), Ok(Role::Operator));
+    }
+
+    #[test]
+    fn each_token_has_its_role_and_a_scrape_token_reads_only() {
+        let tokens =
+            vec![(hash_secret("scrape").unwrap(), Role::Metrics), (hash_secret("ops").unwrap(), Role::Operator)];
+        let server = server(tokens);
+        let any: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(server.check_token(any, "scrape"), Ok(Role::Metrics));
+        assert_eq!(server.check_token(any, "ops"), Ok(Role::Operator));
+        assert_eq!(server.check_token(any, "nope"), Err(Denied::Unauthorized));
+        use axum::http::Method;
+        assert_eq!(required_role(&Method::GET, "/metrics"), Role::Metrics);
+        assert_eq!(required_role(&Method::GET, "/api/v1/status"), Role::Metrics);
+        for (method, path) in [
+            (Method::GET, "/api/v1/config/export"),
+            (Method::GET, "/api/v1/transfers"),
+            (Method::POST, "/api/v1/ha/demote"),
+            (Method::POST, "/api/v1/config/import"),
+            (Method::POST, "/metrics"),
+        ] {
+            assert_eq!(required_role(&method, path), Role::Operator, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn a_cookie_state_change_needs_the_dashboard_header_and_this_origin() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, header::HeaderValue::from_static(value));
+            }
+            map
+        };
+        let host = ("host", "198.18.100.11:9443");
+        let ok = headers(&[host, (DASHBOARD_HEADER, "1"), ("origin", "https://198.18.100.11:9443")]);
+        assert!(same_origin_dashboard(&ok).is_ok());
+        for refused in [
+            headers(&[host, ("origin", "https://198.18.100.11:9443")]),
+            headers(&[host, (DASHBOARD_HEADER, "1")]),
+            headers(&[host, (DASHBOARD_HEADER, "1"), ("origin", "https://evil.example")]),
+            headers(&[host, (DASHBOARD_HEADER, "1"), ("origin", "null")]),
+        ] {
+            assert!(same_origin_dashboard(&refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

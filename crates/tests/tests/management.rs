@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tests::bins::binaries;
-use tests::http::{base64_decode, basic_auth, request, Answer};
+use tests::http::{base64_decode, basic_auth, request, request_from, Answer};
 use tests::lab::{free_port, loopback_net, wait_for, Lab, Proc, TempDir};
 
 const USER: &str = "operator";
@@ -45,6 +45,7 @@ fn post(addr: SocketAddr, path: &str, auth: &str, body: &[u8]) -> Answer {
 }
 
 struct Pair {
+    net: [u8; 3],
     _dir: TempDir,
     _procs: Vec<Proc>,
     blue_api: [SocketAddr; 2],
@@ -120,7 +121,7 @@ fn start() -> Pair {
             "management API at {api} did not come up"
         );
     }
-    Pair { _dir: dir, _procs: procs, blue_api, red_api, blue_configs }
+    Pair { net, _dir: dir, _procs: procs, blue_api, red_api, blue_configs }
 }
 
 fn role(api: SocketAddr) -> String {
@@ -194,20 +195,100 @@ fn the_management_api_authenticates_reports_steers_and_round_trips_the_configura
         "promote brought it back"
     );
 
-    // Backup and restore.
+    // Backup and restore: the export leaves the secrets out unless asked for them, and an import of
+    // it keeps the node's own.
+    let original = std::fs::read(&pair.blue_configs[0]).unwrap();
+    let with_secrets = get(api1, "/api/v1/config/export?secrets=include", Some(&auth));
+    assert_eq!(with_secrets.status, 200);
+    assert_eq!(with_secrets.body, original, "with ?secrets=include, the file as it is");
     let exported = get(api1, "/api/v1/config/export", Some(&auth));
     assert_eq!(exported.status, 200);
-    assert_eq!(exported.body, std::fs::read(&pair.blue_configs[0]).unwrap());
-    let imported = post(api1, "/api/v1/config/import", &auth, &exported.body);
+    let text = String::from_utf8(exported.body.clone()).unwrap();
+    let original_text = String::from_utf8(original.clone()).unwrap();
+    for secret_line in
+        original_text.lines().filter(|l| l.starts_with("password_hash") || l.starts_with("security_text"))
+    {
+        let value = secret_line.split_once('=').unwrap().1.trim().trim_matches('"');
+        assert!(!text.contains(value), "the export leaks {secret_line}:\n{text}");
+    }
+    assert!(text.contains("<redacted>"), "{text}");
+    let toml = [("Content-Type", "application/toml")];
+    let import = |body: &[u8], headers: &[(&str, &str)]| {
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        request(api1, "POST", "/api/v1/config/import", &all, body).unwrap()
+    };
+    assert_eq!(import(&exported.body, &[]).status, 415, "an import needs its content type");
+    assert_eq!(import(&exported.body, &[("Content-Type", "text/plain")]).status, 415);
+    let imported = import(&exported.body, &toml);
     assert_eq!(imported.status, 200, "{:?}", imported.json());
     assert_eq!(imported.json()["restart_required"], true);
     assert_eq!(get(api1, "/api/v1/config/export", Some(&auth)).body, exported.body, "round trip");
-    let bad = String::from_utf8(exported.body.clone()).unwrap().replace("rate_mbps = 100", "rate_mbps = 0");
-    let refused = post(api1, "/api/v1/config/import", &auth, bad.as_bytes());
+    let saved = String::from_utf8(std::fs::read(&pair.blue_configs[0]).unwrap()).unwrap();
+    assert!(!saved.contains("<redacted>"), "the node's secrets were kept: {saved}");
+    for secret_line in
+        original_text.lines().filter(|l| l.starts_with("password_hash") || l.starts_with("security_text"))
+    {
+        let value = secret_line.split_once('=').unwrap().1.trim().trim_matches('"');
+        assert!(saved.contains(value), "{secret_line} lost in the import:\n{saved}");
+    }
+    let before_bad = std::fs::read(&pair.blue_configs[0]).unwrap();
+    let bad = text.replace("rate_mbps = 100", "rate_mbps = 0");
+    assert_ne!(bad, text);
+    let refused = import(bad.as_bytes(), &toml);
     assert_eq!(refused.status, 400);
     assert_eq!(refused.json()["field"], "link: rate_mbps", "{:?}", refused.json());
     assert!(refused.json()["reason"].is_string());
-    assert_eq!(std::fs::read(&pair.blue_configs[0]).unwrap(), exported.body, "a refused import changes nothing");
+    assert_eq!(std::fs::read(&pair.blue_configs[0]).unwrap(), before_bad, "a refused import changes nothing");
+
+    // The scrape token reads the metrics and the status, and nothing else.
+    for (method, path) in [
+        ("GET", "/api/v1/config/export"),
+        ("GET", "/api/v1/transfers"),
+        ("POST", "/api/v1/ha/demote"),
+        ("POST", "/api/v1/config/import"),
+    ] {
+        let answer = request(api1, method, path, &[("Authorization", &bearer), toml[0]], b"").unwrap();
+        assert_eq!(answer.status, 403, "{method} {path} with the scrape token");
+    }
+
+    // A page elsewhere cannot use the operator's session: the dashboard's header and this server's
+    // Origin are required for a change with the cookie.
+    for headers in [
+        vec![("Cookie", cookie.as_str())],
+        vec![("Cookie", cookie.as_str()), ("X-Diode-Dashboard", "1")],
+        vec![("Cookie", cookie.as_str()), ("X-Diode-Dashboard", "1"), ("Origin", "http://vault.example")],
+    ] {
+        let answer = request(api1, "POST", "/api/v1/ha/demote", &headers, b"").unwrap();
+        assert_eq!(answer.status, 403, "{headers:?}: {:?}", answer.json());
+    }
+    assert!(wait_for(Duration::from_secs(2), || role(api1) == "active"), "nothing was demoted");
+
+    // Guessing from one address locks out that address only, with 429 and Retry-After, for tokens,
+    // Basic and the login form alike; the operator elsewhere is not locked out.
+    let guesser = std::net::IpAddr::V4(Lab::ip(pair.net, 66));
+    let throttle = |auth: &str| {
+        for _ in 0..25 {
+            let answer = request_from(guesser, api2, "GET", "/api/v1/status", &[("Authorization", auth)], b"").unwrap();
+            if answer.status == 429 {
+                return answer;
+            }
+            assert_eq!(answer.status, 401);
+        }
+        panic!("the guesser was never throttled");
+    };
+    for answer in [throttle("Bearer guess"), throttle(&basic(USER, "guess"))] {
+        let retry = answer.header("retry-after").and_then(|v| v.parse::<u64>().ok());
+        assert!(retry.is_some_and(|s| (1..=10).contains(&s)), "{:?}", answer.headers);
+    }
+    let form = format!("{{\"username\":\"{USER}\",\"password\":\"guess\"}}");
+    let login_answer =
+        request_from(guesser, api2, "POST", "/api/v1/login", &[("Content-Type", "application/json")], form.as_bytes())
+            .unwrap();
+    assert_eq!(login_answer.status, 429);
+    assert!(login_answer.header("retry-after").is_some());
+    // The token was never used on this node: its check runs, from another address, and passes.
+    assert_eq!(get(api2, "/api/v1/status", Some(&bearer)).status, 200, "the operator is not locked out");
 
     // Transfers and metrics.
     assert!(get(api1, "/api/v1/transfers", Some(&auth)).json()["transfers"].is_array());
