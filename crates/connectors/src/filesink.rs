@@ -337,7 +337,7 @@ impl FileSink {
                     self.finish(stream, incoming, total_len, hash);
                 }
             }
-            SinkEvent::Broken { stream, reason } => {
+            SinkEvent::Broken { stream, reason, .. } => {
                 if let Some(incoming) = self.streams.remove(&stream) {
                     self.fail(stream, incoming, Failure::new("incomplete", format!("stream broken: {reason}")));
                 }
@@ -932,7 +932,7 @@ mod tests {
             epoch: 1,
         });
         f.sink.handle(SinkEvent::Data { stream: 4, data: Bytes::from_static(b"part") });
-        f.sink.handle(SinkEvent::Broken { stream: 4, reason: "BlockLost".into() });
+        f.sink.handle(SinkEvent::Broken { stream: 4, reason: "BlockLost { seq: 3 }".into(), label: "block_lost" });
         let visible: Vec<_> = std::fs::read_dir(f.root.join("out")).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(visible, vec![std::ffi::OsString::from(".part")]);
         let reasons = quarantined(&f.root);

@@ -52,10 +52,13 @@ pub enum SinkEvent {
         total_len: u64,
         hash: [u8; 32],
     },
-    /// The stream will not complete; the reason is logged and counted.
+    /// The stream will not complete; the reason is logged and counted under its label.
     Broken {
         stream: u64,
+        /// What happened, for the log.
         reason: String,
+        /// The counter's label (snake_case, from a fixed set).
+        label: &'static str,
     },
     Datagram(Bytes),
     /// HA with a pair (files and vault sinks): this node became active (`true`) or standby.
@@ -81,22 +84,22 @@ pub struct SinkStats {
     pub streams_completed: AtomicU64,
     pub bytes: AtomicU64,
     pub datagrams: AtomicU64,
-    /// Aborted streams by reason.
-    pub aborted: Mutex<BTreeMap<String, u64>>,
-    /// Datagrams not delivered, by reason.
-    pub datagrams_dropped: Mutex<BTreeMap<String, u64>>,
+    /// Aborted streams by reason label; each aborted stream is counted once.
+    pub aborted: Mutex<BTreeMap<&'static str, u64>>,
+    /// Datagrams not delivered, by reason label.
+    pub datagrams_dropped: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl SinkStats {
-    fn abort(&self, reason: &str) {
+    fn abort(&self, reason: &'static str) {
         if let Ok(mut map) = self.aborted.lock() {
-            *map.entry(reason.to_string()).or_insert(0) += 1;
+            *map.entry(reason).or_insert(0) += 1;
         }
     }
 
-    fn drop_datagram(&self, reason: &str) {
+    fn drop_datagram(&self, reason: &'static str) {
         if let Ok(mut map) = self.datagrams_dropped.lock() {
-            *map.entry(reason.to_string()).or_insert(0) += 1;
+            *map.entry(reason).or_insert(0) += 1;
         }
     }
 
@@ -123,6 +126,8 @@ struct StreamQueue {
     sender: mpsc::Sender<SinkEvent>,
     /// Bytes handed to the stream's task and not yet written to its destination.
     waiting: Arc<AtomicUsize>,
+    /// Tells the stream's task to reset its destination now, whatever it still has queued.
+    abort: Arc<tokio::sync::Notify>,
 }
 
 /// Delivers a TCP channel's streams until the event channel closes.
@@ -139,14 +144,17 @@ pub async fn run_tcp_sink(
             SinkEvent::Open { stream, meta, .. } => {
                 let (sender, rx) = mpsc::channel(limits.events);
                 let waiting = Arc::new(AtomicUsize::new(0));
-                streams.insert(*stream, StreamQueue { sender, waiting: Arc::clone(&waiting) });
+                let abort = Arc::new(tokio::sync::Notify::new());
+                streams.insert(
+                    *stream,
+                    StreamQueue { sender, waiting: Arc::clone(&waiting), abort: Arc::clone(&abort) },
+                );
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
                 let task = deliver_stream(
                     channel,
                     *stream,
                     meta.peer.clone(),
-                    rx,
-                    waiting,
+                    StreamInput { events: rx, waiting, abort },
                     Arc::clone(&pool),
                     Arc::clone(&stats),
                 );
@@ -176,7 +184,9 @@ pub async fn run_tcp_sink(
         match sent {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                // Dropping the sender without an End makes the stream's task reset its connection.
+                // The task resets its destination at once (it may be stuck writing to it); it counts
+                // nothing more for this stream.
+                queue.abort.notify_one();
                 warn!(
                     channel,
                     stream,
@@ -185,7 +195,7 @@ pub async fn run_tcp_sink(
                     limit_events = limits.events,
                     "destination too slow: stream aborted"
                 );
-                stats.abort("destination too slow");
+                stats.abort("destination_too_slow");
                 streams.remove(&stream);
                 continue;
             }
@@ -226,30 +236,59 @@ async fn connect(pool: &Pool) -> Option<(TcpStream, SocketAddr)> {
     None
 }
 
+/// What a stream's task is fed.
+struct StreamInput {
+    events: mpsc::Receiver<SinkEvent>,
+    waiting: Arc<AtomicUsize>,
+    abort: Arc<tokio::sync::Notify>,
+}
+
 async fn deliver_stream(
     channel: u16,
     stream: u64,
     peer: String,
-    mut events: mpsc::Receiver<SinkEvent>,
-    waiting: Arc<AtomicUsize>,
+    input: StreamInput,
     pool: Arc<Pool>,
     stats: Arc<SinkStats>,
 ) {
+    let StreamInput { mut events, waiting, abort } = input;
+    // Not raced with the abort: a connect dropped half-way closes with a FIN, which a destination
+    // would read as a clean end. Connected, every close is a reset.
     let Some((mut connection, destination)) = connect(&pool).await else {
         warn!(channel, stream, %peer, "no destination up: stream aborted");
-        stats.abort("no destination");
+        stats.abort("no_destination");
         // Consume the rest so the dispatcher never sees this queue fill.
         while events.recv().await.is_some() {}
         return;
     };
     debug!(channel, stream, %peer, %destination, "delivering stream");
-    while let Some(event) = events.recv().await {
+    loop {
+        let event = tokio::select! {
+            biased;
+            () = abort.notified() => {
+                debug!(channel, stream, %destination, "stream aborted: destination connection reset");
+                reset(connection);
+                return;
+            }
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { break };
         match event {
             SinkEvent::Data { data, .. } => {
-                if let Err(error) = connection.write_all(&data).await {
+                let written = tokio::select! {
+                    biased;
+                    // A stalled destination must not keep receiving an aborted stream.
+                    () = abort.notified() => {
+                        debug!(channel, stream, %destination, "stream aborted mid-write: destination connection reset");
+                        reset(connection);
+                        return;
+                    }
+                    written = connection.write_all(&data) => written,
+                };
+                if let Err(error) = written {
                     warn!(channel, stream, %destination, %error, "destination failed mid-stream: stream lost");
                     pool.report_failure(destination, &error.to_string());
-                    stats.abort("destination failed");
+                    stats.abort("destination_failed");
                     reset(connection);
                     while events.recv().await.is_some() {}
                     return;
@@ -267,14 +306,14 @@ async fn deliver_stream(
                     }
                     Err(error) => {
                         warn!(channel, stream, %destination, %error, "destination failed at the end: stream lost");
-                        stats.abort("destination failed");
+                        stats.abort("destination_failed");
                     }
                 }
                 return;
             }
-            SinkEvent::Broken { reason, .. } => {
+            SinkEvent::Broken { reason, label, .. } => {
                 info!(channel, stream, %destination, %reason, "stream broken: destination connection reset");
-                stats.abort(&reason);
+                stats.abort(label);
                 reset(connection);
                 return;
             }
@@ -289,7 +328,36 @@ async fn deliver_stream(
     reset(connection);
 }
 
-/// Delivers a UDP channel's datagrams until the event channel closes.
+/// How long after a destination answered a datagram with "port unreachable" the datagrams sent to it
+/// are counted as not delivered: UDP has no acknowledgement, and each datagram to a closed port draws
+/// one such answer, which the kernel reports on the next send.
+const REFUSED_FOR: Duration = Duration::from_millis(500);
+
+/// One destination's socket, connected so that the kernel reports its ICMP errors.
+struct UdpDestination {
+    socket: UdpSocket,
+    refused_at: Option<std::time::Instant>,
+}
+
+async fn udp_destination(addr: SocketAddr, multicast: (Option<u32>, Option<std::net::Ipv4Addr>)) -> std::io::Result<UdpDestination> {
+    let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await?;
+    let (multicast_ttl, multicast_interface) = multicast;
+    if let Some(ttl) = multicast_ttl {
+        let _ = socket.set_multicast_ttl_v4(ttl);
+    }
+    let _ = socket.set_multicast_loop_v4(true);
+    if let Some(interface) = multicast_interface {
+        if let Err(error) = socket2::SockRef::from(&socket).set_multicast_if_v4(&interface) {
+            warn!(%addr, %interface, %error, "cannot send multicast through this interface");
+        }
+    }
+    socket.connect(addr).await?;
+    Ok(UdpDestination { socket, refused_at: None })
+}
+
+/// Delivers a UDP channel's datagrams until the event channel closes. A datagram counts as delivered
+/// only when it was sent to a destination that has not refused one lately; the rest are counted by
+/// reason (`no_destination`, `destination_unreachable`, `send_failed`, `sink_socket`).
 pub async fn run_udp_sink(
     channel: u16,
     mut events: mpsc::Receiver<SinkEvent>,
@@ -297,42 +365,46 @@ pub async fn run_udp_sink(
     multicast: (Option<u32>, Option<std::net::Ipv4Addr>),
     stats: Arc<SinkStats>,
 ) {
-    let (multicast_ttl, multicast_interface) = multicast;
-    let socket = match UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await {
-        Ok(socket) => socket,
-        Err(error) => {
-            warn!(channel, %error, "cannot open the UDP sink socket: the channel's datagrams are dropped");
-            while let Some(event) = events.recv().await {
-                if matches!(event, SinkEvent::Datagram(_)) {
-                    stats.drop_datagram("sink socket");
-                }
-            }
-            return;
-        }
-    };
-    if let Some(ttl) = multicast_ttl {
-        let _ = socket.set_multicast_ttl_v4(ttl);
-    }
-    let _ = socket.set_multicast_loop_v4(true);
-    if let Some(interface) = multicast_interface {
-        if let Err(error) = socket2::SockRef::from(&socket).set_multicast_if_v4(&interface) {
-            warn!(channel, %interface, %error, "cannot send multicast through this interface");
-        }
-    }
+    let mut destinations: HashMap<SocketAddr, UdpDestination> = HashMap::new();
     while let Some(event) = events.recv().await {
         let SinkEvent::Datagram(payload) = event else { continue };
-        let Some(destination) = pool.pick() else {
-            stats.drop_datagram("no destination");
+        let Some(addr) = pool.pick() else {
+            stats.drop_datagram("no_destination");
             continue;
         };
-        match socket.send_to(&payload, destination).await {
+        if !destinations.contains_key(&addr) {
+            match udp_destination(addr, multicast).await {
+                Ok(destination) => {
+                    destinations.insert(addr, destination);
+                }
+                Err(error) => {
+                    warn!(channel, %addr, %error, "cannot open a UDP socket to the destination: datagram dropped");
+                    stats.drop_datagram("sink_socket");
+                    continue;
+                }
+            }
+        }
+        let Some(destination) = destinations.get_mut(&addr) else { continue };
+        let now = std::time::Instant::now();
+        match destination.socket.send(&payload).await {
+            Ok(_) if destination.refused_at.is_some_and(|at| now.duration_since(at) < REFUSED_FOR) => {
+                stats.drop_datagram("destination_unreachable");
+            }
             Ok(_) => {
+                destination.refused_at = None;
                 stats.datagrams.fetch_add(1, Ordering::Relaxed);
                 stats.bytes.fetch_add(payload.len() as u64, Ordering::Relaxed);
             }
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                if destination.refused_at.is_none() {
+                    warn!(channel, %addr, "UDP destination unreachable (port closed): its datagrams are counted as lost");
+                }
+                destination.refused_at = Some(now);
+                stats.drop_datagram("destination_unreachable");
+            }
             Err(error) => {
-                debug!(channel, %destination, %error, "datagram not delivered");
-                stats.drop_datagram("send failed");
+                debug!(channel, %addr, %error, "datagram not delivered");
+                stats.drop_datagram("send_failed");
             }
         }
     }
@@ -393,15 +465,92 @@ mod tests {
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        while aborted(&stats, "destination too slow") == 0 && Instant::now() < deadline {
+        while aborted(&stats, "destination_too_slow") == 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(aborted(&stats, "destination too slow"), 1);
-        let (received, outcome) = destination.join().unwrap_or_else(|_| panic!("destination thread"));
+        assert_eq!(aborted(&stats, "destination_too_slow"), 1);
+        // Joined off the runtime: the sink's tasks must run to reset the connection.
+        let (received, outcome) = tokio::task::spawn_blocking(move || destination.join())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|_| panic!("destination thread"));
         assert!(received < sent, "the stream was cut short ({received} of {sent} bytes)");
         // The destination learns it by a reset, never a clean end it could take for the whole stream.
         assert_eq!(outcome, Err(std::io::ErrorKind::ConnectionReset));
         assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn an_aborted_stream_resets_a_slow_destination_at_once_and_counts_one_reason() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        // Reads, but slowly (about 1.6 MB/s): what an overloaded historian does.
+        let destination = std::thread::spawn(move || {
+            let (mut connection, _) = listener.accept().unwrap_or_else(|e| panic!("{e}"));
+            let mut buffer = vec![0u8; 16 * 1024];
+            let mut received = 0usize;
+            loop {
+                match connection.read(&mut buffer) {
+                    Ok(0) => return (received, Ok(Instant::now())),
+                    Ok(n) => received += n,
+                    Err(error) => return (received, Err((error.kind(), Instant::now()))),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        // 16 MiB may wait: draining it at that pace would take ten seconds.
+        let limits = StreamQueueLimits { events: 1_000_000, bytes: 16 << 20 };
+        let (events, stats) = sink_to(addr, limits);
+        events.send(open(9)).await.unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..1024 {
+            if events.send(data(9)).await.is_err() {
+                break;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while aborted(&stats, "destination_too_slow") == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let aborted_at = Instant::now();
+        // The rest of the stream, as the receiver would go on handing it over, and its end.
+        for _ in 0..16 {
+            let _ = events.send(data(9)).await;
+        }
+        let _ = events.send(SinkEvent::End { stream: 9, total_len: 0, hash: [0; 32] }).await;
+        let (received, outcome) = tokio::task::spawn_blocking(move || destination.join())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|_| panic!("destination thread"));
+        let (kind, reset_at) = outcome.expect_err("the destination is reset, never closed cleanly");
+        assert_eq!(kind, std::io::ErrorKind::ConnectionReset);
+        // Not after the queued megabytes drained (ten seconds at that pace): at once.
+        let after = reset_at.saturating_duration_since(aborted_at);
+        assert!(after < Duration::from_secs(3), "reset {after:?} after the abort, {received} bytes received");
+        assert_eq!(stats.aborted_total(), 1, "one reason: {:?}", stats.aborted.lock().map(|m| m.clone()));
+        assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn datagrams_to_a_closed_port_are_counted_as_lost_not_delivered() {
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let addr = closed.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        drop(closed);
+        let health = HealthConfig { kind: crate::config::HealthKind::None, ..HealthConfig::default() };
+        let pool = Pool::new(1, &[(addr, 1)], PoolMode::Failover, health);
+        let stats = Arc::new(SinkStats::default());
+        let (events, rx) = mpsc::channel(1024);
+        let sink = tokio::spawn(run_udp_sink(1, rx, pool, (None, None), Arc::clone(&stats)));
+        for _ in 0..100 {
+            events.send(SinkEvent::Datagram(Bytes::from_static(b"reading"))).await.unwrap_or_else(|e| panic!("{e}"));
+            // Time for each datagram's ICMP answer to come back, as between real readings.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drop(events);
+        sink.await.unwrap_or_else(|e| panic!("{e}"));
+        let lost = stats.datagrams_dropped.lock().map_or(0, |m| m.get("destination_unreachable").copied().unwrap_or(0));
+        let delivered = stats.datagrams.load(Ordering::Relaxed);
+        assert_eq!(lost + delivered, 100);
+        assert!(delivered <= 1, "{delivered} counted as delivered to a closed port");
     }
 
     #[tokio::test]

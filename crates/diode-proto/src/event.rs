@@ -98,6 +98,26 @@ pub enum BreakReason {
     DuplicateOpen,
 }
 
+impl BreakReason {
+    /// The metric label (snake_case, a fixed set); the figures a variant carries stay in the log line.
+    pub fn label(&self) -> &'static str {
+        match self {
+            BreakReason::BlockLost { .. } => "block_lost",
+            BreakReason::Gap { .. } => "gap",
+            BreakReason::OffsetMismatch { .. } => "offset_mismatch",
+            BreakReason::LengthMismatch { .. } => "length_mismatch",
+            BreakReason::HashMismatch => "hash_mismatch",
+            BreakReason::MissedOpen => "missed_open",
+            BreakReason::TooManyStreams => "too_many_streams",
+            BreakReason::TooLarge { .. } => "too_large",
+            BreakReason::SourceAborted(reason) => reason.label(),
+            BreakReason::SessionReplaced => "session_replaced",
+            BreakReason::MalformedBlock => "malformed_block",
+            BreakReason::DuplicateOpen => "duplicate_open",
+        }
+    }
+}
+
 /// Conditions an operator must see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alarm {

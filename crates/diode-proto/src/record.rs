@@ -60,6 +60,19 @@ pub enum AbortReason {
 }
 
 impl AbortReason {
+    /// The metric label of a stream the source ended early for this reason (snake_case, a fixed set).
+    pub const fn label(self) -> &'static str {
+        match self {
+            AbortReason::SourceReset => "source_reset",
+            AbortReason::SourceTimeout => "source_timeout",
+            AbortReason::OverBudget => "source_over_budget",
+            AbortReason::TooLarge => "source_too_large",
+            AbortReason::ShuttingDown => "source_shutting_down",
+            AbortReason::SourceError => "source_error",
+            AbortReason::Other(_) => "source_aborted_other",
+        }
+    }
+
     pub const fn to_wire(self) -> u16 {
         match self {
             AbortReason::SourceReset => 1,

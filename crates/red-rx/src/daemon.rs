@@ -488,7 +488,7 @@ impl Dispatcher {
         if !active {
             for (channel, stream) in std::mem::take(&mut self.delivering) {
                 let reason = "this node became standby".to_string();
-                self.send(channel, SinkEvent::Broken { stream, reason });
+                self.send(channel, SinkEvent::Broken { stream, reason, label: "became_standby" });
             }
         }
     }
@@ -645,11 +645,11 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 (channel, SinkEvent::End { stream, total_len, hash })
             }
             Event::StreamBroken { channel, stream, reason } => {
-                let label = format!("{reason:?}");
-                let key = label.split([' ', '{', '(']).next().unwrap_or("").to_string();
-                *local.streams_broken.entry(key).or_insert(0) += 1;
-                warn!(channel, stream, reason = %label, "stream broken");
-                (channel, SinkEvent::Broken { stream, reason: label })
+                let label = reason.label();
+                *local.streams_broken.entry(label.to_string()).or_insert(0) += 1;
+                let detail = format!("{reason:?}");
+                warn!(channel, stream, reason = %detail, "stream broken");
+                (channel, SinkEvent::Broken { stream, reason: detail, label })
             }
             Event::Datagram { channel, payload } => {
                 local.datagrams_delivered += 1;

@@ -36,7 +36,7 @@ pub struct BenchReport {
     pub blocks_lost: u64,
     pub kernel_drops: u64,
     /// Why red-rx aborted the stream, when it did (its sink's `streams_aborted`: a broken stream's
-    /// reason, or one of the sink's own such as "destination too slow"), so an aborted run says what
+    /// reason, or one of the sink's own such as "destination_too_slow"), so an aborted run says what
     /// went wrong.
     pub abort_reasons: serde_json::Map<String, serde_json::Value>,
     pub elapsed: Duration,

@@ -226,7 +226,7 @@ fn a_stream_with_no_destination_up_is_aborted_with_that_reason() {
     let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
     send_stream(channel.listen, 1, 1000).unwrap();
     let aborted =
-        wait_for(Duration::from_secs(10), || lab.red_status()["channels"][0]["streams_aborted"]["no destination"] == 1);
+        wait_for(Duration::from_secs(10), || lab.red_status()["channels"][0]["streams_aborted"]["no_destination"] == 1);
     let red = lab.red_status();
     assert!(lab.stop());
     assert!(aborted, "{red}");
@@ -297,7 +297,7 @@ fn a_source_reset_reaches_the_destination_as_a_reset_never_a_clean_close() {
     let received = sink.received.lock().unwrap().clone();
     let stream = received.iter().find(|r| r.id == 77).unwrap();
     assert!(!stream.clean, "the destination must see a reset: {stream:?}");
-    assert_eq!(lab.red_status()["channels"][0]["streams_aborted"]["SourceAborted(SourceReset)"], 1);
+    assert_eq!(lab.red_status()["channels"][0]["streams_aborted"]["source_reset"], 1);
 }
 
 #[test]

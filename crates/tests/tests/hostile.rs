@@ -147,7 +147,7 @@ fn a_flood_of_stream_opens_is_bounded_by_max_open_streams_and_counted() {
     }
     raw.flush();
     let counted = wait_for(Duration::from_secs(15), || {
-        lone.status()["receiver"]["streams_broken"]["TooManyStreams"].as_u64().unwrap_or(0) >= 5000 - 64
+        lone.status()["receiver"]["streams_broken"]["too_many_streams"].as_u64().unwrap_or(0) >= 5000 - 64
     });
     let status = lone.status();
     let rss = lone.rss_mb();
