@@ -4,9 +4,11 @@
 //! The folder is scanned when the file system reports a change (inotify through `notify`) and on a
 //! timer, so nothing is missed when events overflow or the watcher restarts. A file is taken when its
 //! size and mtime have not changed for the settle time. Subfolders are kept as relative paths. Names
-//! starting with '.' are skipped (writers' temporary files, and the diode's own `.diode` folder);
-//! symbolic links are skipped (they could point outside the folder). A file over the size limit, or
-//! whose name RED would refuse, is moved to the rejected folder with a `.reason.txt` beside it.
+//! starting with '.' are skipped (writers' temporary files, and the diode's own `.diode` folder). A
+//! symbolic link (it could point outside the folder), anything that is not a regular file (a FIFO, a
+//! socket, a device), a file with more than one hard link (linked from elsewhere, it cannot be shown to
+//! belong to the folder), a file over the size limit, or one whose name RED would refuse, is moved to
+//! the rejected folder with a `.reason.txt` beside it and counted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 use globset::GlobSet;
 use notify::Watcher;
 use tokio::sync::{mpsc as tokio_mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::names::sanitize;
 use crate::spool::{free_name, Finish, Spool, SpoolEntry};
@@ -106,8 +108,19 @@ impl DropFolder {
                     stack.push(path);
                     continue;
                 }
+                if kind.is_symlink() {
+                    let Ok(relative) = path.strip_prefix(&self.folder) else { continue };
+                    self.reject(
+                        spool,
+                        &path,
+                        relative,
+                        "a symbolic link is not sent: it could point outside the drop folder",
+                    );
+                    continue;
+                }
                 if !kind.is_file() {
-                    debug!(path = %path.display(), "not a regular file: skipped");
+                    let Ok(relative) = path.strip_prefix(&self.folder) else { continue };
+                    self.reject(spool, &path, relative, "not a regular file (a FIFO, socket or device): not sent");
                     continue;
                 }
                 let Ok(meta) = item.metadata() else { continue };
@@ -140,6 +153,13 @@ impl DropFolder {
             Some(Err(error)) => return self.reject(spool, path, relative, &format!("name refused: {error}")),
             None => return self.reject(spool, path, relative, "name refused: not valid UTF-8"),
         };
+        let links = std::os::unix::fs::MetadataExt::nlink(meta);
+        if links > 1 {
+            let reason = format!(
+                "the file has {links} hard links: linked from elsewhere, it cannot be shown to belong to the drop folder"
+            );
+            return self.reject(spool, path, relative, &reason);
+        }
         if meta.len() > self.max_file_size {
             let reason = format!("{} bytes is over the channel's max_file_size of {}", meta.len(), self.max_file_size);
             return self.reject(spool, path, relative, &reason);
@@ -164,7 +184,7 @@ impl DropFolder {
 
     fn reject(&self, spool: &Spool, path: &Path, relative: &Path, reason: &str) {
         spool.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        let size = std::fs::metadata(path).map_or(0, |m| m.len());
+        let size = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
         spool.stats.note("", &relative.to_string_lossy(), size, "rejected", Some(reason.to_string()));
         let target = free_name(&self.rejected.join(relative));
         let moved = target
@@ -231,6 +251,45 @@ mod tests {
         assert!(reason.contains("max_file_size"), "{reason}");
         let reason = std::fs::read_to_string(folder.join(".diode/rejected/CON.csv.reason.txt")).unwrap();
         assert!(reason.contains("Windows device name"), "{reason}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn links_and_special_files_are_rejected_with_a_reason() {
+        let root = std::env::temp_dir().join(format!("drop-links-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let folder = root.join("drop");
+        std::fs::create_dir_all(&folder).unwrap();
+        let outside = root.join("outside-secret.txt");
+        std::fs::write(&outside, b"not for RED").unwrap();
+        std::fs::hard_link(&outside, folder.join("hard.txt")).unwrap();
+        std::os::unix::fs::symlink(&outside, folder.join("soft.txt")).unwrap();
+        let made_fifo =
+            std::process::Command::new("mkfifo").arg(folder.join("pipe")).status().is_ok_and(|s| s.success());
+        std::fs::write(folder.join("plain.txt"), b"fine").unwrap();
+        let spool = Spool::open(&root.join("spool")).unwrap();
+        let drop = DropFolder {
+            channel: 1,
+            folder: folder.clone(),
+            settle: Duration::ZERO,
+            rescan: Duration::from_secs(1),
+            include: GlobSet::empty(),
+            exclude: GlobSet::empty(),
+            max_file_size: u64::MAX,
+            finish: Finish::Delete,
+            rejected: root.join("rejected"),
+        };
+        drop.scan(&spool, HashMap::new());
+        let names: Vec<String> = spool.list().into_iter().map(|e| e.name).collect();
+        assert_eq!(names, vec!["plain.txt".to_string()]);
+        let reason = |name: &str| std::fs::read_to_string(root.join(format!("rejected/{name}.reason.txt"))).unwrap();
+        assert!(reason("hard.txt").contains("hard links"), "{}", reason("hard.txt"));
+        assert!(reason("soft.txt").contains("symbolic link"));
+        if made_fifo {
+            assert!(reason("pipe").contains("not a regular file"));
+        }
+        assert_eq!(spool.stats.rejected.load(Ordering::Relaxed), if made_fifo { 3 } else { 2 });
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not for RED", "the linked file itself is untouched");
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -145,10 +145,8 @@ pub async fn run_tcp_sink(
                 let (sender, rx) = mpsc::channel(limits.events);
                 let waiting = Arc::new(AtomicUsize::new(0));
                 let abort = Arc::new(tokio::sync::Notify::new());
-                streams.insert(
-                    *stream,
-                    StreamQueue { sender, waiting: Arc::clone(&waiting), abort: Arc::clone(&abort) },
-                );
+                streams
+                    .insert(*stream, StreamQueue { sender, waiting: Arc::clone(&waiting), abort: Arc::clone(&abort) });
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
                 let task = deliver_stream(
                     channel,
@@ -339,7 +337,10 @@ struct UdpDestination {
     refused_at: Option<std::time::Instant>,
 }
 
-async fn udp_destination(addr: SocketAddr, multicast: (Option<u32>, Option<std::net::Ipv4Addr>)) -> std::io::Result<UdpDestination> {
+async fn udp_destination(
+    addr: SocketAddr,
+    multicast: (Option<u32>, Option<std::net::Ipv4Addr>),
+) -> std::io::Result<UdpDestination> {
     let socket = UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0)).await?;
     let (multicast_ttl, multicast_interface) = multicast;
     if let Some(ttl) = multicast_ttl {
@@ -372,19 +373,17 @@ pub async fn run_udp_sink(
             stats.drop_datagram("no_destination");
             continue;
         };
-        if !destinations.contains_key(&addr) {
-            match udp_destination(addr, multicast).await {
-                Ok(destination) => {
-                    destinations.insert(addr, destination);
-                }
+        let destination = match destinations.entry(addr) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => match udp_destination(addr, multicast).await {
+                Ok(destination) => entry.insert(destination),
                 Err(error) => {
                     warn!(channel, %addr, %error, "cannot open a UDP socket to the destination: datagram dropped");
                     stats.drop_datagram("sink_socket");
                     continue;
                 }
-            }
-        }
-        let Some(destination) = destinations.get_mut(&addr) else { continue };
+            },
+        };
         let now = std::time::Instant::now();
         match destination.socket.send(&payload).await {
             Ok(_) if destination.refused_at.is_some_and(|at| now.duration_since(at) < REFUSED_FOR) => {
