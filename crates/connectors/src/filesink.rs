@@ -260,7 +260,13 @@ pub struct FileSink {
     shadow: VecDeque<Ready>,
     /// Deliveries begun before a crash, waiting for the peer's ledger (or a takeover) to settle them.
     pending: Vec<Ready>,
+    /// File ids quarantined lately, oldest first: a file BLUE sends again and again (it keeps changing,
+    /// or `repeat` copies of a bad one) leaves one copy to look at, not one per try.
+    quarantined_ids: VecDeque<String>,
 }
+
+/// How many quarantined file ids are remembered to keep one copy each.
+const QUARANTINED_IDS: usize = 4096;
 
 impl FileSink {
     /// Opens the folders and the ledger, and removes part files a previous run left (they are this
@@ -321,6 +327,7 @@ impl FileSink {
             shadow_dir,
             shadow: VecDeque::new(),
             pending,
+            quarantined_ids: VecDeque::new(),
         };
         if sink.pair.is_none() {
             sink.settle_pending(None);
@@ -709,7 +716,16 @@ impl FileSink {
     fn give_up(&mut self, file: &Undelivered<'_>, part: Option<PathBuf>, failure: &Failure) {
         self.stats.fail(failure.label);
         let mut kept = None;
-        if self.config.on_failure == OnFailure::Quarantine {
+        let again = file.file_id.as_ref().is_some_and(|id| self.quarantined_ids.contains(id));
+        if again {
+            info!(channel = self.config.channel, name = %file.name, "this file is already in quarantine: this copy is not kept");
+        } else if self.config.on_failure == OnFailure::Quarantine {
+            if let Some(id) = &file.file_id {
+                if self.quarantined_ids.len() == QUARANTINED_IDS {
+                    self.quarantined_ids.pop_front();
+                }
+                self.quarantined_ids.push_back(id.clone());
+            }
             let stem = format!("{}-c{}-s{}", unix_now(), self.config.channel, file.stream);
             let note = QuarantineNote {
                 name: file.name,
@@ -1040,6 +1056,19 @@ mod tests {
         assert!(!root.join("out/not-counted.txt").exists());
         assert_eq!(std::fs::read_dir(&part_dir).unwrap().count(), 0);
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_fails_again_and_again_is_quarantined_once() {
+        let mut f = fixture("once-in-quarantine", u64::MAX);
+        for stream in 1..=5 {
+            send(&mut f.sink, stream, "changing.log", 4, b"a copy that does not match", Some([1; 32]));
+        }
+        assert_eq!(quarantined(&f.root).len(), 1, "one copy to look at");
+        assert_eq!(f.stats.failed.lock().unwrap().get("hash_mismatch"), Some(&5), "every try is counted");
+        send(&mut f.sink, 6, "other.log", 5, b"another file", Some([1; 32]));
+        assert_eq!(quarantined(&f.root).len(), 2);
+        std::fs::remove_dir_all(&f.root).unwrap();
     }
 
     /// The attack of the security review: a file named to land in `.part/` as an announcement naming

@@ -8,7 +8,7 @@
 //! still being uploaded (`*.partial`) are removed. Because the id is chosen once and kept on disk, a
 //! sender restart resends the same id and RED's ledger recognises what it already delivered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -343,6 +343,39 @@ impl Spool {
     }
 }
 
+impl Spool {
+    /// Where entries given up go: `rejected` beside a spool folder named `spool` (a drop folder's
+    /// `.diode/rejected`), else `<spool>.rejected`.
+    pub fn rejected_dir(&self) -> PathBuf {
+        match self.dir.file_name().and_then(|n| n.to_str()) {
+            Some("spool") => self.dir.with_file_name("rejected"),
+            _ => self.dir.with_extension("rejected"),
+        }
+    }
+
+    /// Gives up an entry that cannot be sent as accepted: its content moves to [`Spool::rejected_dir`]
+    /// under its name, with a `.reason.txt`, and it leaves the spool.
+    pub fn reject(&self, entry: &SpoolEntry, reason: &str) -> std::io::Result<PathBuf> {
+        let target = free_name(&self.rejected_dir().join(&entry.name));
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(self.data_path(&entry.id), &target)?;
+        let mut note = target.clone().into_os_string();
+        note.push(".reason.txt");
+        std::fs::write(note, format!("{reason}\n"))?;
+        std::fs::remove_file(self.json_path(&entry.id))?;
+        self.stats.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        self.stats.note(&entry.id, &entry.name, entry.size, "rejected", Some(reason.to_string()));
+        Ok(target)
+    }
+}
+
+/// How many times an entry whose content is not what was accepted is tried before it is rejected:
+/// each try sends it whole, and a file that keeps changing would be sent forever.
+pub const MAX_CONTENT_TRIES: u32 = 3;
+
 /// `path` if nothing is there, else `path` with " (2)", " (3)"… before the extension.
 pub fn free_name(path: &Path) -> PathBuf {
     if !path.exists() {
@@ -369,8 +402,10 @@ pub async fn run_spool_sender(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut next_stream = 1u64;
+    let mut content_failures: HashMap<String, u32> = HashMap::new();
     loop {
         let entries = spool.list();
+        content_failures.retain(|id, _| entries.iter().any(|e| &e.id == id));
         for entry in &entries {
             if *shutdown.borrow() {
                 return;
@@ -396,9 +431,24 @@ pub async fn run_spool_sender(
                     }
                     Err(SendFailure::Content(reason)) => {
                         spool.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
-                        warn!(channel, stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
                         sent_all = false;
+                        let tries = content_failures.entry(entry.id.clone()).or_insert(0);
+                        *tries += 1;
+                        if *tries < MAX_CONTENT_TRIES {
+                            spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
+                            warn!(channel, stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
+                            break;
+                        }
+                        let reason = format!("not sent after {MAX_CONTENT_TRIES} tries: {reason}");
+                        match spool.reject(entry, &reason) {
+                            Ok(target) => {
+                                warn!(channel, id = %entry.id, name = %entry.name, %reason, rejected = %target.display(), "file rejected")
+                            }
+                            Err(error) => {
+                                warn!(channel, id = %entry.id, name = %entry.name, %reason, %error, "file rejected but could not be moved")
+                            }
+                        }
+                        content_failures.remove(&entry.id);
                         break;
                     }
                 }
@@ -517,6 +567,42 @@ mod tests {
         reopened.finish(&entry).unwrap();
         assert!(reopened.list().is_empty());
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_content_changed_is_rejected_after_a_bounded_number_of_tries() {
+        let root = std::env::temp_dir().join(format!("spool-tries-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let spool = Spool::open(&root.join("spool")).unwrap();
+        let source = root.join("report.csv");
+        std::fs::write(&source, b"content that grew after it was taken").unwrap();
+        // Accepted at 7 bytes: what is in the spool now is not what was accepted.
+        let entry = SpoolEntry::new("reports/report.csv".into(), 7, None, "drop folder".into(), Finish::Delete);
+        let (taker, taken) = (spool.clone(), entry.clone());
+        tokio::task::spawn_blocking(move || taker.take(&source, &taken)).await.unwrap().unwrap();
+        let (events, mut sent) = mpsc::channel(1024);
+        let (_stop, shutdown) = watch::channel(false);
+        let sender = tokio::spawn(run_spool_sender(2, spool.clone(), 1, events, shutdown));
+        let mut opened = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !spool.list().is_empty() && tokio::time::Instant::now() < deadline {
+            while let Ok(event) = sent.try_recv() {
+                opened += u32::from(matches!(event, SourceEvent::Open { .. }));
+            }
+            // Skip the retry timer.
+            spool.added.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sender.abort();
+        while let Ok(event) = sent.try_recv() {
+            opened += u32::from(matches!(event, SourceEvent::Open { .. }));
+        }
+        assert!(spool.list().is_empty(), "the entry left the spool");
+        assert_eq!(opened, MAX_CONTENT_TRIES, "sent whole {opened} times");
+        let reason = std::fs::read_to_string(root.join("rejected/reports/report.csv.reason.txt")).unwrap();
+        assert!(reason.contains("not sent after 3 tries"), "{reason}");
+        assert_eq!(spool.stats.rejected.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]

@@ -227,10 +227,11 @@ pub fn download_router(folder: PathBuf, allow_delete: bool) -> Router {
 
 /// A delivered file's path from a request, or the answer that refuses it.
 fn delivered_path(vault: &Vault, path: &str) -> Result<PathBuf, Refusal> {
-    let safe = sanitize(path).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("path refused: {e}")))?;
-    if safe.components().iter().any(|c| c.starts_with('.')) {
-        return Err(Refusal(StatusCode::NOT_FOUND, "no such file".into()));
-    }
+    let safe = sanitize(path).map_err(|e| match e {
+        // RED's own state lives under such names: it is not there for a client, not even refused.
+        crate::names::NameError::Hidden { .. } => Refusal(StatusCode::NOT_FOUND, "no such file".into()),
+        e => Refusal(StatusCode::BAD_REQUEST, format!("path refused: {e}")),
+    })?;
     let full = vault.folder.join(safe.to_path());
     match std::fs::symlink_metadata(&full) {
         Ok(meta) if meta.is_file() => Ok(full),
