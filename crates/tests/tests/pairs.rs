@@ -65,7 +65,13 @@ fn configuration_replicates_at_once_and_local_settings_stay() {
     let (user, password) = lab.credentials.clone().unwrap();
     let auth = basic_auth(&user, &password);
     let imported = toml::to_string(&config).unwrap();
-    let answer = request(active_api, "POST", "/api/v1/config/import", &[("Authorization", &auth)], imported.as_bytes());
+    let answer = request(
+        active_api,
+        "POST",
+        "/api/v1/config/import",
+        &[("Authorization", &auth), ("Content-Type", "application/toml")],
+        imported.as_bytes(),
+    );
     let answer = answer.unwrap();
     assert_eq!(answer.status, 200, "{:?}", answer.json());
     assert_eq!(answer.json()["replicated_to_standby"], true);
