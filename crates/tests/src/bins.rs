@@ -69,3 +69,24 @@ pub fn binaries() -> Result<Binaries, String> {
         })
         .clone()
 }
+
+/// An Argon2 hash of `secret`, made by the daemon's own `hash-secret` command (`program` is blue-tx
+/// or red-rx), as an operator makes one for `[management]`.
+pub fn hash_secret(program: &Path, secret: &str) -> Result<String, String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(program)
+        .arg("hash-secret")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(format!("{secret}\n").as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(format!("hash-secret failed: {}", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}

@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use tests::bins::binaries;
@@ -22,13 +22,7 @@ const PASSWORD: &str = "correct horse battery";
 const TOKEN: &str = "scrape-token-1234";
 
 fn hash_secret(program: &Path, secret: &str) -> String {
-    use std::io::Write;
-    let mut child =
-        Command::new(program).arg("hash-secret").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{secret}\n").as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    tests::bins::hash_secret(program, secret).unwrap()
 }
 
 fn basic(user: &str, password: &str) -> String {

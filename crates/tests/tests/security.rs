@@ -123,14 +123,7 @@ fn vault_refuses_hidden_names_and_serves_uploads_as_attachments() {
 }
 
 fn hash_secret(program: &Path, secret: &str) -> String {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child =
-        Command::new(program).arg("hash-secret").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(format!("{secret}\n").as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
+    tests::bins::hash_secret(program, secret).unwrap()
 }
 
 /// Writes `content` to a TCP source, retrying the connection while the source comes up, in pieces
