@@ -583,3 +583,14 @@ fn sessions_are_ordered_by_epoch_then_start_stamp() {
     assert_eq!(rig.receiver.session(), Some((id(9_000), 4)));
     assert!(rig.receiver.stats().drops.get(DropReason::StaleSession) >= 2);
 }
+
+#[test]
+fn a_zero_length_datagram_is_delivered_as_one() {
+    let mut tx = sender(9, 1, fec(500, 1));
+    tx.channel(2).datagram(b"").unwrap();
+    tx.channel(2).datagram(b"after").unwrap();
+    let wire = drain(&mut tx);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    assert_eq!(rig.delivered.datagrams[&2], vec![Vec::new(), b"after".to_vec()]);
+}

@@ -274,3 +274,40 @@ fn a_replayed_recording_of_an_earlier_run_takes_nothing_over() {
 fn a_replayed_recording_of_an_earlier_run_takes_nothing_over_with_link_keys() {
     replay_of_an_earlier_run_is_refused(&format!("\n[[link_key]]\nid = 1\nkey = \"{}\"\n", "5a".repeat(32)));
 }
+
+/// Item 8: zero-length datagrams cross like any other and are counted on both sides, beside datagrams
+/// with content.
+#[test]
+fn zero_length_datagrams_are_delivered_and_counted() {
+    let net = loopback_net();
+    let red_ip = Lab::ip(net, 4);
+    let sink = tests::lab::UdpSink::start(SocketAddr::from((red_ip, free_port(red_ip).unwrap())), None).unwrap();
+    let blue_ip = Lab::ip(net, 1);
+    let channel = ChannelPlan {
+        number: 5,
+        kind: "udp",
+        name: "telemetry".into(),
+        listen: SocketAddr::from((blue_ip, free_port(blue_ip).unwrap())),
+        multicast_group: None,
+        destinations: vec![sink.addr],
+        red_extra: String::new(),
+        blue_extra: String::new(),
+    };
+    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let socket = std::net::UdpSocket::bind((blue_ip, 0)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    for index in 0..100u8 {
+        let payload: &[u8] = if index % 2 == 0 { b"" } else { b"reading" };
+        socket.send_to(payload, channel.listen).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let arrived = wait_for(Duration::from_secs(10), || sink.count() >= 100);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(lab.stop());
+    let (blue, red) = (lab.blue_status(), lab.red_status());
+    let received = sink.received.lock().unwrap().clone();
+    assert!(arrived, "{} of 100 arrived: blue {} red {}", received.len(), blue["channels"], red["channels"]);
+    assert_eq!(received.iter().filter(|d| d.is_empty()).count(), 50, "the empty ones arrive as empty datagrams");
+    assert_eq!(blue["channels"][0]["datagrams"].as_u64(), Some(100), "{}", blue["channels"]);
+    assert_eq!(red["channels"][0]["datagrams"].as_u64(), Some(100), "{}", red["channels"]);
+}
