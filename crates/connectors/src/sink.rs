@@ -384,9 +384,8 @@ pub async fn run_udp_sink(
                 }
             },
         };
-        let now = std::time::Instant::now();
         match destination.socket.send(&payload).await {
-            Ok(_) if destination.refused_at.is_some_and(|at| now.duration_since(at) < REFUSED_FOR) => {
+            Ok(_) if destination.refused_at.is_some_and(|at| at.elapsed() < REFUSED_FOR) => {
                 stats.drop_datagram("destination_unreachable");
             }
             Ok(_) => {
@@ -398,7 +397,7 @@ pub async fn run_udp_sink(
                 if destination.refused_at.is_none() {
                     warn!(channel, %addr, "UDP destination unreachable (port closed): its datagrams are counted as lost");
                 }
-                destination.refused_at = Some(now);
+                destination.refused_at = Some(std::time::Instant::now());
                 stats.drop_datagram("destination_unreachable");
             }
             Err(error) => {

@@ -342,7 +342,8 @@ impl Receiver {
                     self.shared.events.push_back(Event::Alarm(alarm));
                 }
                 if after_grace {
-                    self.note_stale(now, repr);
+                    // Its own alarm event was raised above: only the held alarm is renewed.
+                    self.stale = Some(StaleSender { session: repr.session, epoch: repr.epoch, last_refused: now });
                 }
                 return Err(DropReason::RetiredSession);
             }

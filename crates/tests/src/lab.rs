@@ -678,3 +678,27 @@ pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A vault channel (number 3): uploads on this lab's BLUE address, downloads (deletes allowed) on its
+/// RED address; returns the plan and the download address.
+pub fn vault_channel(
+    net: [u8; 3],
+    spool: &Path,
+    out: &Path,
+    blue_extra: &str,
+) -> Result<(ChannelPlan, SocketAddr), String> {
+    let blue_ip = Lab::ip(net, 1);
+    let red_ip = Lab::ip(net, 2);
+    let download = SocketAddr::from((red_ip, free_port(red_ip)?));
+    let plan = ChannelPlan {
+        number: 3,
+        kind: "vault",
+        name: "vault".into(),
+        listen: SocketAddr::from((blue_ip, free_port(blue_ip)?)),
+        multicast_group: None,
+        destinations: Vec::new(),
+        red_extra: format!("folder = \"{}\"\nlisten = \"{download}\"\nallow_delete = true\n", out.display()),
+        blue_extra: format!("spool = \"{}\"\n{blue_extra}", spool.display()),
+    };
+    Ok((plan, download))
+}

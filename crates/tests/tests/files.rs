@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tests::folders::{self, file_content as content, files_counter, visible_files};
 use tests::http::{multipart, request};
-use tests::lab::{free_port, loopback_net, wait_for, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
+use tests::lab::{free_port, loopback_net, vault_channel, wait_for, ChannelPlan, Lab, LinkPlan, Proc, TempDir};
 use tests::rawwire::{LoneRed, RawSender};
 
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -218,30 +218,14 @@ fn peak_rss_mb(pid: u32) -> f64 {
     tests::rawwire::proc_kb(pid, "VmHWM:") / 1024.0
 }
 
-fn vault_channel(net: [u8; 3], spool: &Path, out: &Path, blue_extra: &str) -> (ChannelPlan, SocketAddr) {
-    let blue_ip = Lab::ip(net, 1);
-    let red_ip = Lab::ip(net, 2);
-    let download = SocketAddr::from((red_ip, free_port(red_ip).unwrap()));
-    let plan = ChannelPlan {
-        number: 3,
-        kind: "vault",
-        name: "vault".into(),
-        listen: SocketAddr::from((blue_ip, free_port(blue_ip).unwrap())),
-        multicast_group: None,
-        destinations: Vec::new(),
-        red_extra: format!("folder = \"{}\"\nlisten = \"{download}\"\nallow_delete = true\n", out.display()),
-        blue_extra: format!("spool = \"{}\"\n{blue_extra}", spool.display()),
-    };
-    (plan, download)
-}
-
 #[test]
 fn vault_uploads_are_downloadable_on_red_with_ranges_and_refusals_say_why() {
     let _turn = heavy();
     let net = loopback_net();
     let folders = TempDir::new("vault").unwrap();
     let (channel, download) =
-        vault_channel(net, &folders.path().join("spool"), &folders.path().join("vault"), "max_file_size = 5000000\n");
+        vault_channel(net, &folders.path().join("spool"), &folders.path().join("vault"), "max_file_size = 5000000\n")
+            .unwrap();
     let link = LinkPlan { loss_percent: 1.0, ..LinkPlan::default() };
     let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None).unwrap();
     let upload = channel.listen;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tests::http::request;
-use tests::lab::{free_port, loopback_net, wait_for, ChannelPlan, Lab, LabExtra, LinkPlan, Proc, TcpSink, TempDir};
+use tests::lab::{
+    free_port, loopback_net, vault_channel, wait_for, ChannelPlan, Lab, LabExtra, LinkPlan, Proc, TcpSink, TempDir,
+};
 use tests::rawwire::{LoneRed, RawSender};
 
 fn vault_section(out: &Path, download: SocketAddr) -> String {
@@ -81,18 +83,8 @@ fn a_forged_announcement_sent_to_red_moves_nothing_at_the_next_start() {
 fn vault_refuses_hidden_names_and_serves_uploads_as_attachments() {
     let net = loopback_net();
     let folders = TempDir::new("security-vault").unwrap();
-    let (blue_ip, red_ip) = (Lab::ip(net, 1), Lab::ip(net, 2));
-    let download = SocketAddr::from((red_ip, free_port(red_ip).unwrap()));
-    let channel = ChannelPlan {
-        number: 3,
-        kind: "vault",
-        name: "vault".into(),
-        listen: SocketAddr::from((blue_ip, free_port(blue_ip).unwrap())),
-        multicast_group: None,
-        destinations: Vec::new(),
-        red_extra: format!("folder = \"{}\"\nlisten = \"{download}\"\n", folders.path().join("vault").display()),
-        blue_extra: format!("spool = \"{}\"\n", folders.path().join("spool").display()),
-    };
+    let (channel, download) =
+        vault_channel(net, &folders.path().join("spool"), &folders.path().join("vault"), "").unwrap();
     let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
     let upload = channel.listen;
     for name in

@@ -16,23 +16,18 @@ pub fn fec(repair_basis_points: u16, interleave_depth: u16) -> FecParams {
 }
 
 pub fn sender(session: u64, epoch: u32, fec: FecParams) -> Sender {
-    Sender::new(SenderConfig {
-        session,
-        stamped: false,
-        epoch,
-        fec,
-        auth: LinkAuth::none(),
-        fiber_mode: FiberMode::Mirror,
-        config_fingerprint: [0xAA; 16],
-        beacon_interval_ms: 100,
-    })
+    sender_with(session, false, epoch, fec)
 }
 
 /// A sender as blue-tx makes them: its session id is stamped with its start time.
 pub fn stamped_sender(start_unix_ms: u64, epoch: u32, fec: FecParams) -> Sender {
+    sender_with(diode_proto::header::stamped_session(start_unix_ms, 7), true, epoch, fec)
+}
+
+fn sender_with(session: u64, stamped: bool, epoch: u32, fec: FecParams) -> Sender {
     Sender::new(SenderConfig {
-        session: diode_proto::header::stamped_session(start_unix_ms, 7),
-        stamped: true,
+        session,
+        stamped,
         epoch,
         fec,
         auth: LinkAuth::none(),
