@@ -27,6 +27,7 @@ use tokio::task::JoinHandle as TaskHandle;
 use tracing::{info, warn};
 
 use crate::config::Checked;
+use crate::manifest::ManifestBook;
 use crate::pipeline::{schedule, ChannelPipeline, Lane, PipelineStats};
 use crate::transmit::{spawn_encoders, Transmitter, TxStats};
 
@@ -98,6 +99,7 @@ struct Term {
 async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch: u32) -> Result<Term, String> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(Notify::new());
+    let manifest = Arc::new(ManifestBook::default());
     let mut lanes = Vec::new();
     let mut pipelines = Vec::new();
     for (source, stats) in checked.sources.iter().zip(&counters.channels) {
@@ -167,6 +169,8 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
                 sealed: sealed_tx,
                 ready: Arc::clone(&ready),
                 stats: Arc::clone(&stats.pipeline),
+                manifest: matches!(source.config.kind, ChannelKind::Files | ChannelKind::Vault)
+                    .then(|| Arc::clone(&manifest)),
             }
             .run(),
         ));
@@ -214,6 +218,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         stats: Arc::clone(&counters.transmit),
         auth: checked.auth.clone(),
         stopping: Arc::clone(&stopping),
+        manifest,
     };
     workers.push(
         std::thread::Builder::new()
@@ -549,6 +554,8 @@ pub(crate) fn status_json(
             "wire_bytes": load(&tx.wire_bytes),
             "blocks": load(&tx.blocks),
             "beacons": load(&tx.beacons),
+            "manifests": load(&tx.manifests),
+            "manifest_overflowed": load(&tx.manifest_overflowed),
             "send_errors": load(&tx.send_errors),
         },
         "channels": counters.channels.iter().map(|c| json!({

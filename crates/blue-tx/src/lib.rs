@@ -10,6 +10,7 @@
 pub mod config;
 pub mod daemon;
 pub mod manage;
+pub mod manifest;
 pub mod pipeline;
 pub mod replicate;
 pub mod transmit;

@@ -98,6 +98,16 @@ impl Managed for BlueManaged {
             Family::counter("datagrams_sent", "Datagrams sent on the fibers.", vec![(base(), load(&tx.datagrams))]),
             Family::counter("blocks_sent", "Blocks encoded and sent.", vec![(base(), load(&tx.blocks))]),
             Family::counter("beacons_sent", "Beacons sent.", vec![(base(), load(&tx.beacons))]),
+            Family::counter(
+                "manifests_sent",
+                "Manifest datagrams sent, naming files whose last block went out.",
+                vec![(base(), load(&tx.manifests))],
+            ),
+            Family::counter(
+                "manifest_overflowed",
+                "Files never named in a manifest because too many were waiting.",
+                vec![(base(), load(&tx.manifest_overflowed))],
+            ),
             Family::counter("send_errors", "Fiber sends that failed.", vec![(base(), load(&tx.send_errors))]),
             Family::counter(
                 "source_bytes",

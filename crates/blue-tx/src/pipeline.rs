@@ -15,9 +15,12 @@ use std::time::Duration;
 
 use connectors::source::SourceEvent;
 use diode_proto::block::{BlockBuilder, SealedBlock};
+use diode_proto::{ManifestEntry, StreamMeta};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::warn;
+
+use crate::manifest::ManifestBook;
 
 /// Counters of one channel's pipeline.
 #[derive(Debug, Default)]
@@ -37,6 +40,8 @@ pub struct ChannelPipeline {
     pub sealed: mpsc::Sender<SealedBlock>,
     pub ready: Arc<Notify>,
     pub stats: Arc<PipelineStats>,
+    /// Files and vault channels: where each file's manifest entry goes once its end is in a block.
+    pub manifest: Option<Arc<ManifestBook>>,
 }
 
 impl ChannelPipeline {
@@ -45,6 +50,7 @@ impl ChannelPipeline {
         let mut builder = BlockBuilder::new(self.channel, self.max_block_len);
         let mut oldest_pending: Option<Instant> = None;
         let mut last_activity: HashMap<u64, Instant> = HashMap::new();
+        let mut files: HashMap<u64, StreamMeta> = HashMap::new();
         let mut keepalive_timer = tokio::time::interval(self.keepalive);
         keepalive_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -53,7 +59,7 @@ impl ChannelPipeline {
                 event = self.events.recv() => {
                     let Some(event) = event else { break };
                     let now = Instant::now();
-                    self.apply(&mut builder, event, now, &mut last_activity);
+                    self.apply(&mut builder, event, now, &mut last_activity, &mut files);
                     if builder.pending_bytes() == 0 {
                         oldest_pending = None;
                     } else if oldest_pending.is_none() {
@@ -89,11 +95,15 @@ impl ChannelPipeline {
         event: SourceEvent,
         now: Instant,
         activity: &mut HashMap<u64, Instant>,
+        files: &mut HashMap<u64, StreamMeta>,
     ) {
         let channel = self.channel;
         let result = match event {
             SourceEvent::Open { stream, meta } => {
                 activity.insert(stream, now);
+                if self.manifest.is_some() && meta.file_id.is_some() {
+                    files.insert(stream, meta.clone());
+                }
                 builder.open(stream, meta)
             }
             SourceEvent::Data { stream, bytes } => {
@@ -102,10 +112,17 @@ impl ChannelPipeline {
             }
             SourceEvent::End { stream } => {
                 activity.remove(&stream);
-                builder.end(stream).map(|_| ())
+                builder.end(stream).map(|summary| {
+                    if let (Some(book), Some(meta)) = (&self.manifest, files.remove(&stream)) {
+                        let file_id = meta.file_id.unwrap_or_default();
+                        let entry = ManifestEntry::new(stream, summary.end_seq, summary.total_len, file_id, &meta.name);
+                        book.add(channel, entry);
+                    }
+                })
             }
             SourceEvent::Abort { stream, reason } => {
                 activity.remove(&stream);
+                files.remove(&stream);
                 builder.abort(stream, reason)
             }
             SourceEvent::Datagram(payload) => builder.datagram(&payload),

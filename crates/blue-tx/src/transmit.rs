@@ -20,6 +20,8 @@ use hw::Gather;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use crate::manifest::ManifestBook;
+
 /// Starts `threads` encoders that take sealed blocks from `input` and hand encoded ones to `output`.
 pub fn spawn_encoders(
     threads: usize,
@@ -58,6 +60,10 @@ pub struct TxStats {
     pub wire_bytes: AtomicU64,
     pub blocks: AtomicU64,
     pub beacons: AtomicU64,
+    /// Manifest datagrams sent (files named after their last block went out).
+    pub manifests: AtomicU64,
+    /// Files never named in a manifest because too many waited (see `manifest::CAPACITY`).
+    pub manifest_overflowed: AtomicU64,
     pub send_errors: AtomicU64,
 }
 
@@ -76,6 +82,8 @@ pub struct Transmitter {
     pub auth: LinkAuth,
     /// Set when the daemon is stopping, so the last beacons say so.
     pub stopping: Arc<AtomicBool>,
+    /// Files sent, named in manifests after each beacon.
+    pub manifest: Arc<ManifestBook>,
 }
 
 /// Datagrams sent with one batch call per fiber.
@@ -264,27 +272,29 @@ impl Transmitter {
         };
         let mut body = Vec::with_capacity(beacon.encoded_len());
         beacon.emit(&mut body);
-        let repr = Repr {
-            kind: Kind::Beacon,
-            session: self.session,
-            epoch: self.epoch,
-            channel: 0,
-            block_seq: 0,
-            esi: 0,
-            block_len: 0,
-            payload_len: body.len() as u16,
-            key_id: auth.send_key_id(),
-            stamped: true,
-        };
+        self.send_control(auth, pacer, Kind::Beacon, 0, &body);
+        self.stats.beacons.fetch_add(1, Ordering::Relaxed);
+        for (channel, manifest) in self.manifest.due(blocks_sent, usize::from(self.fec.symbol_size)) {
+            body.clear();
+            manifest.emit(&mut body);
+            self.send_control(auth, pacer, Kind::Manifest, channel, &body);
+            self.stats.manifests.fetch_add(1, Ordering::Relaxed);
+        }
+        let overflowed = self.manifest.overflowed.swap(0, Ordering::Relaxed);
+        self.stats.manifest_overflowed.fetch_add(overflowed, Ordering::Relaxed);
+    }
+
+    /// Control datagrams are paced like everything else, but never wait: they are small and must be
+    /// regular.
+    fn send_control(&mut self, auth: &LinkAuth, pacer: &mut Pacer, kind: Kind, channel: u16, body: &[u8]) {
+        let repr = Repr::control(kind, channel, self.session, self.epoch, true, auth, body);
         let mut datagram = Vec::with_capacity(repr.buffer_len());
-        write_datagram(&repr, &body, auth, &mut datagram);
-        // Beacons are paced like everything else, but never wait: they are small and must be regular.
+        write_datagram(&repr, body, auth, &mut datagram);
         let _ = pacer.try_send(Instant::now(), datagram.len());
         for fiber in &mut self.fibers {
             if fiber.send_batch(&[datagram.as_slice()]).is_err() {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        self.stats.beacons.fetch_add(1, Ordering::Relaxed);
     }
 }

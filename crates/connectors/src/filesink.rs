@@ -349,11 +349,35 @@ impl FileSink {
                     self.fail(stream, incoming, Failure::new("incomplete", format!("stream broken: {reason}")));
                 }
             }
+            SinkEvent::NeverArrived { stream, name, size, file_id } => self.never_arrived(stream, &name, size, file_id),
             SinkEvent::Datagram(_) => {}
             SinkEvent::Role { active } => self.set_role(active),
             SinkEvent::PeerDelivered { entry, reply } => self.peer_delivered(entry, Some(reply)),
             SinkEvent::PeerLedger { entries, complete } => self.peer_ledger(entries, complete),
         }
+    }
+
+    /// The sender's manifest names a file of which nothing reached this node. Delivered already
+    /// (another copy, or by the peer), it is not news; on a standby the active may well have it.
+    /// Otherwise it is reported like any undelivered file, with a reason file in quarantine that
+    /// names it, since no part of it exists here.
+    fn never_arrived(&mut self, stream: u64, name: &str, size: u64, file_id: [u8; 16]) {
+        let id = hex_encode(&file_id);
+        let channel = self.config.channel;
+        if self.ledger.contains(&id) {
+            debug!(channel, stream, %name, "a copy of this file never arrived, but the file is delivered");
+            return;
+        }
+        if !self.active {
+            info!(channel, stream, %name, size, "standby: every block of this file was lost here; the active delivers it if it has it");
+            return;
+        }
+        let failure = Failure::new(
+            "never_arrived",
+            "every block of the file was lost on the fiber (a burst or an outage beyond the repair); the sender's manifest named it",
+        );
+        let file = Undelivered { stream, name, size, session: String::new(), epoch: 0, file_id: Some(id) };
+        self.give_up(&file, None, &failure);
     }
 
     fn set_role(&mut self, active: bool) {
@@ -922,6 +946,22 @@ mod tests {
         send(&mut sink, 1, "a/b.txt", 1, b"hello world", None);
         assert_eq!(f.stats.duplicates.load(Ordering::Relaxed), 2);
         assert_eq!(std::fs::read_dir(f.root.join("out/.part")).unwrap().count(), 0);
+        std::fs::remove_dir_all(&f.root).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_never_arrived_is_reported_by_name_unless_another_copy_was_delivered() {
+        let mut f = fixture("never", u64::MAX);
+        send(&mut f.sink, 1, "plant/kept.dat", 1, b"copy two arrived", None);
+        let never =
+            |stream, name: &str, id| SinkEvent::NeverArrived { stream, name: name.into(), size: 20, file_id: [id; 16] };
+        f.sink.handle(never(2, "plant/kept.dat", 1));
+        f.sink.handle(never(3, "plant/lost.dat", 9));
+        let reasons = quarantined(&f.root);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("plant/lost.dat") && reasons[0].contains("\"label\": \"never_arrived\""));
+        assert_eq!(f.stats.failed.lock().unwrap().clone(), BTreeMap::from([("never_arrived", 1)]));
+        assert_eq!(f.stats.delivered.load(Ordering::Relaxed), 1);
         std::fs::remove_dir_all(&f.root).unwrap();
     }
 

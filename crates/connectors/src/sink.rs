@@ -52,6 +52,14 @@ pub enum SinkEvent {
         total_len: u64,
         hash: [u8; 32],
     },
+    /// Files and vault: the sender's manifest names a file every block of which was lost, so its
+    /// stream never opened here (the file is named only by this).
+    NeverArrived {
+        stream: u64,
+        name: String,
+        size: u64,
+        file_id: [u8; 16],
+    },
     /// The stream will not complete; the reason is logged and counted under its label.
     Broken {
         stream: u64,
@@ -163,6 +171,7 @@ pub async fn run_tcp_sink(
                 *stream
             }
             SinkEvent::Datagram(_)
+            | SinkEvent::NeverArrived { .. }
             | SinkEvent::Role { .. }
             | SinkEvent::PeerDelivered { .. }
             | SinkEvent::PeerLedger { .. } => continue,
@@ -317,6 +326,7 @@ async fn deliver_stream(
             }
             SinkEvent::Open { .. }
             | SinkEvent::Datagram(_)
+            | SinkEvent::NeverArrived { .. }
             | SinkEvent::Role { .. }
             | SinkEvent::PeerDelivered { .. }
             | SinkEvent::PeerLedger { .. } => {}

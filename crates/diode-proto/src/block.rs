@@ -90,6 +90,8 @@ struct SendStream {
 pub struct StreamSummary {
     pub total_len: u64,
     pub hash: [u8; 32],
+    /// The block that carries the end record (what a manifest entry names).
+    pub end_seq: u64,
 }
 
 /// Cuts one channel's records into blocks.
@@ -221,9 +223,10 @@ impl BlockBuilder {
     /// Ends a stream with its length and BLAKE3.
     pub fn end(&mut self, stream: u64) -> Result<StreamSummary, BuildError> {
         let state = self.streams.get(&stream).ok_or(BuildError::NotOpen(stream))?;
-        let summary = StreamSummary { total_len: state.offset, hash: state.hasher.finalize() };
-        self.close(stream, |prev| Record::End { stream, prev, total_len: summary.total_len, hash: summary.hash });
-        Ok(summary)
+        let (total_len, hash) = (state.offset, state.hasher.finalize());
+        self.close(stream, |prev| Record::End { stream, prev, total_len, hash });
+        // The end record sits in the block being filled (push sealed the previous one if it had to).
+        Ok(StreamSummary { total_len, hash, end_seq: self.next_seq })
     }
 
     /// Ends a stream early; the receiver aborts its destination with this reason.

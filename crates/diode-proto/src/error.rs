@@ -37,6 +37,8 @@ pub enum DropReason {
     InconsistentBlock,
     #[error("beacon body is malformed")]
     BadBeacon,
+    #[error("manifest body is malformed")]
+    BadManifest,
     #[error("epoch older than the current one")]
     StaleEpoch,
     #[error("session was replaced and is not accepted again")]
@@ -58,7 +60,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 26] = [
+    pub const ALL: [DropReason; 27] = [
         DropReason::TooShort,
         DropReason::LengthMismatch,
         DropReason::BadMagic,
@@ -76,6 +78,7 @@ impl DropReason {
         DropReason::BlockTooLarge,
         DropReason::InconsistentBlock,
         DropReason::BadBeacon,
+        DropReason::BadManifest,
         DropReason::StaleEpoch,
         DropReason::RetiredSession,
         DropReason::StaleSession,
@@ -107,6 +110,7 @@ impl DropReason {
             DropReason::BlockTooLarge => "block_too_large",
             DropReason::InconsistentBlock => "inconsistent_block",
             DropReason::BadBeacon => "bad_beacon",
+            DropReason::BadManifest => "bad_manifest",
             DropReason::StaleEpoch => "stale_epoch",
             DropReason::RetiredSession => "retired_session",
             DropReason::StaleSession => "stale_session",

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 
 use crate::beacon::Beacon;
+use crate::manifest::ManifestEntry;
 use crate::record::{AbortReason, StreamMeta};
 
 /// Why a block could not be used.
@@ -173,6 +174,12 @@ pub enum Event {
         channel: u16,
         stream: u64,
         reason: BreakReason,
+    },
+    /// The sender's manifest names a file whose every block this receiver has passed without ever
+    /// hearing of its stream: its blocks were all lost (a burst or an outage longer than the repair).
+    StreamNeverArrived {
+        channel: u16,
+        entry: ManifestEntry,
     },
     /// One UDP payload of a datagram channel.
     Datagram {

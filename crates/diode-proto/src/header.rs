@@ -90,6 +90,8 @@ pub enum Kind {
     Symbol,
     /// A beacon (session, FEC and channel state).
     Beacon,
+    /// A manifest: the files a channel has just sent (see [`crate::manifest`]).
+    Manifest,
 }
 
 impl Kind {
@@ -97,6 +99,7 @@ impl Kind {
         match self {
             Kind::Symbol => 1,
             Kind::Beacon => 2,
+            Kind::Manifest => 3,
         }
     }
 
@@ -104,6 +107,7 @@ impl Kind {
         match value {
             1 => Some(Kind::Symbol),
             2 => Some(Kind::Beacon),
+            3 => Some(Kind::Manifest),
             _ => None,
         }
     }
@@ -273,6 +277,30 @@ pub struct Repr {
 }
 
 impl Repr {
+    /// The header of a control datagram (beacon or manifest): no block, no symbol.
+    pub fn control(
+        kind: Kind,
+        channel: u16,
+        session: u64,
+        epoch: u32,
+        stamped: bool,
+        auth: &LinkAuth,
+        body: &[u8],
+    ) -> Repr {
+        Repr {
+            kind,
+            session,
+            epoch,
+            channel,
+            block_seq: 0,
+            esi: 0,
+            block_len: 0,
+            payload_len: body.len() as u16,
+            key_id: auth.send_key_id(),
+            stamped,
+        }
+    }
+
     /// Parses and verifies a datagram. Checks run cheapest first, and the check field is verified
     /// before any field that routes the datagram is trusted.
     pub fn parse<T: AsRef<[u8]>>(packet: &Packet<T>, auth: &LinkAuth) -> Result<Repr, DropReason> {
@@ -324,6 +352,11 @@ impl Repr {
             }
             Kind::Beacon => {
                 if repr.channel != 0 || repr.block_seq != 0 || packet.payload_id() != 0 || repr.block_len != 0 {
+                    return Err(DropReason::NonZeroReserved);
+                }
+            }
+            Kind::Manifest => {
+                if repr.block_seq != 0 || packet.payload_id() != 0 || repr.block_len != 0 {
                     return Err(DropReason::NonZeroReserved);
                 }
             }

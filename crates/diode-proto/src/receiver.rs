@@ -20,6 +20,7 @@ use crate::error::{DropCounters, DropReason};
 use crate::event::{Alarm, BreakReason, Event, LossCounts, LossReason};
 use crate::fec::{Completion, SymbolCollector};
 use crate::header::{Kind, Packet, Repr};
+use crate::manifest::Manifest;
 use crate::stream::{StreamLimits, StreamTable};
 
 /// Fibers the receiver keeps statistics for (a fiber index beyond this counts as the last one).
@@ -73,6 +74,13 @@ impl Default for ReceiverConfig {
             session_silence: Duration::from_secs(1),
         }
     }
+}
+
+/// The body of a control datagram, parsed before the session check.
+enum Control {
+    Beacon(Beacon),
+    Manifest(Manifest),
+    None,
 }
 
 /// Per-fiber counters.
@@ -139,6 +147,9 @@ struct Channel {
     /// When the missing head block (no symbol yet, but later blocks exist) was first noticed.
     head_missing_since: Option<Instant>,
     streams: StreamTable,
+    /// The first block this receiver followed (above 0 when it joined mid-session): a manifest
+    /// entry for a file that ended before it is none of this receiver's business.
+    joined_at: u64,
 }
 
 /// A replaced session: never adopted again.
@@ -309,19 +320,39 @@ impl Receiver {
     fn handle_inner(&mut self, now: Instant, fiber: u8, bytes: &[u8]) -> Result<(), DropReason> {
         let packet = Packet::new_checked(bytes)?;
         let repr = Repr::parse(&packet, &self.shared.config.auth)?;
-        // Parse the beacon body before it can change the session: a malformed datagram changes nothing.
-        let beacon = match repr.kind {
-            Kind::Beacon => Some(Beacon::parse(packet.payload()).map_err(|_| DropReason::BadBeacon)?),
-            Kind::Symbol => None,
+        // Parse control bodies before they can change the session: a malformed datagram changes nothing.
+        let control = match repr.kind {
+            Kind::Beacon => Control::Beacon(Beacon::parse(packet.payload()).map_err(|_| DropReason::BadBeacon)?),
+            Kind::Manifest => {
+                Control::Manifest(Manifest::parse(packet.payload()).map_err(|_| DropReason::BadManifest)?)
+            }
+            Kind::Symbol => Control::None,
         };
         self.check_session(now, &repr)?;
-        match beacon {
-            Some(beacon) => {
+        match control {
+            Control::Beacon(beacon) => {
                 self.handle_beacon(now, &beacon);
                 self.shared.events.push_back(Event::BeaconReceived { fiber, beacon });
                 Ok(())
             }
-            None => self.handle_symbol(now, &repr, packet.version(), packet.payload()),
+            Control::Manifest(manifest) => {
+                self.handle_manifest(repr.channel, manifest);
+                Ok(())
+            }
+            Control::None => self.handle_symbol(now, &repr, packet.version(), packet.payload()),
+        }
+    }
+
+    /// Reports each file of the manifest whose every block this receiver has passed (delivered or
+    /// given up) without ever hearing of its stream. A file that ended before this receiver joined,
+    /// or whose end block is still to come, is left for a later repeat of the manifest.
+    fn handle_manifest(&mut self, channel: u16, manifest: Manifest) {
+        let Some(state) = self.channels.get_mut(&channel) else { return };
+        for entry in manifest.entries {
+            let passed = entry.end_seq < state.next_seq && entry.end_seq >= state.joined_at;
+            if passed && state.streams.first_news_of(entry.stream) {
+                self.shared.events.push_back(Event::StreamNeverArrived { channel, entry });
+            }
         }
     }
 
@@ -412,9 +443,11 @@ impl Receiver {
             return Err(DropReason::ChannelLimit);
         }
         let slack = self.shared.config.join_slack;
+        let joined_at = if first_seq <= slack { 0 } else { first_seq };
         Ok(self.channels.entry(id).or_insert_with(|| Channel {
             id,
-            next_seq: if first_seq <= slack { 0 } else { first_seq },
+            next_seq: joined_at,
+            joined_at,
             blocks: BTreeMap::new(),
             announced: 0,
             head_missing_since: None,

@@ -12,6 +12,7 @@ use crate::block::BlockBuilder;
 use crate::fec::{BlockEncoder, EncodedBlock, FecParams};
 use crate::header::{write_datagram, Kind, Repr};
 use crate::interleave::Interleaver;
+use crate::manifest::Manifest;
 
 /// What a sender needs to know about itself.
 #[derive(Clone, Debug)]
@@ -148,18 +149,20 @@ impl Sender {
         };
         let mut body = Vec::with_capacity(beacon.encoded_len());
         beacon.emit(&mut body);
-        let repr = Repr {
-            kind: Kind::Beacon,
-            session: self.config.session,
-            epoch: self.config.epoch,
-            channel: 0,
-            block_seq: 0,
-            esi: 0,
-            block_len: 0,
-            payload_len: body.len() as u16,
-            key_id: self.config.auth.send_key_id(),
-            stamped: self.config.stamped,
-        };
-        write_datagram(&repr, &body, &self.config.auth, out);
+        self.control(Kind::Beacon, 0, &body, out);
+    }
+
+    /// Writes a manifest datagram naming files of `channel` that have been sent (their end records
+    /// are in blocks already handed out). The caller keeps it within one symbol's size.
+    pub fn manifest(&self, channel: u16, manifest: &Manifest, out: &mut Vec<u8>) {
+        let mut body = Vec::with_capacity(manifest.encoded_len());
+        manifest.emit(&mut body);
+        self.control(Kind::Manifest, channel, &body, out);
+    }
+
+    fn control(&self, kind: Kind, channel: u16, body: &[u8], out: &mut Vec<u8>) {
+        let config = &self.config;
+        let repr = Repr::control(kind, channel, config.session, config.epoch, config.stamped, &config.auth, body);
+        write_datagram(&repr, body, &self.config.auth, out);
     }
 }

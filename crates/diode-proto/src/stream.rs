@@ -204,6 +204,16 @@ impl StreamTable {
         }
     }
 
+    /// A stream the sender says it finished (its manifest): true, once, when this table never heard
+    /// of it, which is then remembered as finished so that a late record of it is ignored.
+    pub(crate) fn first_news_of(&mut self, stream: u64) -> bool {
+        if self.open.contains_key(&stream) || self.finished.contains(stream) {
+            return false;
+        }
+        self.finished.insert(stream);
+        true
+    }
+
     pub(crate) fn handle_timeout(&mut self, now: Instant, events: &mut VecDeque<Event>) {
         let expired: Vec<(u64, u64)> = self
             .open

@@ -9,7 +9,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use diode_proto::{AbortReason, Alarm, BreakReason, DropReason, Event, LossReason, ReceiverConfig, StreamMeta};
+use diode_proto::{
+    AbortReason, Alarm, BreakReason, DropReason, Event, LossReason, Manifest, ManifestEntry, ReceiverConfig, Sender,
+    StreamMeta,
+};
 
 fn meta(name: &str) -> StreamMeta {
     StreamMeta { peer: "127.0.0.1:9".into(), name: name.into(), ..StreamMeta::default() }
@@ -593,4 +596,97 @@ fn a_zero_length_datagram_is_delivered_as_one() {
     let mut rig = Rig::new(Rig::config());
     rig.feed(0, &wire);
     assert_eq!(rig.delivered.datagrams[&2], vec![Vec::new(), b"after".to_vec()]);
+}
+
+/// Three small files on channel 1, one block each (blocks 0, 1 and 2), their manifest entries, and
+/// the wire without the block (if any) the link swallows whole.
+fn three_files_and_their_manifest(lost_block: Option<u64>) -> (Sender, Vec<Vec<u8>>, Vec<u8>) {
+    let mut tx = sender(1, 0, fec(1000, 1));
+    let mut entries = Vec::new();
+    for stream in 1..=3u64 {
+        let name = format!("plant/report-{stream}.dat");
+        let file_meta = StreamMeta { size: Some(300), file_id: Some([stream as u8; 16]), ..meta(&name) };
+        tx.channel(1).open(stream, file_meta).unwrap();
+        tx.channel(1).data(stream, &payload(stream, 300)).unwrap();
+        let summary = tx.channel(1).end(stream).unwrap();
+        entries.push(ManifestEntry::new(stream, summary.end_seq, 300, [stream as u8; 16], &name));
+        tx.channel(1).flush();
+    }
+    let wire: Vec<Vec<u8>> =
+        drain(&mut tx).into_iter().filter(|d| Some(header(d).block_seq) != lost_block || !is_symbol(d)).collect();
+    let mut manifest = Vec::new();
+    tx.manifest(1, &Manifest { entries }, &mut manifest);
+    (tx, wire, manifest)
+}
+
+#[test]
+fn a_file_whose_only_block_was_lost_is_named_by_the_manifest_once() {
+    let (tx, wire, manifest) = three_files_and_their_manifest(Some(1));
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    rig.beacon(&tx);
+    rig.advance(Duration::from_secs(1));
+    for _ in 0..3 {
+        rig.feed(0, [&manifest]);
+    }
+    let never: Vec<_> = rig
+        .delivered
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StreamNeverArrived { channel, entry } => Some((*channel, entry.stream, entry.name.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(never, vec![(1, 2, "plant/report-2.dat".to_string())], "named once, by its own name");
+    assert!(rig.delivered.ended_intact(1, 1, &payload(1, 300)));
+    assert!(rig.delivered.ended_intact(1, 3, &payload(3, 300)));
+}
+
+#[test]
+fn a_manifest_names_nothing_that_arrived_is_still_coming_or_ended_before_the_receiver_joined() {
+    // Everything arrived: nothing to name.
+    let (tx, wire, manifest) = three_files_and_their_manifest(None);
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    rig.feed(0, [&manifest]);
+    assert!(!rig.delivered.events.iter().any(|e| matches!(e, Event::StreamNeverArrived { .. })));
+
+    // The manifest comes before the blocks it names: they may still arrive, so it waits.
+    let mut early = Rig::new(Rig::config());
+    early.feed(0, [&manifest]);
+    early.feed(0, &wire);
+    assert!(!early.delivered.events.iter().any(|e| matches!(e, Event::StreamNeverArrived { .. })));
+    assert_eq!(early.delivered.ended.len(), 3);
+
+    // A receiver that joined after these files (a restart mid-session) says nothing of them.
+    let mut late = Rig::new(ReceiverConfig { join_slack: 0, ..Rig::config() });
+    let mut later = Vec::new();
+    let mut tx = tx;
+    tx.channel(1).datagram(b"after the files").unwrap();
+    let after = drain(&mut tx);
+    later.extend(after);
+    late.feed(0, &later);
+    late.feed(0, [&manifest]);
+    assert!(!late.delivered.events.iter().any(|e| matches!(e, Event::StreamNeverArrived { .. })));
+    assert_eq!(late.delivered.datagrams[&1], vec![b"after the files".to_vec()]);
+}
+
+#[test]
+fn a_malformed_manifest_is_dropped_and_changes_nothing() {
+    use diode_proto::header::{write_datagram, Kind, Repr};
+    let (_, wire, _) = three_files_and_their_manifest(Some(1));
+    let mut rig = Rig::new(Rig::config());
+    rig.feed(0, &wire);
+    rig.advance(Duration::from_secs(1));
+    // An authentic header around a body that claims one entry and holds half of one.
+    let auth = diode_proto::LinkAuth::none();
+    let body = [0u8, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0];
+    let repr = Repr::control(Kind::Manifest, 1, 1, 0, false, &auth, &body);
+    let mut damaged = Vec::new();
+    write_datagram(&repr, &body, &auth, &mut damaged);
+    assert_eq!(rig.receiver.handle_datagram(rig.now, 0, &damaged), Err(DropReason::BadManifest));
+    rig.delivered.absorb(&mut rig.receiver);
+    assert!(!rig.delivered.events.iter().any(|e| matches!(e, Event::StreamNeverArrived { .. })));
+    assert_eq!(rig.receiver.stats().drops.get(DropReason::BadManifest), 1);
 }

@@ -543,6 +543,7 @@ impl Dispatcher {
                 }
                 self.was_active
             }
+            SinkEvent::NeverArrived { .. } => self.was_active,
             SinkEvent::Role { .. } | SinkEvent::PeerDelivered { .. } | SinkEvent::PeerLedger { .. } => true,
         }
     }
@@ -650,6 +651,15 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 let detail = format!("{reason:?}");
                 warn!(channel, stream, reason = %detail, "stream broken");
                 (channel, SinkEvent::Broken { stream, reason: detail, label })
+            }
+            Event::StreamNeverArrived { channel, entry } => {
+                let event = SinkEvent::NeverArrived {
+                    stream: entry.stream,
+                    name: entry.name,
+                    size: entry.size,
+                    file_id: entry.file_id,
+                };
+                (channel, event)
             }
             Event::Datagram { channel, payload } => {
                 local.datagrams_delivered += 1;

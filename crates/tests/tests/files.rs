@@ -400,3 +400,52 @@ fn a_full_disk_on_red_quarantines_the_file_and_delivery_recovers() {
     assert!(reasons.iter().any(|r| r.contains("too-big-for-the-disk.bin") && r.contains("disk_full")), "{reasons:?}");
     assert!(!out.join("first.bin").exists(), "the tmpfs lived only in red-rx's namespace");
 }
+
+#[test]
+fn a_small_file_whose_every_block_is_lost_is_named_on_red_by_the_manifest() {
+    let _turn = heavy();
+    let folders = TempDir::new("files-never").unwrap();
+    let (drop, out) = (folders.path().join("drop"), folders.path().join("out"));
+    let channel = files_channel(&drop, &out, "", "");
+    let mut lab = Lab::start(loopback_net(), &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let sent =
+        |lab: &Lab, count| wait_for(Duration::from_secs(20), || files_status(&lab.blue_status(), "sent") >= count);
+    write_file(&drop.join("before.dat"), b"arrives");
+    assert!(sent(&lab, 1) && wait_for(Duration::from_secs(10), || visible_files(&out).len() == 1));
+    // Both fibers go dark while one small file (a single block) crosses, then come back: the file's
+    // block is gone for good, its stream never opened on RED, and only the manifest names it.
+    let toggle_fibers = |lab: &Lab| lab.fibers.iter().for_each(|fiber| fiber.signal(libc::SIGUSR2));
+    toggle_fibers(&lab);
+    write_file(&drop.join("plant/lost-in-the-dark.dat"), b"never seen on RED");
+    let lost_sent = sent(&lab, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    toggle_fibers(&lab);
+    write_file(&drop.join("after.dat"), b"arrives too");
+    let reported = wait_for(Duration::from_secs(10), || {
+        files_failed(&lab.red_status(), "never_arrived") == 1 && visible_files(&out).len() == 2
+    });
+    let red = lab.red_status();
+    let logs = format!("{}\n{}", lab.log("blue.log"), lab.log("red.log"));
+    assert!(lab.stop());
+    assert!(lost_sent && reported, "{red}\n{logs}");
+    let delivered = visible_files(&out);
+    assert_eq!(delivered.keys().collect::<Vec<_>>(), ["after.dat", "before.dat"]);
+    let recent = red.to_string();
+    assert!(
+        recent.contains("plant/lost-in-the-dark.dat") && recent.contains("every block of the file was lost"),
+        "{red}"
+    );
+    assert!(logs.contains("file not delivered") && logs.contains("lost-in-the-dark.dat"), "{logs}");
+    let manifests = lab.blue_status()["transmit"]["manifests"].as_u64().unwrap_or(0);
+    assert!(manifests > 0, "blue-tx counts its manifests");
+}
+
+/// A files channel's failures under one label, from a status file.
+fn files_failed(status: &serde_json::Value, label: &str) -> u64 {
+    status["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|channel| channel["files"]["failed"][label].as_u64())
+        .sum()
+}

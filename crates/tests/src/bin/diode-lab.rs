@@ -250,7 +250,7 @@ fn main() -> ExitCode {
                 failovers: !no_failover,
                 link: LinkPlan {
                     loss_percent: loss,
-                    burst: Some((0.05, 12.5)),
+                    burst: Some(tests::demo::DEMO_BURST),
                     repair_percent: repair,
                     rate_mbps,
                     seed,
