@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use connectors::source::SourceEvent;
 use diode_proto::block::{BlockBuilder, SealedBlock};
-use diode_proto::{ManifestEntry, StreamMeta};
+use diode_proto::ManifestEntry;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 use tracing::warn;
@@ -50,7 +50,7 @@ impl ChannelPipeline {
         let mut builder = BlockBuilder::new(self.channel, self.max_block_len);
         let mut oldest_pending: Option<Instant> = None;
         let mut last_activity: HashMap<u64, Instant> = HashMap::new();
-        let mut files: HashMap<u64, StreamMeta> = HashMap::new();
+        let mut files: HashMap<u64, (String, [u8; 16])> = HashMap::new();
         let mut keepalive_timer = tokio::time::interval(self.keepalive);
         keepalive_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -95,14 +95,14 @@ impl ChannelPipeline {
         event: SourceEvent,
         now: Instant,
         activity: &mut HashMap<u64, Instant>,
-        files: &mut HashMap<u64, StreamMeta>,
+        files: &mut HashMap<u64, (String, [u8; 16])>,
     ) {
         let channel = self.channel;
         let result = match event {
             SourceEvent::Open { stream, meta } => {
                 activity.insert(stream, now);
-                if self.manifest.is_some() && meta.file_id.is_some() {
-                    files.insert(stream, meta.clone());
+                if let (Some(_), Some(file_id)) = (&self.manifest, meta.file_id) {
+                    files.insert(stream, (meta.name.clone(), file_id));
                 }
                 builder.open(stream, meta)
             }
@@ -113,10 +113,11 @@ impl ChannelPipeline {
             SourceEvent::End { stream } => {
                 activity.remove(&stream);
                 builder.end(stream).map(|summary| {
-                    if let (Some(book), Some(meta)) = (&self.manifest, files.remove(&stream)) {
-                        let file_id = meta.file_id.unwrap_or_default();
-                        let entry = ManifestEntry::new(stream, summary.end_seq, summary.total_len, file_id, &meta.name);
-                        book.add(channel, entry);
+                    if let (Some(book), Some((name, file_id))) = (&self.manifest, files.remove(&stream)) {
+                        book.add(
+                            channel,
+                            ManifestEntry::new(stream, summary.end_seq, summary.total_len, file_id, &name),
+                        );
                     }
                 })
             }

@@ -646,7 +646,7 @@ fn a_file_whose_only_block_was_lost_is_named_by_the_manifest_once() {
 #[test]
 fn a_manifest_names_nothing_that_arrived_is_still_coming_or_ended_before_the_receiver_joined() {
     // Everything arrived: nothing to name.
-    let (tx, wire, manifest) = three_files_and_their_manifest(None);
+    let (mut tx, wire, manifest) = three_files_and_their_manifest(None);
     let mut rig = Rig::new(Rig::config());
     rig.feed(0, &wire);
     rig.feed(0, [&manifest]);
@@ -661,12 +661,8 @@ fn a_manifest_names_nothing_that_arrived_is_still_coming_or_ended_before_the_rec
 
     // A receiver that joined after these files (a restart mid-session) says nothing of them.
     let mut late = Rig::new(ReceiverConfig { join_slack: 0, ..Rig::config() });
-    let mut later = Vec::new();
-    let mut tx = tx;
     tx.channel(1).datagram(b"after the files").unwrap();
-    let after = drain(&mut tx);
-    later.extend(after);
-    late.feed(0, &later);
+    late.feed(0, &drain(&mut tx));
     late.feed(0, [&manifest]);
     assert!(!late.delivered.events.iter().any(|e| matches!(e, Event::StreamNeverArrived { .. })));
     assert_eq!(late.delivered.datagrams[&1], vec![b"after the files".to_vec()]);

@@ -46,8 +46,10 @@ pub struct DemoOptions {
 /// The demo's Gilbert-Elliott bursts (enter %, leave %): one every thousand datagrams, four long on
 /// average. Each RED hears the active BLUE on one fiber only (the cross-connect), so a burst that
 /// swallows every symbol of a lone small block (sent when the link is quiet, with nothing to interleave
-/// it with) loses that block outright. With bursts of eight on average that happened in about one run
-/// in four; at four, a burst longer than a small block's symbols is about a thousand times rarer.
+/// it with) loses that block outright, and RED reports the file `never_arrived`. With bursts of eight
+/// on average (one every two thousand datagrams) that happened in two runs of seven; a burst of 25 or
+/// more, enough for a small file's block, is 0.1 % of bursts at four against 4 % at eight, so with twice
+/// the bursts it is about twenty times rarer.
 pub const DEMO_BURST: (f64, f64) = (0.1, 25.0);
 
 impl Default for DemoOptions {
