@@ -36,7 +36,7 @@ fn build(profile_dir: &Path) -> Result<(), String> {
     if profile_dir.ends_with("release") {
         command.arg("--release");
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let status =
         command.current_dir(workspace).status().map_err(|e| format!("cannot run cargo to build the daemons: {e}"))?;
     if !status.success() {

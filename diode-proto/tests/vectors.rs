@@ -85,7 +85,7 @@ fn tagged_auth() -> LinkAuth {
 }
 
 fn documented(name: &str) -> Option<Vec<u8>> {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/PROTOCOL.md")).unwrap();
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/PROTOCOL.md")).unwrap();
     let marker = format!("<!-- vector: {name} -->");
     let start = doc.find(&marker)?;
     let block = &doc[start + marker.len()..];

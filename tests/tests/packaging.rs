@@ -10,7 +10,7 @@ use std::process::Command;
 use tests::bins::binaries;
 
 fn packaging() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging")
 }
 
 #[test]

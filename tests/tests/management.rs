@@ -431,7 +431,7 @@ impl Drop for Browser {
 fn artifacts_dir() -> std::path::PathBuf {
     std::env::var_os("CI_ARTIFACTS_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ci-artifacts"))
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ci-artifacts"))
 }
 
 #[test]
