@@ -27,12 +27,12 @@ pub struct BlueConfig {
     #[serde(default, rename = "channel")]
     pub channels: Vec<SourceChannel>,
     /// The management API and dashboard; absent means none.
-    pub management: Option<connectors::management::ManagementConfig>,
+    pub management: Option<chassis::management::ManagementConfig>,
     /// Keys that authenticate every datagram (absent: CRC32 only).
     #[serde(default, rename = "link_key")]
     pub link_keys: Vec<connectors::config::LinkKeyConfig>,
     /// The pair channel to the other node of an HA pair (replication); absent: no replication.
-    pub pair: Option<connectors::pair::PairConfig>,
+    pub pair: Option<ha_carp::pair::PairConfig>,
 }
 
 fn default_mtu() -> usize {
@@ -173,11 +173,11 @@ pub struct Checked {
     pub fingerprint: [u8; 16],
     pub beacon_interval: Duration,
     pub ha: Option<ha_carp::driver::DriverConfig>,
-    pub management: Option<connectors::management::CheckedManagement>,
+    pub management: Option<chassis::management::CheckedManagement>,
     pub auth: diode_proto::LinkAuth,
     /// The file this configuration came from (the management API exports and replaces it).
     pub path: std::path::PathBuf,
-    pub pair: Option<connectors::pair::CheckedPair>,
+    pub pair: Option<ha_carp::pair::CheckedPair>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -260,15 +260,14 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     // Stripe spreads symbols over both fibers, so the wire rate is the sum; mirror sends everything twice.
     let per_fiber = (link.rate_mbps * 1e6) as u64;
     let rate_bps = if mode == FiberMode::Stripe { per_fiber * fibers.len() as u64 } else { per_fiber };
-    let management =
-        connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
+    let management = chassis::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
     if config.link_keys.len() > 1 && link.send_key.is_none() {
         return Err(err("link: send_key", "several [[link_key]]s: say which one datagrams are tagged with".into()));
     }
     let auth = connectors::config::check_link_keys(path, &config.link_keys, link.send_key)?;
     let pair_ha =
         config.ha.as_ref().zip(ha.as_ref()).map(|(section, driver)| (section.security_text.as_str(), driver.vip));
-    let pair = connectors::pair::check_section(path, config.pair.as_ref(), "blue", pair_ha)?;
+    let pair = ha_carp::pair::check_section(path, config.pair.as_ref(), "blue", pair_ha)?;
     Ok(Checked {
         pair,
         management,

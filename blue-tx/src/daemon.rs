@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use chassis::runtime::{write_json, RunEnd};
 use connectors::config::ChannelKind;
-use connectors::runtime::{write_json, RunEnd};
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
 use connectors::spool::{run_spool_sender, Spool};
 use connectors::vault::{serve as serve_http, upload_router};
@@ -43,7 +43,7 @@ pub(crate) struct Counters {
     pub(crate) epoch: AtomicU32,
     pub(crate) warnings: Mutex<Vec<String>>,
     /// With a `[pair]`: the pair channel's state.
-    pub(crate) pair: Option<Arc<connectors::pair::PairStats>>,
+    pub(crate) pair: Option<Arc<ha_carp::pair::PairStats>>,
 }
 
 pub(crate) struct ChannelCounters {
@@ -262,7 +262,7 @@ async fn stop_term(term: Term) {
 /// its active peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
     let path = checked.path.clone();
-    connectors::runtime::run_reloading("blue-tx", checked, path, crate::config::load, run_async)
+    chassis::runtime::run_reloading("blue-tx", checked, path, crate::config::load, run_async)
 }
 
 async fn run_async(checked: Checked) -> Result<RunEnd, String> {
@@ -299,7 +299,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         session: AtomicU64::new(0),
         epoch: AtomicU32::new(0),
         warnings: Mutex::new(Vec::new()),
-        pair: checked.pair.as_ref().map(|_| Arc::new(connectors::pair::PairStats::default())),
+        pair: checked.pair.as_ref().map(|_| Arc::new(ha_carp::pair::PairStats::default())),
     });
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
@@ -312,7 +312,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     }
     if let (Some(path), Some(handle)) = (&checked.config.node.control_socket, &ha) {
         let handle = handle.clone();
-        connectors::runtime::serve_control(path.clone(), move |line| {
+        chassis::runtime::serve_control(path.clone(), move |line| {
             let handle = handle.clone();
             async move { ha_carp::driver::answer(&handle, &line).await }
         })
@@ -353,7 +353,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                 transmitting: Arc::clone(&transmitting),
                 pair: replication.clone(),
             };
-            Some(connectors::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
+            Some(chassis::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
         }
         None => None,
     };
@@ -366,7 +366,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     };
     info!(node = %checked.config.node.name, ha = ha.is_some(), "blue-tx running");
 
-    let stop = connectors::runtime::stop_signal();
+    let stop = chassis::runtime::stop_signal();
     tokio::pin!(stop);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let mut term: Option<Term> = None;
@@ -584,7 +584,7 @@ pub(crate) fn status_json(
         })).collect::<Vec<_>>(),
         "warnings": counters.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
         "pair": counters.pair.as_ref().map(|p| p.json()),
-        "redundancy": connectors::pair::redundancy_json(
+        "redundancy": ha_carp::pair::redundancy_json(
             ha.map(|h| h.status().redundancy()),
             counters.pair.as_deref(),
         ),

@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use chassis::runtime::DaemonCommand;
 use clap::Parser;
-use connectors::runtime::DaemonCommand;
 
 /// Takes TCP streams and UDP datagrams on the BLUE side, protects them with RaptorQ forward error
 /// correction and sends them over one-way fibers to red-rx. Nothing ever comes back: pace it (link
@@ -17,7 +17,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    connectors::runtime::daemon_main(
+    chassis::runtime::daemon_main(
         "blue-tx",
         Cli::parse().command,
         blue_tx::config::load,

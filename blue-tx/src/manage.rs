@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use chassis::management::{labels, Family, HaFuture, Managed};
 use connectors::config::{parse_toml, ConfigError};
-use connectors::management::{labels, Family, HaFuture, Managed};
 use ha_carp::driver::{demote_or_promote, role_value, HaHandle};
 use serde_json::json;
 
@@ -18,13 +18,13 @@ pub struct BlueManaged {
     pub(crate) counters: Arc<Counters>,
     pub(crate) ha: Option<HaHandle>,
     pub(crate) transmitting: Arc<AtomicBool>,
-    pub(crate) pair: Option<connectors::pair::Replicator>,
+    pub(crate) pair: Option<ha_carp::pair::Replicator>,
 }
 
 impl BlueManaged {
     fn redundancy(&self) -> serde_json::Value {
         let election = self.ha.as_ref().map(|h| h.status().redundancy());
-        connectors::pair::redundancy_json(election, self.counters.pair.as_deref())
+        ha_carp::pair::redundancy_json(election, self.counters.pair.as_deref())
     }
 }
 
@@ -202,6 +202,6 @@ impl Managed for BlueManaged {
 
     fn config_imported(&self, text: &str) -> bool {
         let active = self.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
-        connectors::pair::push_imported_config(self.pair.as_ref(), active, text)
+        ha_carp::pair::push_imported_config(self.pair.as_ref(), active, text)
     }
 }

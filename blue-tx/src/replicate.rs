@@ -15,12 +15,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use connectors::pair::{
-    serve_standby, spawn_pusher, stopped, PairHandler, PairMessage, PairStats, Replicator, Request,
-};
 use connectors::spool::{Spool, SpoolEntry};
 use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::Command;
+use ha_carp::pair::{serve_standby, spawn_pusher, stopped, PairHandler, PairMessage, PairStats, Replicator, Request};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tracing::{info, warn};
@@ -44,14 +42,14 @@ pub(crate) async fn start(
 ) -> Result<Replicator, String> {
     let pair = checked.pair.as_ref().ok_or("no [pair] section")?;
     let (node, config_path) = (checked.config.node.name.as_str(), checked.path.clone());
-    let active = connectors::pair::follow_active(role.clone(), |r| *r == Role::Active);
+    let active = ha_carp::pair::follow_active(role.clone(), |r| *r == Role::Active);
     let snapshot = {
         let (config_path, spools) = (config_path.clone(), spools.clone());
         Box::new(move || snapshot(&config_path, &spools))
     };
     let replicator = spawn_pusher(pair, node.to_string(), "blue", active, snapshot, Arc::clone(&stats));
     for (channel, spool) in &spools {
-        spool.set_replicator(*channel, replicator.clone());
+        spool.set_replication(*channel, Arc::new(replicator.clone()));
     }
     let standby = Arc::new(BlueStandby {
         spools: spools.iter().cloned().collect(),
@@ -218,7 +216,7 @@ impl BlueStandby {
             let config = connectors::config::parse_toml(path, text)?;
             crate::config::check(path, config).map(|_| ())
         };
-        connectors::replicated::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
+        ha_carp::pair::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
     }
 }
 

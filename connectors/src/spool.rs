@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use crate::ledger::sync_parent;
-use crate::pair::{PairMessage, Replicator};
+use crate::replication::Replication;
 use crate::source::SourceEvent;
 
 /// What becomes of a drop-folder file once it has been sent.
@@ -147,9 +147,9 @@ pub struct Spool {
     /// Ids being sent right now (so a rescan does not start them twice).
     busy: Arc<Mutex<std::collections::HashSet<String>>>,
     /// With a pair: this spool's channel and the way to the standby.
-    replication: Arc<OnceLock<(u16, Replicator)>>,
+    replication: Arc<OnceLock<(u16, Arc<dyn Replication>)>>,
     /// Ids accepted while the standby could not take a copy, and not copied since: sending one makes
-    /// this node exposed (see [`crate::pair::PairStats::expose`]).
+    /// this node exposed (see [`Replication::sent_without_copy`]).
     without_copy: Arc<Mutex<std::collections::HashSet<String>>>,
 }
 
@@ -208,8 +208,8 @@ impl Spool {
     }
 
     /// Has accepted files copied to the pair's standby before they count as accepted.
-    pub fn set_replicator(&self, channel: u16, replicator: Replicator) {
-        let _ = self.replication.set((channel, replicator));
+    pub fn set_replication(&self, channel: u16, replication: Arc<dyn Replication>) {
+        let _ = self.replication.set((channel, replication));
     }
 
     /// Copies an accepted file (content at `path`) to the standby, when there is a pair. A standby
@@ -217,7 +217,7 @@ impl Spool {
     /// and the pair reports itself not redundant.
     pub async fn replicate(&self, entry: &SpoolEntry, path: &Path) {
         let Some((channel, replicator)) = self.replication.get() else { return };
-        if let Err(reason) = replicator.replicate_file(*channel, entry, path.to_path_buf()).await {
+        if let Err(reason) = replicator.copy_accepted(*channel, entry, path.to_path_buf()).await {
             self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut without_copy) = self.without_copy.lock() {
                 without_copy.insert(entry.id.clone());
@@ -462,7 +462,7 @@ pub async fn run_spool_sender(
                     warn!(channel, id = %entry.id, %error, "cannot finish a sent spool entry");
                 }
                 if let Some((_, replicator)) = spool.replication.get() {
-                    replicator.notice(PairMessage::Sent { channel, id: entry.id.clone() });
+                    replicator.sent(channel, &entry.id);
                     if spool.without_copy.lock().is_ok_and(|mut ids| ids.remove(&entry.id)) {
                         replicator.sent_without_copy();
                     }

@@ -3,8 +3,8 @@
 //! settings exactly as they were.
 #![no_main]
 
-use connectors::pair::PairMessage;
-use connectors::replicated::{merge, LOCAL_SECTIONS};
+use ha_carp::pair::PairMessage;
+use ha_carp::pair::{merge, LOCAL_SECTIONS};
 use libfuzzer_sys::fuzz_target;
 
 const OWN: &str = r#"

@@ -24,13 +24,13 @@ pub struct RedConfig {
     #[serde(default, rename = "channel")]
     pub channels: Vec<SinkChannel>,
     /// The management API and dashboard; absent means none.
-    pub management: Option<connectors::management::ManagementConfig>,
+    pub management: Option<chassis::management::ManagementConfig>,
     /// Keys whose tags are accepted (absent: CRC32 only, and tagged datagrams are refused).
     #[serde(default, rename = "link_key")]
     pub link_keys: Vec<connectors::config::LinkKeyConfig>,
     /// The pair channel to the other node of an HA pair (ledger replication, shadow decoding);
     /// absent: a standby delivers nothing and keeps nothing.
-    pub pair: Option<connectors::pair::PairConfig>,
+    pub pair: Option<ha_carp::pair::PairConfig>,
 }
 
 fn default_block_timeout_ms() -> u64 {
@@ -118,10 +118,10 @@ pub struct Checked {
     pub sinks: Vec<CheckedSink>,
     pub fingerprint: [u8; 16],
     pub ha: Option<ha_carp::driver::DriverConfig>,
-    pub management: Option<connectors::management::CheckedManagement>,
+    pub management: Option<chassis::management::CheckedManagement>,
     /// The file this configuration came from (the management API exports and replaces it).
     pub path: std::path::PathBuf,
-    pub pair: Option<connectors::pair::CheckedPair>,
+    pub pair: Option<ha_carp::pair::CheckedPair>,
 }
 
 pub fn load(path: &Path) -> Result<Checked, ConfigError> {
@@ -213,11 +213,10 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         }
         None => None,
     };
-    let management =
-        connectors::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
+    let management = chassis::management::check_section(path, config.management.as_ref(), ha.as_ref().map(|h| h.vip))?;
     let pair_ha =
         config.ha.as_ref().zip(ha.as_ref()).map(|(section, driver)| (section.security_text.as_str(), driver.vip));
-    let pair = connectors::pair::check_section(path, config.pair.as_ref(), "red", pair_ha)?;
+    let pair = ha_carp::pair::check_section(path, config.pair.as_ref(), "red", pair_ha)?;
     Ok(Checked {
         pair,
         fingerprint: fingerprint(&config.channels),

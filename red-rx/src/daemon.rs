@@ -4,76 +4,33 @@
 //!
 //! Nothing here can send on a fiber: the fibers are [`FiberRx`], which has no send method.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chassis::runtime::{write_json, RunEnd};
 use connectors::config::ChannelKind;
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
-use connectors::runtime::{write_json, RunEnd};
 use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats, StreamQueueLimits};
 use connectors::vault::download_router;
-use diode_proto::{Event, LossCounts, Receiver};
+use diode_proto::{Event, Receiver};
 use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::{Command, Fault};
 use hw::fiber::{FiberRx, RxConfig, RxCounters};
-use serde_json::json;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::Checked;
-
-/// What the protocol thread shares with the status writer.
-#[derive(Default)]
-pub(crate) struct Shared {
-    pub(crate) session: Option<(u64, u32)>,
-    /// A session refused as not newer than the live one, while its alarm holds.
-    pub(crate) stale_sender: Option<diode_proto::receiver::StaleSender>,
-    pub(crate) config_mismatch: bool,
-    pub(crate) blue_fingerprint: Option<[u8; 16]>,
-    pub(crate) unknown_channels: HashSet<u16>,
-    pub(crate) streams_ended: u64,
-    pub(crate) streams_broken: BTreeMap<String, u64>,
-    pub(crate) blocks_lost: u64,
-    pub(crate) blocks_lost_by: LossCounts,
-    pub(crate) blocks_decoded: u64,
-    pub(crate) blocks_without_decoder: u64,
-    pub(crate) drops: BTreeMap<&'static str, u64>,
-    pub(crate) datagrams_delivered: u64,
-    pub(crate) fiber_harmful_drops: Vec<u64>,
-    /// Events not delivered because this node was standby.
-    pub(crate) standby_skipped: u64,
-    /// Files opened while standby and decoded in shadow.
-    pub(crate) shadowed: u64,
-    pub(crate) began_before_active: HashSet<(u16, u64)>,
-    /// FEC figures: source symbols of completed blocks, how many were rebuilt from repair, blocks that
-    /// needed more than 90 % of their repair, and the repair the sender announces (symbols per block of
-    /// how many source symbols).
-    pub(crate) source_symbols: u64,
-    pub(crate) source_symbols_missing: u64,
-    pub(crate) blocks_near_repair_limit: u64,
-    pub(crate) announced_repair: Option<(u32, u32)>,
-}
-
-pub(crate) struct SinkHandle {
-    pub(crate) number: u16,
-    pub(crate) name: String,
-    pub(crate) kind: ChannelKind,
-    pub(crate) stats: Arc<SinkStats>,
-    /// TCP and UDP channels: their destinations.
-    pub(crate) pool: Option<Arc<Pool>>,
-    /// Files and vault channels: their output folder's counters.
-    pub(crate) files: Option<Arc<FileSinkStats>>,
-}
+use crate::status::{Shared, SinkHandle, StatusView};
 
 /// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
 /// peer stops everything and starts again with it, in the same process.
 pub fn run(checked: Checked) -> Result<(), String> {
     let path = checked.path.clone();
-    connectors::runtime::run_reloading("red-rx", checked, path, crate::config::load, run_async)
+    chassis::runtime::run_reloading("red-rx", checked, path, crate::config::load, run_async)
 }
 
 async fn run_async(checked: Checked) -> Result<RunEnd, String> {
@@ -86,7 +43,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         }
         None => None,
     };
-    let pair_stats = checked.pair.as_ref().map(|_| Arc::new(connectors::pair::PairStats::default()));
+    let pair_stats = checked.pair.as_ref().map(|_| Arc::new(ha_carp::pair::PairStats::default()));
     let replicator = match (&checked.pair, &ha, &pair_stats) {
         (Some(pair), Some(handle), Some(stats)) => {
             let files = checked.sinks.iter().filter_map(|s| s.files.clone()).collect();
@@ -140,7 +97,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                 let pair = checked.pair.as_ref().zip(replicator.clone()).map(|(pair, replicator)| FileSinkPair {
                     node: checked.config.node.name.clone(),
                     shadow_files: pair.shadow_files,
-                    replicator,
+                    replication: Arc::new(replicator),
                 });
                 if pair.is_some() {
                     standby_sinks.insert(channel, events_tx.clone());
@@ -233,7 +190,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         tokio::spawn(follow_role(handle.clone(), Arc::clone(&active), Arc::clone(&last_beacon)));
         if let Some(path) = &checked.config.node.control_socket {
             let handle = handle.clone();
-            connectors::runtime::serve_control(path.clone(), move |line| {
+            chassis::runtime::serve_control(path.clone(), move |line| {
                 let handle = handle.clone();
                 async move { ha_carp::driver::answer(&handle, &line).await }
             })
@@ -260,7 +217,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let management = match &checked.management {
         Some(config) => {
             let managed = crate::manage::RedManaged { view: Arc::clone(&view) };
-            Some(connectors::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
+            Some(chassis::management::spawn(config.clone(), Arc::new(managed), management_stop_rx).await?)
         }
         None => None,
     };
@@ -271,7 +228,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         }
     };
     let exit = tokio::select! {
-        result = connectors::runtime::tick_until_stopped(|| write_status("active")) => {
+        result = chassis::runtime::tick_until_stopped(|| write_status("active")) => {
             result?;
             RunEnd::Stopped
         }
@@ -610,8 +567,8 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 let mismatch = beacon.config_fingerprint != own_fingerprint;
                 if mismatch && !local.config_mismatch {
                     error!(
-                        blue = hex(&beacon.config_fingerprint),
-                        red = hex(&own_fingerprint),
+                        blue = hex::encode(beacon.config_fingerprint),
+                        red = hex::encode(own_fingerprint),
                         "ALARM configuration mismatch: BLUE's channel table differs from this RED's (number, kind or name)"
                     );
                 } else if !mismatch && local.config_mismatch {
@@ -670,145 +627,4 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
             dispatcher.send(channel, sink_event);
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What the status file and the management API read: shared with the running daemon.
-pub(crate) struct StatusView {
-    pub(crate) checked: Arc<Checked>,
-    pub(crate) shared: Arc<Mutex<Shared>>,
-    pub(crate) sinks: Vec<SinkHandle>,
-    pub(crate) fibers: Vec<(SocketAddr, Arc<Mutex<RxCounters>>)>,
-    pub(crate) warnings: Vec<String>,
-    pub(crate) ha: Option<HaHandle>,
-    pub(crate) pair: Option<Arc<connectors::pair::PairStats>>,
-    pub(crate) replicator: Option<connectors::pair::Replicator>,
-}
-
-impl StatusView {
-    pub(crate) fn status(&self, state: &str) -> serde_json::Value {
-        let mut status = status_json(
-            &self.checked,
-            state,
-            &self.shared,
-            &self.sinks,
-            &self.fibers,
-            &self.warnings,
-            self.ha.as_ref(),
-        );
-        status["redundancy"] = self.redundancy();
-        status["pair"] = json!(self.pair.as_ref().map(|p| p.json()));
-        status
-    }
-
-    pub(crate) fn redundancy(&self) -> serde_json::Value {
-        let election = self.ha.as_ref().map(|h| h.status().redundancy());
-        connectors::pair::redundancy_json(election, self.pair.as_deref())
-    }
-}
-
-fn status_json(
-    checked: &Checked,
-    state: &str,
-    shared: &Mutex<Shared>,
-    sinks: &[SinkHandle],
-    fibers: &[(SocketAddr, Arc<Mutex<RxCounters>>)],
-    warnings: &[String],
-    ha: Option<&HaHandle>,
-) -> serde_json::Value {
-    use std::sync::atomic::AtomicU64;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let Ok(shared) = shared.lock() else { return json!({"state": state}) };
-    let mut alarms = Vec::new();
-    if shared.config_mismatch {
-        alarms.push(json!({
-            "kind": "config_mismatch",
-            "message": "BLUE's channel table differs from this RED's",
-            "blue": shared.blue_fingerprint.map(|f| hex(&f)),
-            "red": hex(&checked.fingerprint),
-        }));
-    }
-    for channel in &shared.unknown_channels {
-        alarms.push(json!({"kind": "unknown_channel", "channel": channel}));
-    }
-    let now = Instant::now();
-    if let Some(stale) = shared.stale_sender {
-        alarms.push(json!({
-            "kind": "stale_session",
-            "message": format!(
-                "datagrams of session {:016x} (epoch {}), not newer than the live one, are being refused: a replay of a recording, or a sender that should have stopped",
-                stale.session, stale.epoch
-            ),
-            "session": format!("{:016x}", stale.session),
-            "epoch": stale.epoch,
-            "last_refused_ms_ago": now.saturating_duration_since(stale.last_refused).as_millis() as u64,
-        }));
-    }
-    json!({
-        "node": checked.config.node.name,
-        "side": "red",
-        "state": state,
-        "role": ha.map_or(Role::Active, |h| *h.role.borrow()),
-        "ha": ha.map(HaHandle::status),
-        "standby_skipped": shared.standby_skipped,
-        "shadowed": shared.shadowed,
-        "fec": crate::manage::fec_advice(
-            &shared,
-            fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.kernel_drops)).sum::<u64>(),
-        ),
-        "bytes_total": fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.bytes)).sum::<u64>(),
-        "session": shared.session.map(|(s, _)| format!("{s:016x}")),
-        "epoch": shared.session.map(|(_, e)| e),
-        "alarms": alarms,
-        "fibers": fibers.iter().enumerate().map(|(index, (listen, counters))| {
-            let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
-            json!({
-                "listen": listen.to_string(),
-                "datagrams": c.datagrams,
-                "bytes": c.bytes,
-                "kernel_drops": c.kernel_drops,
-                "check_failures": shared.fiber_harmful_drops.get(index).copied().unwrap_or(0),
-                "last_datagram_ms_ago": c.last_datagram.map(|t| now.saturating_duration_since(t).as_millis() as u64),
-            })
-        }).collect::<Vec<_>>(),
-        "receiver": {
-            "blocks_without_decoder": shared.blocks_without_decoder,
-            "blocks_decoded": shared.blocks_decoded,
-            "blocks_lost": shared.blocks_lost,
-            "blocks_lost_by_reason": shared.blocks_lost_by.iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
-            "streams_ended": shared.streams_ended,
-            "streams_broken": shared.streams_broken,
-            "datagrams_delivered": shared.datagrams_delivered,
-            "drops": shared.drops,
-        },
-        "channels": sinks.iter().map(|s| json!({
-            "number": s.number,
-            "name": s.name,
-            "kind": s.kind.as_str(),
-            "streams_opened": load(&s.stats.streams_opened),
-            "streams_completed": load(&s.stats.streams_completed),
-            "streams_aborted": s.stats.aborted.lock().map(|m| m.clone()).unwrap_or_default(),
-            "bytes": load(&s.stats.bytes),
-            "datagrams": load(&s.stats.datagrams),
-            "datagrams_dropped": s.stats.datagrams_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
-            "destinations": s.pool.as_ref().map(|p| p.status()),
-            "files": s.files.as_ref().map(|f| json!({
-                "delivered": load(&f.delivered),
-                "delivered_bytes": load(&f.delivered_bytes),
-                "duplicates": load(&f.duplicates),
-                "failed": f.failed.lock().map(|m| m.clone()).unwrap_or_default(),
-                "failed_total": f.failed_total(),
-                "shadow_held": load(&f.shadow_held),
-                "shadow_evicted": load(&f.shadow_evicted),
-                "shadow_delivered": load(&f.shadow_delivered),
-                "peer_delivered": load(&f.peer_delivered),
-                "unreplicated": load(&f.unreplicated),
-                "recent": f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect::<Vec<_>>()).unwrap_or_default(),
-            })),
-        })).collect::<Vec<_>>(),
-        "warnings": warnings,
-    })
 }

@@ -3,7 +3,8 @@
 //! a fiber.
 //!
 //! [`config`] reads and checks the file; [`daemon`] wires the fibers, the protocol thread, the sinks
-//! (destinations, output folders, the vault) and HA, and writes the status file; [`manage`] is what the
+//! (destinations, output folders, the vault) and HA, and writes the status file; [`status`] holds the shared counters and renders the status
+//! object; [`manage`] is what the
 //! management API shows and does, with the FEC advice; [`replicate`] is the pair channel: ledger
 //! replication to the standby and the configuration, while the standby decodes in shadow.
 
@@ -11,3 +12,4 @@ pub mod config;
 pub mod daemon;
 pub mod manage;
 pub mod replicate;
+pub mod status;

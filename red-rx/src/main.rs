@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
+use chassis::runtime::DaemonCommand;
 use clap::Parser;
-use connectors::runtime::DaemonCommand;
 
 /// Receives the symbols blue-tx sends over one-way fibers, rebuilds and verifies every block and stream,
 /// and delivers them to destination pools on the RED side. A stream is closed cleanly only when its
@@ -17,7 +17,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    connectors::runtime::daemon_main(
+    chassis::runtime::daemon_main(
         "red-rx",
         Cli::parse().command,
         red_rx::config::load,

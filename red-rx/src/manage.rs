@@ -4,13 +4,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use chassis::management::{labels, Family, HaFuture, Managed, Sample};
 use connectors::config::{parse_toml, ConfigError};
-use connectors::management::{labels, Family, HaFuture, Managed, Sample};
 use diode_proto::LossReason;
 use ha_carp::driver::{demote_or_promote, role_value};
 use serde_json::json;
 
-use crate::daemon::{Shared, StatusView};
+use crate::status::{Shared, StatusView};
 
 /// Source symbols seen before the advice means anything (a few hundred blocks).
 const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
@@ -275,7 +275,7 @@ impl Managed for RedManaged {
 
     fn config_imported(&self, text: &str) -> bool {
         let active = self.view.ha.as_ref().is_some_and(|h| *h.role.borrow() == ha_carp::driver::Role::Active);
-        connectors::pair::push_imported_config(self.view.replicator.as_ref(), active, text)
+        ha_carp::pair::push_imported_config(self.view.replicator.as_ref(), active, text)
     }
 }
 

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use connectors::filesink::FileSinkConfig;
 use connectors::ledger::Ledger;
-use connectors::pair::{
-    serve_standby, spawn_pusher, CheckedPair, PairHandler, PairMessage, PairStats, Replicator, Request,
-};
 use connectors::sink::{Reply, SinkEvent};
 use connectors::spool::SpoolEntry;
 use ha_carp::driver::Role;
+use ha_carp::pair::{
+    serve_standby, spawn_pusher, CheckedPair, PairHandler, PairMessage, PairStats, Replicator, Request,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::warn;
@@ -36,7 +36,7 @@ pub(crate) fn pusher(
     role: watch::Receiver<Role>,
     stats: Arc<PairStats>,
 ) -> Replicator {
-    let active = connectors::pair::follow_active(role, |r| *r == Role::Active);
+    let active = ha_carp::pair::follow_active(role, |r| *r == Role::Active);
     let snapshot = {
         let stats = Arc::clone(&stats);
         Box::new(move || snapshot(&config_path, &files, &stats))
@@ -116,7 +116,7 @@ impl RedStandby {
             let config = connectors::config::parse_toml(path, text)?;
             crate::config::check(path, config).map(|_| ())
         };
-        connectors::replicated::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
+        ha_carp::pair::apply_on_standby(&self.config_path, toml, &self.stats, &self.reload, check)
     }
 }
 

@@ -53,7 +53,7 @@ impl Node {
         if self.proc.is_none() {
             return String::new();
         }
-        connectors::runtime::control_request(&self.control, "ha status")
+        chassis::runtime::control_request(&self.control, "ha status")
             .ok()
             .and_then(|answer| serde_json::from_str::<serde_json::Value>(&answer).ok())
             .and_then(|status| status["role"].as_str().map(str::to_string))
@@ -202,7 +202,7 @@ impl PairsLab {
             }
             let (user, password) = credentials
                 .get_or_insert_with(|| ("operator".to_string(), connectors::spool::new_file_id()[..16].to_string()));
-            let hash = connectors::management::hash_secret(password)?;
+            let hash = chassis::management::hash_secret(password)?;
             let listen = SocketAddr::from((ip(net, host), free_port(ip(net, host))?));
             Ok((
                 format!("\n[management]\nlisten = \"{listen}\"\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n"),

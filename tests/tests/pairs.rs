@@ -114,9 +114,9 @@ fn configuration_replicates_at_once_and_local_settings_stay() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let refused = runtime.block_on(async {
         let stream = tokio::net::TcpStream::connect(standby_pair).await.unwrap();
-        let key = connectors::pair::PairKey::from_security_text("not-the-secret");
-        let hello = connectors::pair::Hello::new("stranger", "blue");
-        connectors::pair::handshake(stream, &key, &hello, true).await.err()
+        let key = ha_carp::pair::PairKey::from_security_text("not-the-secret");
+        let hello = ha_carp::pair::Hello::new("stranger", "blue");
+        ha_carp::pair::handshake(stream, &key, &hello, true).await.err()
     });
     assert!(refused.is_some(), "a wrong security text must be refused");
     assert_ne!(SECURITY_TEXT, "not-the-secret");

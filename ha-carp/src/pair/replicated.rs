@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use crate::config::ConfigError;
+use connectors::config::ConfigError;
 
 /// Top-level sections that belong to one node.
 pub const LOCAL_SECTIONS: &[&str] = &["node", "ha", "management", "fiber", "pair", "link_key"];
@@ -64,16 +64,6 @@ pub fn same(a: &str, b: &str) -> bool {
     matches!((a.parse::<toml::Table>(), b.parse::<toml::Table>()), (Ok(a), Ok(b)) if a == b)
 }
 
-/// Replaces a configuration file atomically, keeping the previous one as `<name>.bak`.
-pub fn save(path: &Path, text: &str) -> std::io::Result<()> {
-    let temporary = path.with_extension("import");
-    std::fs::write(&temporary, text.as_bytes())?;
-    std::fs::File::open(&temporary)?.sync_all()?;
-    let _ = std::fs::copy(path, path.with_extension("toml.bak"));
-    std::fs::rename(&temporary, path)?;
-    crate::ledger::sync_parent(path)
-}
-
 /// What became of the active's configuration on this standby.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -96,7 +86,7 @@ pub fn apply(
         return Ok(Applied::Unchanged);
     }
     check(path, &merged).map_err(|e| format!("{}: {}", e.field, e.reason))?;
-    save(path, &merged).map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+    chassis::runtime::save_config(path, &merged).map_err(|e| format!("cannot save {}: {e}", path.display()))?;
     Ok(Applied::Changed)
 }
 
@@ -105,10 +95,10 @@ pub fn apply(
 pub fn apply_on_standby(
     path: &Path,
     active: &str,
-    stats: &crate::pair::PairStats,
+    stats: &super::PairStats,
     reload: &tokio::sync::Notify,
     check: impl Fn(&Path, &str) -> Result<(), ConfigError>,
-) -> crate::pair::PairMessage {
+) -> super::PairMessage {
     let result = apply(path, active, check);
     let reason = result.as_ref().err().cloned();
     if let Ok(mut refused) = stats.config_refused.lock() {
@@ -125,7 +115,7 @@ pub fn apply_on_standby(
             tracing::warn!(%reason, "ALARM the active's configuration is refused: this node keeps its own");
         }
     }
-    crate::pair::PairMessage::ConfigResult { ok: reason.is_none(), reason }
+    super::PairMessage::ConfigResult { ok: reason.is_none(), reason }
 }
 
 #[cfg(test)]

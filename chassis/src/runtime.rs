@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use tracing::warn;
 
-use crate::config::ConfigError;
+use connectors::config::ConfigError;
 
 /// Sets up logging on stderr: human-readable by default, one JSON object per line with `json`.
 /// `RUST_LOG` overrides the level (default `info`).
@@ -289,4 +289,14 @@ pub fn control_request(path: &Path, command: &str) -> Result<String, String> {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
     Ok(answer.trim_end().to_string())
+}
+
+/// Replaces a configuration file atomically, keeping the previous one as `<name>.bak`.
+pub fn save_config(path: &Path, text: &str) -> std::io::Result<()> {
+    let temporary = path.with_extension("import");
+    std::fs::write(&temporary, text.as_bytes())?;
+    std::fs::File::open(&temporary)?.sync_all()?;
+    let _ = std::fs::copy(path, path.with_extension("toml.bak"));
+    std::fs::rename(&temporary, path)?;
+    connectors::ledger::sync_parent(path)
 }
