@@ -59,7 +59,7 @@ impl SpoolEntry {
     }
 
     pub fn file_id(&self) -> Option<[u8; FILE_ID_LEN]> {
-        let bytes = hex_decode(&self.id)?;
+        let bytes = hex::decode(&self.id).ok()?;
         bytes.try_into().ok()
     }
 }
@@ -73,18 +73,7 @@ pub fn new_file_id() -> String {
         id[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
         id[12..].copy_from_slice(&std::process::id().to_le_bytes());
     }
-    hex_encode(&id)
-}
-
-pub fn hex_encode(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+    hex::encode(id)
 }
 
 pub fn unix_ms() -> u64 {
@@ -563,7 +552,7 @@ mod tests {
         let reopened = Spool::open(&dir).unwrap();
         assert_eq!(reopened.list(), vec![entry.clone()]);
         assert!(!dir.join("0011.json").exists() && !dir.join("0022.partial").exists());
-        assert_eq!(entry.file_id().map(|id| hex_encode(&id)), Some(entry.id.clone()));
+        assert_eq!(entry.file_id().map(hex::encode), Some(entry.id.clone()));
         reopened.finish(&entry).unwrap();
         assert!(reopened.list().is_empty());
         std::fs::remove_dir_all(dir).unwrap();

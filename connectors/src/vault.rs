@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use tracing::{info, warn};
 
 use crate::names::sanitize;
-use crate::spool::{hex_encode, Finish, Spool, SpoolEntry};
+use crate::spool::{Finish, Spool, SpoolEntry};
 
 struct Upload {
     channel: u16,
@@ -145,7 +145,7 @@ async fn accept(
         }
     };
     entry.size = size;
-    entry.blake3 = Some(hex_encode(hash.as_bytes()));
+    entry.blake3 = Some(hex::encode(hash.as_bytes()));
     entry.mtime =
         std::time::SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| (d.as_secs() as i64, d.subsec_nanos()));
     state.spool.replicate(&entry, &partial).await;

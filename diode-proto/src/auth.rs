@@ -80,8 +80,7 @@ impl LinkAuth {
         }
         let expected = self.tag(key_id, fixed, payload);
         // Constant-time comparison: a forger learns nothing from timing.
-        let diff = expected.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 || tag.len() != TAG_LEN {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], tag)) {
             return Err(DropReason::BadTag);
         }
         Ok(())

@@ -207,8 +207,7 @@ impl Advert {
         counter.copy_from_slice(&bytes[8..16]);
         let counter = u64::from_be_bytes(counter);
         let expected = key.hmac(counter);
-        let diff = expected.iter().zip(&bytes[16..36]).fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        if diff != 0 {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(&expected[..], &bytes[16..36])) {
             return Err(AdvertError::Hmac);
         }
         Ok(Advert { vhid: bytes[1], advskew: bytes[2], demote: bytes[4], advbase: bytes[5], counter })

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::bins::{binaries, Binaries};
-use crate::lab::{hex, stream_content, Lab, Proc, TempDir};
+use crate::lab::{stream_content, Lab, Proc, TempDir};
 use crate::netns::{ip, Topology};
 
 const BLUE_VIP: &str = "198.18.1.100";
@@ -258,7 +258,7 @@ impl Ha {
                 String::from_utf8_lossy(&output.stderr).trim()
             ));
         }
-        let expected = hex(blake3::hash(&stream_content(id, 30_000)).as_bytes());
+        let expected = hex::encode(blake3::hash(&stream_content(id, 30_000)).as_bytes());
         // Delivery takes milliseconds once the stream is accepted; still missing after 3 s, it was aborted.
         let accepted = Instant::now();
         while start.elapsed() <= limit && accepted.elapsed() <= Duration::from_secs(3) {

@@ -134,40 +134,15 @@ pub fn multipart(files: &[(&str, &[u8])]) -> (Vec<u8>, String) {
     (body, format!("multipart/form-data; boundary={boundary}"))
 }
 
-const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /// Standard base64 with padding.
 pub fn base64_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(BASE64[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes)
 }
 
-/// Standard base64 (padding optional, whitespace ignored); `None` when malformed.
+/// Standard base64 (whitespace ignored, as in a JSON-wrapped screenshot); `None` when malformed.
 pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let digits: Vec<u32> = text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-        .map(|c| BASE64.iter().position(|d| *d == c).map(|p| p as u32))
-        .collect::<Option<_>>()?;
-    let mut out = Vec::with_capacity(digits.len() * 3 / 4);
-    for chunk in digits.chunks(4) {
-        if chunk.len() == 1 {
-            return None;
-        }
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, d)| acc | (d << (18 - 6 * i)));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    Some(out)
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, compact).ok()
 }
 
 /// The `Authorization` value for HTTP Basic.

@@ -674,11 +674,6 @@ pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A vault channel (number 3): uploads on this lab's BLUE address, downloads (deletes allowed) on its
 /// RED address; returns the plan and the download address.
 pub fn vault_channel(

@@ -18,7 +18,7 @@ pub fn sink(listen: SocketAddr, out: &Path) -> Result<(), String> {
             .map(|r| {
                 r.iter()
                     .filter(|s| s.len > 0)
-                    .map(|s| serde_json::json!({"id": s.id, "len": s.len, "hash": crate::lab::hex(&s.hash), "clean": s.clean}))
+                    .map(|s| serde_json::json!({"id": s.id, "len": s.len, "hash": hex::encode(s.hash), "clean": s.clean}))
                     .collect()
             })
             .unwrap_or_default();
@@ -38,7 +38,7 @@ pub fn send(to: SocketAddr, id: u64, bytes: usize, timeout: Duration) -> Result<
             Ok((len, hash)) => {
                 println!(
                     "{}",
-                    serde_json::json!({"accepted_after_ms": start.elapsed().as_millis() as u64, "len": len, "hash": crate::lab::hex(&hash)})
+                    serde_json::json!({"accepted_after_ms": start.elapsed().as_millis() as u64, "len": len, "hash": hex::encode(hash)})
                 );
                 return Ok(());
             }

@@ -102,9 +102,7 @@ pub fn check_link_keys(
             _ => return Err(ConfigError::new(path, field, "give exactly one of key and key_file")),
         };
         let text = text.trim();
-        let bytes: Option<Vec<u8>> = (text.len() == 64)
-            .then(|| (0..64).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect())
-            .flatten();
+        let bytes = (text.len() == 64).then(|| hex::decode(text).ok()).flatten();
         let Some(bytes) = bytes else {
             return Err(ConfigError::new(path, field, "a link key is 64 hex digits (32 bytes)"));
         };

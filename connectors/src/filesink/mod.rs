@@ -38,7 +38,6 @@ use crate::ledger::{sync_parent, Ledger, LedgerEntry};
 use crate::names::{sanitize, SafePath};
 use crate::replication::Replication;
 use crate::sink::{Reply, SinkEvent};
-use crate::spool::hex_encode;
 
 mod ready;
 mod stats;
@@ -216,7 +215,7 @@ impl FileSink {
     /// Otherwise it is reported like any undelivered file, with a reason file in quarantine that
     /// names it, since no part of it exists here.
     fn never_arrived(&mut self, stream: u64, name: &str, size: u64, file_id: [u8; 16]) {
-        let id = hex_encode(&file_id);
+        let id = hex::encode(file_id);
         let channel = self.config.channel;
         if self.ledger.contains(&id) {
             debug!(channel, stream, %name, "a copy of this file never arrived, but the file is delivered");
@@ -352,7 +351,7 @@ impl FileSink {
 
     fn ledger_key(meta: &StreamMeta, session: u64, epoch: u32, stream: u64) -> String {
         match &meta.file_id {
-            Some(id) => hex_encode(id),
+            Some(id) => hex::encode(id),
             // Without an id from the sender only this very stream can be recognised.
             None => format!("{session:016x}-{epoch}-{stream}"),
         }
@@ -415,7 +414,7 @@ impl FileSink {
             let reason = format!(
                 "{written} bytes with BLAKE3 {}, the sender announced {total_len} bytes and {}",
                 hasher.to_hex(),
-                hex_encode(&hash)
+                hex::encode(hash)
             );
             return self.fail(stream, incoming, Failure::new("hash_mismatch", reason));
         }
@@ -438,7 +437,7 @@ impl FileSink {
         }
         let entry = LedgerEntry {
             id: key,
-            blake3: hex_encode(&hash),
+            blake3: hex::encode(hash),
             session: format!("{:016x}", incoming.session),
             epoch: incoming.epoch,
             stream,
@@ -485,7 +484,7 @@ impl FileSink {
             }
         }
         let mut hash = [0u8; 32];
-        if let Some(bytes) = crate::spool::hex_decode(&ready.entry.blake3) {
+        if let Ok(bytes) = hex::decode(&ready.entry.blake3) {
             hash.copy_from_slice(&bytes[..32.min(bytes.len())]);
         }
         let placed = match self.place(&ready.part, &target, ready.entry.size, &hash) {
@@ -585,7 +584,7 @@ impl FileSink {
             size: incoming.meta.size.unwrap_or(0),
             session: format!("{:016x}", incoming.session),
             epoch: incoming.epoch,
-            file_id: incoming.meta.file_id.map(|id| hex_encode(&id)),
+            file_id: incoming.meta.file_id.map(hex::encode),
         };
         self.give_up(&file, part, &failure);
     }

@@ -83,7 +83,7 @@ pub(super) fn load_ready_note(note: &Path, note_name: &str, part_dir: &Path) -> 
         return Err("its part file has other hard links".into());
     }
     let mut hash = [0u8; 32];
-    if let Some(bytes) = crate::spool::hex_decode(&ready.entry.blake3) {
+    if let Ok(bytes) = hex::decode(&ready.entry.blake3) {
         hash.copy_from_slice(&bytes);
     }
     if !same_content(&ready.part, ready.entry.size, &hash) {

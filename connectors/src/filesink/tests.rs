@@ -170,7 +170,7 @@ fn paired(root: &Path) -> FileSink {
 
 fn entry(id: u8, node: &str) -> LedgerEntry {
     LedgerEntry {
-        id: hex_encode(&[id; 16]),
+        id: hex::encode([id; 16]),
         blake3: String::new(),
         session: "1".into(),
         epoch: 1,
@@ -227,7 +227,7 @@ fn an_announced_delivery_is_finished_after_a_crash_only_if_the_peer_counted_on_i
         let part = part_dir.join(format!("{:016x}-1-{id}.part", 1));
         std::fs::write(&part, name).unwrap();
         let mut announced = entry(id, "red2");
-        announced.blake3 = hex_encode(blake3::hash(name.as_bytes()).as_bytes());
+        announced.blake3 = hex::encode(blake3::hash(name.as_bytes()).as_bytes());
         announced.size = name.len() as u64;
         let ready = Ready { entry: announced, name: name.into(), part: part.clone() };
         std::fs::write(ready_note(&part), serde_json::to_vec(&ready).unwrap()).unwrap();
@@ -269,7 +269,7 @@ fn a_forged_announcement_moves_nothing_at_the_next_start() {
     let forged = |part: &Path, name: &str| {
         let mut entry = entry(9, "");
         entry.size = 14;
-        entry.blake3 = hex_encode(blake3::hash(b"RED's own file").as_bytes());
+        entry.blake3 = hex::encode(blake3::hash(b"RED's own file").as_bytes());
         serde_json::to_vec(&Ready { entry, name: name.into(), part: part.to_path_buf() }).unwrap()
     };
     // Through the wire: the hostile names are quarantined, nothing shows in `.part`.

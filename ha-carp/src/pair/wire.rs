@@ -180,7 +180,7 @@ impl PairReader {
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    bool::from(subtle::ConstantTimeEq::ct_eq(a, b))
 }
 
 /// Exchanges hellos on a fresh connection and derives the connection's keys. `initiator` is the end
