@@ -5,9 +5,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chassis::management::{labels, Family, HaFuture, Managed};
-use connectors::config::{parse_toml, ConfigError};
+use chassis::management::{allow, labels, Family, HaFuture, LabelValues, Managed};
+use connectors::config::{parse_toml, ChannelKind, ConfigError};
+use connectors::source::SourceDrop;
+use diode_proto::AbortReason;
 use ha_carp::driver::{demote_or_promote, role_value, HaHandle};
+use ha_carp::pair::PairError;
 use serde_json::json;
 
 use crate::config::Checked;
@@ -26,6 +29,18 @@ impl BlueManaged {
         let election = self.ha.as_ref().map(|h| h.status().redundancy());
         ha_carp::pair::redundancy_json(election, self.counters.pair.as_deref())
     }
+}
+
+/// Every value BLUE's `/metrics` labels can take where the code fixes them (see [`LabelValues`]).
+pub fn fixed_label_values() -> LabelValues {
+    let mut values = LabelValues::new();
+    allow(&mut values, "side", &["blue"]);
+    allow(&mut values, "where", &["source"]);
+    allow(&mut values, "kind", &ChannelKind::LABELS);
+    allow(&mut values, "reason", &AbortReason::LABELS);
+    allow(&mut values, "reason", &SourceDrop::LABELS);
+    allow(&mut values, "reason", &PairError::LABELS);
+    values
 }
 
 fn load(a: &AtomicU64) -> f64 {
@@ -122,8 +137,30 @@ impl Managed for BlueManaged {
             ),
             Family::counter(
                 "streams_aborted",
-                "Streams aborted at the source.",
-                per_channel(&|c| Some(load(&c.source.aborted))),
+                "Streams aborted at the source, by reason.",
+                self.counters
+                    .channels
+                    .iter()
+                    .flat_map(|c| {
+                        let counted = c.source.aborted.snapshot();
+                        let name = c.name.as_str();
+                        counted
+                            .iter()
+                            .filter(|(_, n)| *n > 0)
+                            .map(|(reason, n)| {
+                                (
+                                    labels(&[
+                                        ("node", node),
+                                        ("channel", name),
+                                        ("kind", c.kind.as_str()),
+                                        ("reason", reason),
+                                    ]),
+                                    n as f64,
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
             ),
             Family::counter(
                 "drops",
@@ -137,7 +174,7 @@ impl Managed for BlueManaged {
                                 labels(&[
                                     ("node", node),
                                     ("where", "source"),
-                                    ("reason", "pipeline_full"),
+                                    ("reason", SourceDrop::PipelineFull.label()),
                                     ("channel", &c.name),
                                 ]),
                                 load(&c.source.datagrams_dropped),
@@ -146,7 +183,7 @@ impl Managed for BlueManaged {
                                 labels(&[
                                     ("node", node),
                                     ("where", "source"),
-                                    ("reason", "max_sessions"),
+                                    ("reason", SourceDrop::MaxSessions.label()),
                                     ("channel", &c.name),
                                 ]),
                                 load(&c.source.refused),

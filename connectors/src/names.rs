@@ -49,25 +49,20 @@ pub enum NameError {
     BidiOverride { code: u32 },
 }
 
-impl NameError {
-    /// A short label for counters.
-    pub fn label(&self) -> &'static str {
-        match self {
-            NameError::Empty => "empty",
-            NameError::TooLong { .. } | NameError::ComponentTooLong { .. } => "too_long",
-            NameError::TooDeep { .. } => "too_deep",
-            NameError::Absolute => "absolute",
-            NameError::DotComponent => "dot_component",
-            NameError::EmptyComponent => "empty_component",
-            NameError::ControlCharacter { .. } => "control_character",
-            NameError::WindowsSeparator => "windows_separator",
-            NameError::DeviceName { .. } => "device_name",
-            NameError::TrailingDotOrSpace => "trailing_dot_or_space",
-            NameError::Hidden { .. } => "hidden",
-            NameError::BidiOverride { .. } => "bidi_override",
-        }
-    }
-}
+diode_proto::reasons!(NameError patterns {
+    NameError::Empty => "empty",
+    NameError::TooLong { .. } | NameError::ComponentTooLong { .. } => "too_long",
+    NameError::TooDeep { .. } => "too_deep",
+    NameError::Absolute => "absolute",
+    NameError::DotComponent => "dot_component",
+    NameError::EmptyComponent => "empty_component",
+    NameError::ControlCharacter { .. } => "control_character",
+    NameError::WindowsSeparator => "windows_separator",
+    NameError::DeviceName { .. } => "device_name",
+    NameError::TrailingDotOrSpace => "trailing_dot_or_space",
+    NameError::Hidden { .. } => "hidden",
+    NameError::BidiOverride { .. } => "bidi_override",
+});
 
 const DEVICE_NAMES: [&str; 22] = [
     "CON", "PRN", "AUX", "NUL", "COM1", "COM2", "COM3", "COM4", "COM5", "COM6", "COM7", "COM8", "COM9", "LPT1", "LPT2",

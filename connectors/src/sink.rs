@@ -6,14 +6,14 @@
 //! dying) resets the connection: SO_LINGER 0 is set from the connect until the verified end, so the
 //! destination never mistakes a truncated stream for a whole one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use diode_proto::StreamMeta;
+use diode_proto::{AtomicReasonCounts, BreakReason, StreamMeta};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -63,10 +63,7 @@ pub enum SinkEvent {
     /// The stream will not complete; the reason is logged and counted under its label.
     Broken {
         stream: u64,
-        /// What happened, for the log.
-        reason: String,
-        /// The counter's label (snake_case, from a fixed set).
-        label: &'static str,
+        reason: StreamAbort,
     },
     Datagram(Bytes),
     /// HA with a pair (files and vault sinks): this node became active (`true`) or standby.
@@ -85,6 +82,47 @@ pub enum SinkEvent {
     },
 }
 
+/// Why a sink ended a stream without delivering it whole. Each aborted stream has exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StreamAbort {
+    #[error("the destination did not take the stream fast enough")]
+    DestinationTooSlow,
+    #[error("no destination was up")]
+    NoDestination,
+    #[error("the destination failed mid-stream")]
+    DestinationFailed,
+    #[error("this node became standby with the stream open")]
+    BecameStandby,
+    #[error("{0}")]
+    Broken(BreakReason),
+}
+
+diode_proto::reasons!(StreamAbort patterns {
+    StreamAbort::DestinationTooSlow => "destination_too_slow",
+    StreamAbort::NoDestination => "no_destination",
+    StreamAbort::DestinationFailed => "destination_failed",
+    StreamAbort::BecameStandby => "became_standby",
+} wraps Broken(BreakReason));
+
+/// Why a datagram was not handed to a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatagramDrop {
+    NoDestination,
+    SinkSocket,
+    DestinationUnreachable,
+    SendFailed,
+}
+
+diode_proto::reasons!(DatagramDrop {
+    NoDestination => "no_destination",
+    SinkSocket => "sink_socket",
+    DestinationUnreachable => "destination_unreachable",
+    SendFailed => "send_failed",
+});
+
+pub type StreamAbortCounts = AtomicReasonCounts<StreamAbort, { StreamAbort::LABELS.len() }>;
+pub type DatagramDropCounts = AtomicReasonCounts<DatagramDrop, { DatagramDrop::LABELS.len() }>;
+
 /// Counters of one sink channel.
 #[derive(Debug, Default)]
 pub struct SinkStats {
@@ -92,27 +130,15 @@ pub struct SinkStats {
     pub streams_completed: AtomicU64,
     pub bytes: AtomicU64,
     pub datagrams: AtomicU64,
-    /// Aborted streams by reason label; each aborted stream is counted once.
-    pub aborted: Mutex<BTreeMap<&'static str, u64>>,
-    /// Datagrams not delivered, by reason label.
-    pub datagrams_dropped: Mutex<BTreeMap<&'static str, u64>>,
+    /// Aborted streams by reason; each aborted stream is counted once.
+    pub aborted: StreamAbortCounts,
+    /// Datagrams not delivered, by reason.
+    pub datagrams_dropped: DatagramDropCounts,
 }
 
 impl SinkStats {
-    fn abort(&self, reason: &'static str) {
-        if let Ok(mut map) = self.aborted.lock() {
-            *map.entry(reason).or_insert(0) += 1;
-        }
-    }
-
-    fn drop_datagram(&self, reason: &'static str) {
-        if let Ok(mut map) = self.datagrams_dropped.lock() {
-            *map.entry(reason).or_insert(0) += 1;
-        }
-    }
-
     pub fn aborted_total(&self) -> u64 {
-        self.aborted.lock().map(|m| m.values().sum()).unwrap_or(0)
+        self.aborted.total()
     }
 }
 
@@ -202,7 +228,7 @@ pub async fn run_tcp_sink(
                     limit_events = limits.events,
                     "destination too slow: stream aborted"
                 );
-                stats.abort("destination_too_slow");
+                stats.aborted.add(StreamAbort::DestinationTooSlow);
                 streams.remove(&stream);
                 continue;
             }
@@ -263,7 +289,7 @@ async fn deliver_stream(
     // would read as a clean end. Connected, every close is a reset.
     let Some((mut connection, destination)) = connect(&pool).await else {
         warn!(channel, stream, %peer, "no destination up: stream aborted");
-        stats.abort("no_destination");
+        stats.aborted.add(StreamAbort::NoDestination);
         // Consume the rest so the dispatcher never sees this queue fill.
         while events.recv().await.is_some() {}
         return;
@@ -295,7 +321,7 @@ async fn deliver_stream(
                 if let Err(error) = written {
                     warn!(channel, stream, %destination, %error, "destination failed mid-stream: stream lost");
                     pool.report_failure(destination, &error.to_string());
-                    stats.abort("destination_failed");
+                    stats.aborted.add(StreamAbort::DestinationFailed);
                     reset(connection);
                     while events.recv().await.is_some() {}
                     return;
@@ -313,14 +339,14 @@ async fn deliver_stream(
                     }
                     Err(error) => {
                         warn!(channel, stream, %destination, %error, "destination failed at the end: stream lost");
-                        stats.abort("destination_failed");
+                        stats.aborted.add(StreamAbort::DestinationFailed);
                     }
                 }
                 return;
             }
-            SinkEvent::Broken { reason, label, .. } => {
-                info!(channel, stream, %destination, %reason, "stream broken: destination connection reset");
-                stats.abort(label);
+            SinkEvent::Broken { reason, .. } => {
+                info!(channel, stream, %destination, %reason, reason_label = reason.label(), "stream broken: destination connection reset");
+                stats.aborted.add(reason);
                 reset(connection);
                 return;
             }
@@ -380,7 +406,7 @@ pub async fn run_udp_sink(
     while let Some(event) = events.recv().await {
         let SinkEvent::Datagram(payload) = event else { continue };
         let Some(addr) = pool.pick() else {
-            stats.drop_datagram("no_destination");
+            stats.datagrams_dropped.add(DatagramDrop::NoDestination);
             continue;
         };
         let destination = match destinations.entry(addr) {
@@ -389,14 +415,14 @@ pub async fn run_udp_sink(
                 Ok(destination) => entry.insert(destination),
                 Err(error) => {
                     warn!(channel, %addr, %error, "cannot open a UDP socket to the destination: datagram dropped");
-                    stats.drop_datagram("sink_socket");
+                    stats.datagrams_dropped.add(DatagramDrop::SinkSocket);
                     continue;
                 }
             },
         };
         match destination.socket.send(&payload).await {
             Ok(_) if destination.refused_at.is_some_and(|at| at.elapsed() < REFUSED_FOR) => {
-                stats.drop_datagram("destination_unreachable");
+                stats.datagrams_dropped.add(DatagramDrop::DestinationUnreachable);
             }
             Ok(_) => {
                 destination.refused_at = None;
@@ -408,11 +434,11 @@ pub async fn run_udp_sink(
                     warn!(channel, %addr, "UDP destination unreachable (port closed): its datagrams are counted as lost");
                 }
                 destination.refused_at = Some(std::time::Instant::now());
-                stats.drop_datagram("destination_unreachable");
+                stats.datagrams_dropped.add(DatagramDrop::DestinationUnreachable);
             }
             Err(error) => {
                 debug!(channel, %addr, %error, "datagram not delivered");
-                stats.drop_datagram("send_failed");
+                stats.datagrams_dropped.add(DatagramDrop::SendFailed);
             }
         }
     }
@@ -447,7 +473,7 @@ mod tests {
     }
 
     fn aborted(stats: &SinkStats, reason: &str) -> u64 {
-        stats.aborted.lock().map_or(0, |m| m.get(reason).copied().unwrap_or(0))
+        stats.aborted.snapshot().nonzero().get(reason).copied().unwrap_or(0)
     }
 
     #[tokio::test]
@@ -534,7 +560,7 @@ mod tests {
         // Not after the queued megabytes drained (ten seconds at that pace): at once.
         let after = reset_at.saturating_duration_since(aborted_at);
         assert!(after < Duration::from_secs(3), "reset {after:?} after the abort, {received} bytes received");
-        assert_eq!(stats.aborted_total(), 1, "one reason: {:?}", stats.aborted.lock().map(|m| m.clone()));
+        assert_eq!(stats.aborted_total(), 1, "one reason: {:?}", stats.aborted);
         assert_eq!(stats.streams_completed.load(Ordering::Relaxed), 0);
     }
 
@@ -555,7 +581,7 @@ mod tests {
         }
         drop(events);
         sink.await.unwrap_or_else(|e| panic!("{e}"));
-        let lost = stats.datagrams_dropped.lock().map_or(0, |m| m.get("destination_unreachable").copied().unwrap_or(0));
+        let lost = stats.datagrams_dropped.get(DatagramDrop::DestinationUnreachable);
         let delivered = stats.datagrams.load(Ordering::Relaxed);
         assert_eq!(lost + delivered, 100);
         assert!(delivered <= 1, "{delivered} counted as delivered to a closed port");

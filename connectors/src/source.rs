@@ -27,6 +27,20 @@ pub enum SourceEvent {
     Datagram(Bytes),
 }
 
+/// Why a source refused traffic before it became a stream or a datagram on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceDrop {
+    /// A datagram arrived while the channel's pipeline was full.
+    PipelineFull,
+    /// A connection arrived while the channel had `max_sessions` open.
+    MaxSessions,
+}
+
+diode_proto::reasons!(SourceDrop { PipelineFull => "pipeline_full", MaxSessions => "max_sessions" });
+
+/// Streams a source aborted, by reason.
+pub type AbortCounts = diode_proto::AtomicReasonCounts<AbortReason, { AbortReason::LABELS.len() }>;
+
 /// Counters of one source channel.
 #[derive(Debug, Default)]
 pub struct SourceStats {
@@ -34,7 +48,8 @@ pub struct SourceStats {
     /// Connections refused because the channel had `max_sessions` open.
     pub refused: AtomicU64,
     pub completed: AtomicU64,
-    pub aborted: AtomicU64,
+    /// Streams aborted at the source, by reason.
+    pub aborted: AbortCounts,
     pub bytes: AtomicU64,
     pub datagrams: AtomicU64,
     /// Datagrams dropped because the pipeline was full.
@@ -118,8 +133,8 @@ pub async fn run_tcp_source(
                     SourceEvent::End { stream }
                 }
                 Err(reason) => {
-                    stats.aborted.fetch_add(1, Ordering::Relaxed);
-                    info!(channel, stream, %peer, ?reason, "stream aborted at the source");
+                    stats.aborted.add(reason);
+                    info!(channel, stream, %peer, %reason, "stream aborted at the source");
                     SourceEvent::Abort { stream, reason }
                 }
             };

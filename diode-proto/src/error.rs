@@ -59,78 +59,41 @@ pub enum DropReason {
     ChannelLimit,
 }
 
+crate::reasons!(DropReason {
+    TooShort => "too_short",
+    LengthMismatch => "length_mismatch",
+    BadMagic => "bad_magic",
+    BadVersion => "bad_version",
+    UnknownKind => "unknown_kind",
+    UnknownFlags => "unknown_flags",
+    NonZeroReserved => "non_zero_reserved",
+    BadChecksum => "bad_checksum",
+    BadTag => "bad_tag",
+    UnknownKey => "unknown_key",
+    MissingTag => "missing_tag",
+    BadSourceBlockNumber => "bad_source_block_number",
+    BadSymbolSize => "bad_symbol_size",
+    BadBlockLength => "bad_block_length",
+    BlockTooLarge => "block_too_large",
+    InconsistentBlock => "inconsistent_block",
+    BadBeacon => "bad_beacon",
+    BadManifest => "bad_manifest",
+    StaleEpoch => "stale_epoch",
+    RetiredSession => "retired_session",
+    StaleSession => "stale_session",
+    BeforeJoin => "before_join",
+    BlockDone => "block_done",
+    DuplicateSymbol => "duplicate_symbol",
+    SurplusSymbol => "surplus_symbol",
+    InFlightLimit => "in_flight_limit",
+    ChannelLimit => "channel_limit",
+});
+
 impl DropReason {
-    pub const ALL: [DropReason; 27] = [
-        DropReason::TooShort,
-        DropReason::LengthMismatch,
-        DropReason::BadMagic,
-        DropReason::BadVersion,
-        DropReason::UnknownKind,
-        DropReason::UnknownFlags,
-        DropReason::NonZeroReserved,
-        DropReason::BadChecksum,
-        DropReason::BadTag,
-        DropReason::UnknownKey,
-        DropReason::MissingTag,
-        DropReason::BadSourceBlockNumber,
-        DropReason::BadSymbolSize,
-        DropReason::BadBlockLength,
-        DropReason::BlockTooLarge,
-        DropReason::InconsistentBlock,
-        DropReason::BadBeacon,
-        DropReason::BadManifest,
-        DropReason::StaleEpoch,
-        DropReason::RetiredSession,
-        DropReason::StaleSession,
-        DropReason::BeforeJoin,
-        DropReason::BlockDone,
-        DropReason::DuplicateSymbol,
-        DropReason::SurplusSymbol,
-        DropReason::InFlightLimit,
-        DropReason::ChannelLimit,
-    ];
-
-    /// A stable snake_case label for metrics.
-    pub const fn label(self) -> &'static str {
-        match self {
-            DropReason::TooShort => "too_short",
-            DropReason::LengthMismatch => "length_mismatch",
-            DropReason::BadMagic => "bad_magic",
-            DropReason::BadVersion => "bad_version",
-            DropReason::UnknownKind => "unknown_kind",
-            DropReason::UnknownFlags => "unknown_flags",
-            DropReason::NonZeroReserved => "non_zero_reserved",
-            DropReason::BadChecksum => "bad_checksum",
-            DropReason::BadTag => "bad_tag",
-            DropReason::UnknownKey => "unknown_key",
-            DropReason::MissingTag => "missing_tag",
-            DropReason::BadSourceBlockNumber => "bad_source_block_number",
-            DropReason::BadSymbolSize => "bad_symbol_size",
-            DropReason::BadBlockLength => "bad_block_length",
-            DropReason::BlockTooLarge => "block_too_large",
-            DropReason::InconsistentBlock => "inconsistent_block",
-            DropReason::BadBeacon => "bad_beacon",
-            DropReason::BadManifest => "bad_manifest",
-            DropReason::StaleEpoch => "stale_epoch",
-            DropReason::RetiredSession => "retired_session",
-            DropReason::StaleSession => "stale_session",
-            DropReason::BeforeJoin => "before_join",
-            DropReason::BlockDone => "block_done",
-            DropReason::DuplicateSymbol => "duplicate_symbol",
-            DropReason::SurplusSymbol => "surplus_symbol",
-            DropReason::InFlightLimit => "in_flight_limit",
-            DropReason::ChannelLimit => "channel_limit",
-        }
-    }
-
     /// Drops that are the normal cost of redundancy (mirror duplicates, late symbols of a finished
     /// block), as opposed to damage or attack.
     pub const fn is_benign(self) -> bool {
         matches!(self, DropReason::BlockDone | DropReason::DuplicateSymbol | DropReason::SurplusSymbol)
-    }
-
-    const fn index(self) -> usize {
-        self as usize
     }
 }
 

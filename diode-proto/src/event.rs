@@ -24,100 +24,78 @@ pub enum LossReason {
     SessionReplaced,
 }
 
-impl LossReason {
-    /// One label per variant; [`LossCounts`] keeps its counters in this order.
-    pub const LABELS: [&'static str; 6] =
-        ["too_few_symbols", "never_seen", "hash_mismatch", "window_overrun", "memory_limit", "session_replaced"];
-
-    /// The metric label; the figures a variant carries stay in the log line.
-    pub fn label(&self) -> &'static str {
-        Self::LABELS[self.index()]
-    }
-
-    fn index(&self) -> usize {
-        match self {
-            LossReason::Timeout { .. } => 0,
-            LossReason::NeverSeen => 1,
-            LossReason::HashMismatch => 2,
-            LossReason::WindowOverrun => 3,
-            LossReason::MemoryLimit => 4,
-            LossReason::SessionReplaced => 5,
-        }
-    }
-}
+crate::reasons!(LossReason patterns {
+    LossReason::Timeout { .. } => "too_few_symbols",
+    LossReason::NeverSeen => "never_seen",
+    LossReason::HashMismatch => "hash_mismatch",
+    LossReason::WindowOverrun => "window_overrun",
+    LossReason::MemoryLimit => "memory_limit",
+    LossReason::SessionReplaced => "session_replaced",
+});
 
 /// Lost blocks by cause. The causes call for different remedies (more repair, a lower rate, a look
 /// at a fiber), so the FEC advice and the metrics keep them apart.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LossCounts {
-    counts: [u64; LossReason::LABELS.len()],
-}
-
-impl LossCounts {
-    pub fn add(&mut self, reason: LossReason, blocks: u64) {
-        self.counts[reason.index()] += blocks;
-    }
-
-    /// Blocks lost for `reason` (any figures it carries do not matter).
-    pub fn get(&self, reason: LossReason) -> u64 {
-        self.counts[reason.index()]
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        LossReason::LABELS.iter().copied().zip(self.counts.iter().copied())
-    }
-}
+pub type LossCounts = crate::reason::ReasonCounts<LossReason, { LossReason::LABELS.len() }>;
 
 /// Why a stream will not complete. A broken stream is never delivered as complete: a TCP destination is
-/// reset, a file goes to quarantine.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// reset, a file goes to quarantine. The message carries the figures; the label does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BreakReason {
     /// A block that may have held records of this stream was lost, and the stream did not show within
     /// the suspect timeout that it had nothing in it.
+    #[error("block {seq}, which may have held records of the stream, was lost")]
     BlockLost { seq: u64 },
     /// A record links to a block other than the one that carried the stream's previous record.
+    #[error("a record links to block {found_prev}, the stream's previous record was in block {expected_prev}")]
     Gap { expected_prev: u64, found_prev: u64 },
     /// Data arrived at an offset other than the next expected byte.
+    #[error("data arrived at offset {found}, the next byte expected was {expected}")]
     OffsetMismatch { expected: u64, found: u64 },
     /// `End` announced another length than the bytes received.
+    #[error("the end announced {announced} bytes, {received} arrived")]
     LengthMismatch { announced: u64, received: u64 },
     /// `End` announced another BLAKE3 than the bytes received.
+    #[error("the BLAKE3 of the bytes received differs from the one the end announced")]
     HashMismatch,
     /// Records arrived for a stream whose `Open` was never seen (lost, or sent before the receiver joined).
+    #[error("records arrived for a stream whose open was never seen")]
     MissedOpen,
     /// The channel already has as many open streams as configured.
+    #[error("the channel already has as many open streams as configured")]
     TooManyStreams,
     /// The stream is (or claims to be) larger than the configured limit.
+    #[error("larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     /// The source ended the stream early.
+    #[error("the source ended the stream early ({0})")]
     SourceAborted(AbortReason),
     /// The sender's session ended (restart or takeover) with the stream still open.
+    #[error("the sender's session ended with the stream still open")]
     SessionReplaced,
     /// A block decoded and verified but its records did not parse: the sender is faulty.
+    #[error("a verified block's records did not parse (a faulty sender)")]
     MalformedBlock,
     /// The sender opened a stream id that was already open.
+    #[error("the sender opened a stream id that was already open")]
     DuplicateOpen,
 }
 
-impl BreakReason {
-    /// The metric label (snake_case, a fixed set); the figures a variant carries stay in the log line.
-    pub fn label(&self) -> &'static str {
-        match self {
-            BreakReason::BlockLost { .. } => "block_lost",
-            BreakReason::Gap { .. } => "gap",
-            BreakReason::OffsetMismatch { .. } => "offset_mismatch",
-            BreakReason::LengthMismatch { .. } => "length_mismatch",
-            BreakReason::HashMismatch => "hash_mismatch",
-            BreakReason::MissedOpen => "missed_open",
-            BreakReason::TooManyStreams => "too_many_streams",
-            BreakReason::TooLarge { .. } => "too_large",
-            BreakReason::SourceAborted(reason) => reason.label(),
-            BreakReason::SessionReplaced => "session_replaced",
-            BreakReason::MalformedBlock => "malformed_block",
-            BreakReason::DuplicateOpen => "duplicate_open",
-        }
-    }
-}
+crate::reasons!(BreakReason patterns {
+    BreakReason::BlockLost { .. } => "block_lost",
+    BreakReason::Gap { .. } => "gap",
+    BreakReason::OffsetMismatch { .. } => "offset_mismatch",
+    BreakReason::LengthMismatch { .. } => "length_mismatch",
+    BreakReason::HashMismatch => "hash_mismatch",
+    BreakReason::MissedOpen => "missed_open",
+    BreakReason::TooManyStreams => "too_many_streams",
+    BreakReason::TooLarge { .. } => "too_large",
+    BreakReason::SessionReplaced => "session_replaced",
+    BreakReason::MalformedBlock => "malformed_block",
+    BreakReason::DuplicateOpen => "duplicate_open",
+} wraps SourceAborted(AbortReason));
+
+/// Broken streams by cause.
+pub type BreakCounts = crate::reason::ReasonCounts<BreakReason, { BreakReason::LABELS.len() }>;
 
 /// Conditions an operator must see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

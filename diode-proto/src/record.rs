@@ -59,20 +59,26 @@ pub enum AbortReason {
     Other(u16),
 }
 
-impl AbortReason {
-    /// The metric label of a stream the source ended early for this reason (snake_case, a fixed set).
-    pub const fn label(self) -> &'static str {
+crate::reasons!(AbortReason patterns {
+    AbortReason::SourceReset => "source_reset",
+    AbortReason::SourceTimeout => "source_timeout",
+    AbortReason::OverBudget => "source_over_budget",
+    AbortReason::TooLarge => "source_too_large",
+    AbortReason::ShuttingDown => "source_shutting_down",
+    AbortReason::SourceError => "source_error",
+    AbortReason::Other(_) => "source_aborted_other",
+});
+
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AbortReason::SourceReset => "source_reset",
-            AbortReason::SourceTimeout => "source_timeout",
-            AbortReason::OverBudget => "source_over_budget",
-            AbortReason::TooLarge => "source_too_large",
-            AbortReason::ShuttingDown => "source_shutting_down",
-            AbortReason::SourceError => "source_error",
-            AbortReason::Other(_) => "source_aborted_other",
+            AbortReason::Other(code) => write!(f, "{} (code {code})", self.label()),
+            _ => f.write_str(self.label()),
         }
     }
+}
 
+impl AbortReason {
     pub const fn to_wire(self) -> u16 {
         match self {
             AbortReason::SourceReset => 1,

@@ -59,35 +59,18 @@ pub enum AdvertError {
     Own,
 }
 
-impl AdvertError {
-    pub const ALL: [AdvertError; 10] = [
-        AdvertError::Length,
-        AdvertError::Version,
-        AdvertError::Type,
-        AdvertError::AuthLen,
-        AdvertError::Checksum,
-        AdvertError::OtherVhid,
-        AdvertError::Ttl,
-        AdvertError::Hmac,
-        AdvertError::Replay,
-        AdvertError::Own,
-    ];
-
-    pub const fn label(self) -> &'static str {
-        match self {
-            AdvertError::Length => "length",
-            AdvertError::Version => "version",
-            AdvertError::Type => "type",
-            AdvertError::AuthLen => "authlen",
-            AdvertError::Checksum => "checksum",
-            AdvertError::OtherVhid => "other_vhid",
-            AdvertError::Ttl => "ttl",
-            AdvertError::Hmac => "hmac",
-            AdvertError::Replay => "replay",
-            AdvertError::Own => "own",
-        }
-    }
-}
+diode_proto::reasons!(AdvertError {
+    Length => "length",
+    Version => "version",
+    Type => "type",
+    AuthLen => "authlen",
+    Checksum => "checksum",
+    OtherVhid => "other_vhid",
+    Ttl => "ttl",
+    Hmac => "hmac",
+    Replay => "replay",
+    Own => "own",
+});
 
 /// The security text and what it is bound to: the pair's vhid and virtual IP.
 #[derive(Clone)]

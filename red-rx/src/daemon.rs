@@ -14,7 +14,7 @@ use chassis::runtime::{write_json, RunEnd};
 use connectors::config::ChannelKind;
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
-use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats, StreamQueueLimits};
+use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats, StreamAbort, StreamQueueLimits};
 use connectors::vault::download_router;
 use diode_proto::{Event, Receiver};
 use ha_carp::driver::{HaHandle, Role};
@@ -444,8 +444,7 @@ impl Dispatcher {
         }
         if !active {
             for (channel, stream) in std::mem::take(&mut self.delivering) {
-                let reason = "this node became standby".to_string();
-                self.send(channel, SinkEvent::Broken { stream, reason, label: "became_standby" });
+                self.send(channel, SinkEvent::Broken { stream, reason: StreamAbort::BecameStandby });
             }
         }
     }
@@ -603,11 +602,9 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 (channel, SinkEvent::End { stream, total_len, hash })
             }
             Event::StreamBroken { channel, stream, reason } => {
-                let label = reason.label();
-                *local.streams_broken.entry(label.to_string()).or_insert(0) += 1;
-                let detail = format!("{reason:?}");
-                warn!(channel, stream, reason = %detail, "stream broken");
-                (channel, SinkEvent::Broken { stream, reason: detail, label })
+                local.streams_broken.add(reason, 1);
+                warn!(channel, stream, %reason, reason_label = reason.label(), "stream broken");
+                (channel, SinkEvent::Broken { stream, reason: StreamAbort::Broken(reason) })
             }
             Event::StreamNeverArrived { channel, entry } => {
                 let event = SinkEvent::NeverArrived {

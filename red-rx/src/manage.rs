@@ -4,10 +4,13 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use chassis::management::{labels, Family, HaFuture, Managed, Sample};
-use connectors::config::{parse_toml, ConfigError};
-use diode_proto::LossReason;
+use chassis::management::{allow, labels, Family, HaFuture, LabelValues, Managed, Sample};
+use connectors::config::{parse_toml, ChannelKind, ConfigError};
+use connectors::filesink::FileFailure;
+use connectors::sink::{DatagramDrop, StreamAbort};
+use diode_proto::{DropReason, LossReason};
 use ha_carp::driver::{demote_or_promote, role_value};
+use ha_carp::pair::PairError;
 use serde_json::json;
 
 use crate::status::{Shared, StatusView};
@@ -29,6 +32,25 @@ const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
 /// room for bursts.
 ///
 /// `kernel_drops`: datagrams RED's kernel dropped on full receive buffers, all fibers together.
+/// The alarms `/metrics` shows as `alarm{kind=...}`.
+const ALARMS: [&str; 3] = ["config_mismatch", "unknown_channel", "stale_session"];
+
+/// Every value RED's `/metrics` labels can take where the code fixes them (see [`LabelValues`]).
+pub fn fixed_label_values() -> LabelValues {
+    let mut values = LabelValues::new();
+    allow(&mut values, "side", &["red"]);
+    allow(&mut values, "where", &["receiver", "sink", "files"]);
+    allow(&mut values, "kind", &ChannelKind::LABELS);
+    allow(&mut values, "kind", &ALARMS);
+    allow(&mut values, "reason", &DropReason::LABELS);
+    allow(&mut values, "reason", &LossReason::LABELS);
+    allow(&mut values, "reason", &StreamAbort::LABELS);
+    allow(&mut values, "reason", &DatagramDrop::LABELS);
+    allow(&mut values, "reason", &FileFailure::LABELS);
+    allow(&mut values, "reason", &PairError::LABELS);
+    values
+}
+
 pub(crate) fn fec_advice(shared: &Shared, kernel_drops: u64) -> serde_json::Value {
     let blocks = shared.blocks_decoded + shared.blocks_without_decoder;
     let loss = if shared.source_symbols == 0 {
@@ -131,31 +153,28 @@ impl Managed for RedManaged {
             };
             sink_bytes.push((at(&[]), sink.stats.bytes.load(Ordering::Relaxed) as f64));
             completed.push((at(&[]), sink.stats.streams_completed.load(Ordering::Relaxed) as f64));
-            if let Ok(map) = sink.stats.aborted.lock() {
-                aborted.extend(map.iter().map(|(reason, n)| (at(&[("reason", reason)]), *n as f64)));
-            }
-            if let Ok(map) = sink.stats.datagrams_dropped.lock() {
-                drops.extend(map.iter().map(|(reason, n)| {
-                    (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", channel)]), *n as f64)
-                }));
-            }
+            let counted = sink.stats.aborted.snapshot();
+            aborted.extend(
+                counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| (at(&[("reason", reason)]), n as f64)),
+            );
+            let counted = sink.stats.datagrams_dropped.snapshot();
+            drops.extend(counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
+                (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", channel)]), n as f64)
+            }));
             if let Some(files) = &sink.files {
                 files_delivered.push((at(&[]), files.delivered.load(Ordering::Relaxed) as f64));
                 files_duplicates.push((at(&[]), files.duplicates.load(Ordering::Relaxed) as f64));
-                if let Ok(map) = files.failed.lock() {
-                    drops.extend(map.iter().map(|(reason, n)| {
-                        (
-                            labels(&[("node", node), ("where", "files"), ("reason", reason), ("channel", channel)]),
-                            *n as f64,
-                        )
-                    }));
-                }
+                let counted = files.failed.snapshot();
+                drops.extend(counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
+                    (labels(&[("node", node), ("where", "files"), ("reason", reason), ("channel", channel)]), n as f64)
+                }));
             }
         }
         let broken = shared
             .streams_broken
             .iter()
-            .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), *n as f64))
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), n as f64))
             .collect();
         let mut fibers = Vec::new();
         let mut fiber_kernel_drops = Vec::new();
@@ -240,18 +259,15 @@ impl Managed for RedManaged {
             Family::gauge(
                 "alarm",
                 "1 while the alarm of this kind is raised.",
-                [
-                    ("config_mismatch", shared.config_mismatch),
-                    ("unknown_channel", !shared.unknown_channels.is_empty()),
-                    ("stale_session", shared.stale_sender.is_some()),
-                ]
-                .into_iter()
-                .map(|(kind, raised)| {
-                    let mut l = base();
-                    l.push(("kind".to_string(), kind.to_string()));
-                    (l, f64::from(u8::from(raised)))
-                })
-                .collect(),
+                ALARMS
+                    .into_iter()
+                    .zip([shared.config_mismatch, !shared.unknown_channels.is_empty(), shared.stale_sender.is_some()])
+                    .map(|(kind, raised)| {
+                        let mut l = base();
+                        l.push(("kind".to_string(), kind.to_string()));
+                        (l, f64::from(u8::from(raised)))
+                    })
+                    .collect(),
             ),
         ];
         drop(shared);

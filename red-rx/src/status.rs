@@ -11,7 +11,7 @@ use connectors::config::ChannelKind;
 use connectors::filesink::FileSinkStats;
 use connectors::pool::Pool;
 use connectors::sink::SinkStats;
-use diode_proto::LossCounts;
+use diode_proto::{BreakCounts, LossCounts};
 use ha_carp::driver::{HaHandle, Role};
 use hw::fiber::RxCounters;
 use serde_json::json;
@@ -28,7 +28,7 @@ pub(crate) struct Shared {
     pub(crate) blue_fingerprint: Option<[u8; 16]>,
     pub(crate) unknown_channels: HashSet<u16>,
     pub(crate) streams_ended: u64,
-    pub(crate) streams_broken: BTreeMap<String, u64>,
+    pub(crate) streams_broken: BreakCounts,
     pub(crate) blocks_lost: u64,
     pub(crate) blocks_lost_by: LossCounts,
     pub(crate) blocks_decoded: u64,
@@ -164,7 +164,7 @@ fn status_json(
             "blocks_lost": shared.blocks_lost,
             "blocks_lost_by_reason": shared.blocks_lost_by.iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
             "streams_ended": shared.streams_ended,
-            "streams_broken": shared.streams_broken,
+            "streams_broken": shared.streams_broken.nonzero(),
             "datagrams_delivered": shared.datagrams_delivered,
             "drops": shared.drops,
         },
@@ -174,16 +174,16 @@ fn status_json(
             "kind": s.kind.as_str(),
             "streams_opened": load(&s.stats.streams_opened),
             "streams_completed": load(&s.stats.streams_completed),
-            "streams_aborted": s.stats.aborted.lock().map(|m| m.clone()).unwrap_or_default(),
+            "streams_aborted": s.stats.aborted.snapshot().nonzero(),
             "bytes": load(&s.stats.bytes),
             "datagrams": load(&s.stats.datagrams),
-            "datagrams_dropped": s.stats.datagrams_dropped.lock().map(|m| m.clone()).unwrap_or_default(),
+            "datagrams_dropped": s.stats.datagrams_dropped.snapshot().nonzero(),
             "destinations": s.pool.as_ref().map(|p| p.status()),
             "files": s.files.as_ref().map(|f| json!({
                 "delivered": load(&f.delivered),
                 "delivered_bytes": load(&f.delivered_bytes),
                 "duplicates": load(&f.duplicates),
-                "failed": f.failed.lock().map(|m| m.clone()).unwrap_or_default(),
+                "failed": f.failed.snapshot().nonzero(),
                 "failed_total": f.failed_total(),
                 "shadow_held": load(&f.shadow_held),
                 "shadow_evicted": load(&f.shadow_evicted),

@@ -117,6 +117,9 @@ pub struct DemoReport {
     /// Uploads downloaded byte for byte through RED's VIP (those the active RED delivered).
     pub vault_downloaded: usize,
     pub vault_download_mismatch: usize,
+    /// Label values of the nodes' `/metrics` that are neither from the daemons' fixed tables nor from
+    /// the node's configuration (or why a scrape failed): must be empty.
+    pub metrics_unbounded: Vec<String>,
     pub failovers: Vec<Failover>,
     pub failovers_asked: bool,
     pub fiber_dropped: u64,
@@ -150,6 +153,7 @@ impl DemoReport {
             && self.vault_intact()
             && self.udp_delivered <= self.udp_sent
             && (!self.failovers_asked || self.failovers.len() == 2)
+            && self.metrics_unbounded.is_empty()
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -191,6 +195,7 @@ impl DemoReport {
                 "takeover_ms": f.takeover_ms,
                 "files_lost": f.files_lost,
             })).collect::<Vec<_>>(),
+            "metrics_unbounded_labels": self.metrics_unbounded,
             "fiber_dropped": self.fiber_dropped,
             "clean_shutdown": self.clean_shutdown,
             "elapsed_ms": self.elapsed.as_millis() as u64,
@@ -279,6 +284,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
     progress.finish();
     attribute_losses(&mut failovers, &files, &uploads, &lab);
     let (vault_downloaded, vault_download_mismatch) = download_active(&lab, &uploads);
+    let metrics_unbounded = unbounded_metric_labels(&lab);
     let (_, false_complete, delivered) =
         compare(&load.attempts.lock().map(|a| a.clone()).unwrap_or_default(), &lab.tcp_sink);
 
@@ -339,6 +345,7 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         vault: vault_check,
         vault_downloaded,
         vault_download_mismatch,
+        metrics_unbounded,
         failovers,
         failovers_asked: options.failovers,
         fiber_dropped,
@@ -348,6 +355,33 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         elapsed: started.elapsed(),
         logs,
     })
+}
+
+/// Scrapes every node's `/metrics` as a monitoring system would and lists the label values that are
+/// not bounded (see [`crate::metrics`]); a node whose scrape fails is listed with the reason.
+fn unbounded_metric_labels(lab: &PairsLab) -> Vec<String> {
+    let Some((user, password)) = &lab.credentials else { return vec!["the lab has no management credentials".into()] };
+    let auth = crate::http::basic_auth(user, password);
+    let (blue, red) = (blue_tx::manage::fixed_label_values(), red_rx::manage::fixed_label_values());
+    let mut found = Vec::new();
+    for node in lab.blues.iter().chain(&lab.reds) {
+        let Some(api) = node.management else { continue };
+        let fixed = if node.side == "blue" { &blue } else { &red };
+        let scraped = crate::http::request(api, "GET", "/metrics", &[("Authorization", &auth)], b"")
+            .and_then(|answer| match answer.status {
+                200 => crate::metrics::parse(&String::from_utf8_lossy(&answer.body)),
+                status => Err(format!("status {status}")),
+            })
+            .and_then(|samples| {
+                let config = std::fs::read_to_string(&node.config).map_err(|e| e.to_string())?;
+                Ok(crate::metrics::unbounded(&samples, fixed, &crate::metrics::configured_values(&config)?))
+            });
+        match scraped {
+            Ok(unbounded) => found.extend(unbounded.into_iter().map(|label| format!("{}: {label}", node.name))),
+            Err(error) => found.push(format!("{}: /metrics: {error}", node.name)),
+        }
+    }
+    found
 }
 
 /// Kills the side's active node, waits for its peer to take over, and starts it again as standby.

@@ -7,7 +7,8 @@
 //! `diode-lab failover` on it, and [`roundtrip`] is the single-process protocol round trip (`diode-lab
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them. [`rawwire`] starts a red-rx
-//! alone and sends it raw protocol datagrams, for the hostile-input tests.
+//! alone and sends it raw protocol datagrams, for the hostile-input tests. [`metrics`] reads a
+//! `/metrics` scrape and checks that every label value is bounded.
 
 pub mod bench;
 pub mod bins;
@@ -17,6 +18,7 @@ pub mod folders;
 pub mod ha_lab;
 pub mod http;
 pub mod lab;
+pub mod metrics;
 pub mod netns;
 pub mod nshelp;
 pub mod pairs;

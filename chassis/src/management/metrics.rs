@@ -1,6 +1,7 @@
 //! The metrics model both daemons report (`Family`, samples with labels) and its Prometheus
 //! (OpenMetrics text) encoding at scrape time.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -9,6 +10,16 @@ use axum::response::{IntoResponse, Response};
 
 use super::auth::refuse;
 use super::Server;
+
+/// The values each label of a daemon's `/metrics` may take where the code fixes them (reasons,
+/// places, kinds). Labels whose values come from the configuration (`node`, `channel`, `fiber`,
+/// `listen`) are not in it: whoever checks a scrape checks those against the configuration.
+pub type LabelValues = BTreeMap<&'static str, BTreeSet<&'static str>>;
+
+/// Adds `values` to what `label` may take.
+pub fn allow(values: &mut LabelValues, label: &'static str, more: &[&'static str]) {
+    values.entry(label).or_default().extend(more.iter().copied());
+}
 
 /// One labelled value of a metric.
 pub type Sample = (Vec<(String, String)>, f64);

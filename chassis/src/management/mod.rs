@@ -44,7 +44,7 @@ mod tls;
 use auth::*;
 pub use config::{check_section, hash_secret, CheckedManagement, ManagementConfig, Role, TokenConfig};
 use metrics::*;
-pub use metrics::{labels, Family, Sample};
+pub use metrics::{allow, labels, Family, LabelValues, Sample};
 use tls::*;
 
 /// What an HA command answered.

@@ -143,14 +143,11 @@ pub enum ChannelKind {
     Vault,
 }
 
+diode_proto::reasons!(ChannelKind { Tcp => "tcp", Udp => "udp", Files => "files", Vault => "vault" });
+
 impl ChannelKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Tcp => "tcp",
-            ChannelKind::Udp => "udp",
-            ChannelKind::Files => "files",
-            ChannelKind::Vault => "vault",
-        }
+        self.label()
     }
 }
 

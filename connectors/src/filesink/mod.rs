@@ -45,7 +45,7 @@ mod stats;
 use ready::*;
 pub use ready::{check_ready_note, Ready};
 use stats::*;
-pub use stats::{FileSinkStats, Transfer};
+pub use stats::{FileFailure, FileFailureCounts, FileSinkStats, Transfer};
 
 /// What happens to a file that cannot be delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, Serialize)]
@@ -199,7 +199,11 @@ impl FileSink {
             }
             SinkEvent::Broken { stream, reason, .. } => {
                 if let Some(incoming) = self.streams.remove(&stream) {
-                    self.fail(stream, incoming, Failure::new("incomplete", format!("stream broken: {reason}")));
+                    self.fail(
+                        stream,
+                        incoming,
+                        Failure::new(FileFailure::Incomplete, format!("stream broken: {reason}")),
+                    );
                 }
             }
             SinkEvent::NeverArrived { stream, name, size, file_id } => self.never_arrived(stream, &name, size, file_id),
@@ -226,7 +230,7 @@ impl FileSink {
             return;
         }
         let failure = Failure::new(
-            "never_arrived",
+            FileFailure::NeverArrived,
             "every block of the file was lost on the fiber (a burst or an outage beyond the repair); the sender's manifest named it",
         );
         let file = Undelivered { stream, name, size, session: String::new(), epoch: 0, file_id: Some(id) };
@@ -358,13 +362,14 @@ impl FileSink {
     }
 
     fn open_stream(&mut self, stream: u64, meta: StreamMeta, session: u64, epoch: u32) {
-        let target = sanitize(&meta.name).map_err(|e| Failure::new("name_refused", format!("name refused: {e}")));
+        let target =
+            sanitize(&meta.name).map_err(|e| Failure::new(FileFailure::NameRefused, format!("name refused: {e}")));
         let key = Self::ledger_key(&meta, session, epoch, stream);
         let state = if self.ledger.contains(&key) {
             State::Duplicate
         } else if let Some(size) = meta.size.filter(|s| *s > self.config.max_file_size) {
             let limit = self.config.max_file_size;
-            State::Failed(Failure::new("too_large", format!("announced {size} bytes, the limit is {limit}")))
+            State::Failed(Failure::new(FileFailure::TooLarge, format!("announced {size} bytes, the limit is {limit}")))
         } else {
             let part = self.part_dir.join(format!("{session:016x}-{epoch}-{stream}.part"));
             match File::create(&part) {
@@ -380,7 +385,10 @@ impl FileSink {
         let Some(incoming) = self.streams.get_mut(&stream) else { return };
         let State::Writing { file, part, hasher, written } = &mut incoming.state else { return };
         let failure = if *written + data.len() as u64 > self.config.max_file_size {
-            Some(Failure::new("too_large", format!("more than the limit of {} bytes", self.config.max_file_size)))
+            Some(Failure::new(
+                FileFailure::TooLarge,
+                format!("more than the limit of {} bytes", self.config.max_file_size),
+            ))
         } else {
             match file.write_all(data) {
                 Ok(()) => {
@@ -416,7 +424,7 @@ impl FileSink {
                 hasher.to_hex(),
                 hex::encode(hash)
             );
-            return self.fail(stream, incoming, Failure::new("hash_mismatch", reason));
+            return self.fail(stream, incoming, Failure::new(FileFailure::HashMismatch, reason));
         }
         if let Err(error) = file.sync_all() {
             return self.fail(stream, incoming, Failure::io("cannot sync the part file", &error));
@@ -466,7 +474,7 @@ impl FileSink {
         let target = match sanitize(&ready.name) {
             Ok(target) => target,
             Err(error) => {
-                let failure = Failure::new("name_refused", format!("name refused: {error}"));
+                let failure = Failure::new(FileFailure::NameRefused, format!("name refused: {error}"));
                 return self.fail_ready(ready, failure);
             }
         };
@@ -537,8 +545,12 @@ impl FileSink {
             let path = self.config.folder.join(candidate.to_path());
             if let Some(parent) = path.parent() {
                 if let Err(error) = std::fs::create_dir_all(parent) {
-                    let label = if error.kind() == ErrorKind::StorageFull { "disk_full" } else { "path_conflict" };
-                    return Err(Failure::new(label, format!("cannot create the folder {}: {error}", parent.display())));
+                    let kind = if error.kind() == ErrorKind::StorageFull {
+                        FileFailure::DiskFull
+                    } else {
+                        FileFailure::PathConflict
+                    };
+                    return Err(Failure::new(kind, format!("cannot create the folder {}: {error}", parent.display())));
                 }
             }
             match std::fs::hard_link(part, &path) {
@@ -554,7 +566,7 @@ impl FileSink {
                 Err(error) => return Err(Failure::io("cannot link the file into place", &error)),
             }
         }
-        Err(Failure::new("path_conflict", "1000 files already have this name"))
+        Err(Failure::new(FileFailure::PathConflict, "1000 files already have this name"))
     }
 
     fn duplicate(&mut self, stream: u64, meta: &StreamMeta) {
@@ -591,7 +603,7 @@ impl FileSink {
 
     /// Quarantines (or removes) what arrived of a file that will not be delivered, and reports it.
     fn give_up(&mut self, file: &Undelivered<'_>, part: Option<PathBuf>, failure: &Failure) {
-        self.stats.fail(failure.label);
+        self.stats.failed.add(failure.kind);
         let mut kept = None;
         let again = file.file_id.as_ref().is_some_and(|id| self.quarantined_ids.contains(id));
         if again {
@@ -607,7 +619,7 @@ impl FileSink {
             let note = QuarantineNote {
                 name: file.name,
                 reason: &failure.reason,
-                label: failure.label,
+                label: failure.kind.label(),
                 session: file.session.clone(),
                 epoch: file.epoch,
                 stream: file.stream,

@@ -1,10 +1,11 @@
 //! What a files sink counts and remembers for the status page, and why a file was not delivered.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
+use diode_proto::AtomicReasonCounts;
 use serde::Serialize;
 
 /// One finished transfer, for the status page.
@@ -26,8 +27,8 @@ pub struct FileSinkStats {
     pub delivered_bytes: AtomicU64,
     /// Files recognised in the ledger (repeats, resends) and not delivered again.
     pub duplicates: AtomicU64,
-    /// Files not delivered, by reason label.
-    pub failed: Mutex<BTreeMap<&'static str, u64>>,
+    /// Files not delivered, by reason.
+    pub failed: FileFailureCounts,
     pub recent: Mutex<VecDeque<Transfer>>,
     /// HA: verified files held in shadow now, dropped from the shadow for lack of room, delivered
     /// from the shadow at a takeover, and deliveries the active peer reported.
@@ -51,31 +52,54 @@ impl FileSinkStats {
         }
     }
 
-    pub(super) fn fail(&self, label: &'static str) {
-        if let Ok(mut failed) = self.failed.lock() {
-            *failed.entry(label).or_insert(0) += 1;
-        }
-    }
-
     pub fn failed_total(&self) -> u64 {
-        self.failed.lock().map(|m| m.values().sum()).unwrap_or(0)
+        self.failed.total()
     }
 }
 
-/// Why a file was not delivered: a label for counters and a sentence for the reason file.
+/// Why a file went to quarantine instead of its folder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFailure {
+    /// The stream broke before its end.
+    Incomplete,
+    NameRefused,
+    TooLarge,
+    HashMismatch,
+    DiskFull,
+    WriteError,
+    /// No free name, or a folder in the way.
+    PathConflict,
+    /// Every block was lost; the sender's manifest named the file.
+    NeverArrived,
+}
+
+diode_proto::reasons!(FileFailure {
+    Incomplete => "incomplete",
+    NameRefused => "name_refused",
+    TooLarge => "too_large",
+    HashMismatch => "hash_mismatch",
+    DiskFull => "disk_full",
+    WriteError => "write_error",
+    PathConflict => "path_conflict",
+    NeverArrived => "never_arrived",
+});
+
+pub type FileFailureCounts = AtomicReasonCounts<FileFailure, { FileFailure::LABELS.len() }>;
+
+/// Why a file was not delivered: the reason for counters and a sentence for the reason file.
 #[derive(Clone, Debug)]
 pub(super) struct Failure {
-    pub(super) label: &'static str,
+    pub(super) kind: FileFailure,
     pub(super) reason: String,
 }
 
 impl Failure {
-    pub(super) fn new(label: &'static str, reason: impl Into<String>) -> Failure {
-        Failure { label, reason: reason.into() }
+    pub(super) fn new(kind: FileFailure, reason: impl Into<String>) -> Failure {
+        Failure { kind, reason: reason.into() }
     }
 
     pub(super) fn io(what: &str, error: &std::io::Error) -> Failure {
-        let label = if error.kind() == ErrorKind::StorageFull { "disk_full" } else { "write_error" };
-        Failure::new(label, format!("{what}: {error}"))
+        let kind = if error.kind() == ErrorKind::StorageFull { FileFailure::DiskFull } else { FileFailure::WriteError };
+        Failure::new(kind, format!("{what}: {error}"))
     }
 }

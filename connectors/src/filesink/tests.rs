@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 
 use bytes::Bytes;
+use diode_proto::BreakReason;
 
 use super::*;
 use crate::replication::ReplicationError;
+use crate::sink::StreamAbort;
 use crate::spool::SpoolEntry;
 
 struct Fixture {
@@ -94,7 +96,7 @@ fn a_file_that_never_arrived_is_reported_by_name_unless_another_copy_was_deliver
     let reasons = quarantined(&f.root);
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("plant/lost.dat") && reasons[0].contains("\"label\": \"never_arrived\""));
-    assert_eq!(f.stats.failed.lock().unwrap().clone(), BTreeMap::from([("never_arrived", 1)]));
+    assert_eq!(f.stats.failed.snapshot().nonzero(), BTreeMap::from([("never_arrived", 1)]));
     assert_eq!(f.stats.delivered.load(Ordering::Relaxed), 1);
     std::fs::remove_dir_all(&f.root).unwrap();
 }
@@ -122,7 +124,7 @@ fn bad_files_never_show_under_their_name() {
         epoch: 1,
     });
     f.sink.handle(SinkEvent::Data { stream: 4, data: Bytes::from_static(b"part") });
-    f.sink.handle(SinkEvent::Broken { stream: 4, reason: "BlockLost { seq: 3 }".into(), label: "block_lost" });
+    f.sink.handle(SinkEvent::Broken { stream: 4, reason: StreamAbort::Broken(BreakReason::BlockLost { seq: 3 }) });
     let visible: Vec<_> = std::fs::read_dir(f.root.join("out")).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(visible, vec![std::ffi::OsString::from(".part")]);
     let reasons = quarantined(&f.root);
@@ -130,8 +132,7 @@ fn bad_files_never_show_under_their_name() {
     for label in ["name_refused", "hash_mismatch", "too_large", "incomplete"] {
         assert!(reasons.iter().any(|r| r.contains(&format!("\"label\": \"{label}\""))), "{label} missing: {reasons:?}");
     }
-    let failed = f.stats.failed.lock().unwrap().clone();
-    assert_eq!(failed.values().sum::<u64>(), 4);
+    assert_eq!(f.stats.failed.total(), 4);
     std::fs::remove_dir_all(&f.root).unwrap();
 }
 
@@ -251,7 +252,7 @@ fn a_file_that_fails_again_and_again_is_quarantined_once() {
         send(&mut f.sink, stream, "changing.log", 4, b"a copy that does not match", Some([1; 32]));
     }
     assert_eq!(quarantined(&f.root).len(), 1, "one copy to look at");
-    assert_eq!(f.stats.failed.lock().unwrap().get("hash_mismatch"), Some(&5), "every try is counted");
+    assert_eq!(f.stats.failed.get(FileFailure::HashMismatch), 5, "every try is counted");
     send(&mut f.sink, 6, "other.log", 5, b"another file", Some([1; 32]));
     assert_eq!(quarantined(&f.root).len(), 2);
     std::fs::remove_dir_all(&f.root).unwrap();
@@ -278,7 +279,7 @@ fn a_forged_announcement_moves_nothing_at_the_next_start() {
     send(&mut f.sink, 2, ".quarantine/x.reason.json", 2, b"{}", None);
     send(&mut f.sink, 3, ".ledger (2).jsonl", 3, b"{}", None);
     assert!(!part_dir.join(format!("{stem}.ready.json")).exists());
-    assert_eq!(f.stats.failed.lock().unwrap().get("name_refused"), Some(&3));
+    assert_eq!(f.stats.failed.get(FileFailure::NameRefused), 3);
     // Planted by any other means: a note naming a file outside, one naming a hard link to it,
     // and one whose part does not hold what it announces.
     std::fs::write(part_dir.join(format!("{stem}.ready.json")), forged(&secret, "stolen.txt")).unwrap();

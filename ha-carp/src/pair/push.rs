@@ -227,7 +227,7 @@ pub fn spawn_pusher(
                 Ok(parts) => parts,
                 Err(error) => {
                     if error.is_refusal() {
-                        stats.refuse(error.label());
+                        stats.refuse(&error);
                         warn!(%peer, %error, "pair channel refused");
                     }
                     // Fail what waits, then try again shortly.
@@ -259,7 +259,7 @@ pub fn spawn_pusher(
                 Ok(()) => info!(%peer, "pair channel closed"),
                 Err(error) => {
                     if error.is_refusal() {
-                        stats.refuse(error.label());
+                        stats.refuse(&error);
                     }
                     warn!(%peer, %error, "pair channel lost");
                 }

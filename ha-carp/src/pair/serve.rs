@@ -80,7 +80,7 @@ pub async fn serve_standby(
             _ = stopped(&mut shutdown) => return,
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            stats.refuse("too_many_connections");
+            stats.refuse(&PairError::TooManyConnections);
             warn!(%from, "pair channel: too many connections at once, refused");
             continue;
         };
@@ -100,7 +100,7 @@ pub async fn serve_standby(
                 Ok(()) => info!(%from, "pair channel from the active closed"),
                 Err(error) => {
                     if error.is_refusal() {
-                        stats.refuse(error.label());
+                        stats.refuse(&error);
                         warn!(%from, %error, "ALARM pair channel refused");
                     } else {
                         info!(%from, %error, "pair channel from the active lost");

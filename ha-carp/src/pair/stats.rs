@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use connectors::ledger::LedgerEntry;
 
-use super::wire::HEARTBEAT;
+use super::wire::{PairError, HEARTBEAT};
 
 /// Deliveries without acknowledgement an active RED keeps for its next snapshot. Only the ones whose
 /// ledger line was not yet written when the snapshot read the ledger matter, so a few are enough.
@@ -48,9 +48,9 @@ pub struct PairStats {
 }
 
 impl PairStats {
-    pub fn refuse(&self, label: &'static str) {
+    pub fn refuse(&self, reason: &PairError) {
         if let Ok(mut refused) = self.refused.lock() {
-            *refused.entry(label).or_insert(0) += 1;
+            *refused.entry(reason.label()).or_insert(0) += 1;
         }
     }
 

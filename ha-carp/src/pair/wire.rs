@@ -84,23 +84,23 @@ pub enum PairError {
     BadMessage(String),
     #[error("connection closed")]
     Closed,
+    #[error("the standby already serves as many connections as it takes")]
+    TooManyConnections,
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-impl PairError {
-    /// The label under which a refusal is counted.
-    pub fn label(&self) -> &'static str {
-        match self {
-            PairError::BadTag => "bad_tag",
-            PairError::TooLong(_) => "too_long",
-            PairError::BadHello(_) => "bad_hello",
-            PairError::BadMessage(_) => "bad_message",
-            PairError::Closed => "closed",
-            PairError::Io(_) => "io",
-        }
-    }
+diode_proto::reasons!(PairError patterns {
+    PairError::BadTag => "bad_tag",
+    PairError::TooLong(_) => "too_long",
+    PairError::BadHello(_) => "bad_hello",
+    PairError::BadMessage(_) => "bad_message",
+    PairError::Closed => "closed",
+    PairError::TooManyConnections => "too_many_connections",
+    PairError::Io(_) => "io",
+});
 
+impl PairError {
     /// Whether this was the peer misbehaving (counted as a refusal) rather than the network.
     pub fn is_refusal(&self) -> bool {
         matches!(self, PairError::BadTag | PairError::TooLong(_) | PairError::BadHello(_) | PairError::BadMessage(_))

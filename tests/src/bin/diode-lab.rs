@@ -453,6 +453,11 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
                 failover.side, failover.killed, failover.took_over, failover.takeover_ms, failover.files_lost
             );
         }
+        if report.metrics_unbounded.is_empty() {
+            println!("\n/metrics: every label value from a fixed table or the configuration");
+        } else {
+            println!("\n/metrics labels not bounded: {}", report.metrics_unbounded.join(", "));
+        }
         println!(
             "\nfibers dropped {} datagrams; clean shutdown: {}; {:.1} s",
             report.fiber_dropped,
@@ -464,7 +469,7 @@ fn demo(options: &DemoOptions, json: bool) -> ExitCode {
             if report.ok() {
                 "OK: every TCP stream, file and vault upload intact, each file exactly once, through both failovers"
             } else {
-                "FAILED: not every TCP stream, file or vault upload intact, or a failover did not happen"
+                "FAILED: not every TCP stream, file or vault upload intact, a failover did not happen, or a metrics label is unbounded"
             }
         );
     }
