@@ -16,7 +16,7 @@ use std::time::Duration;
 use chassis::runtime::{write_json, RunEnd};
 use connectors::config::ChannelKind;
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
-use connectors::spool::{run_spool_sender, Spool};
+use connectors::spool::{run_spool_sender, unix_ms, Spool};
 use connectors::vault::{serve as serve_http, upload_router};
 use ha_carp::driver::{HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::config::Checked;
 use crate::manifest::ManifestBook;
 use crate::pipeline::{schedule, ChannelPipeline, Lane, PipelineStats};
+use crate::term::{EndReason, Exit, TermAction, TermLifecycle};
 use crate::transmit::{spawn_encoders, Transmitter, TxStats};
 
 /// Source events a channel may have queued before its sources wait.
@@ -65,26 +66,6 @@ fn random_u64() -> u64 {
         return nanos ^ (u64::from(std::process::id()) << 32);
     }
     u64::from_le_bytes(bytes)
-}
-
-/// The session id of a new term: a start stamp (RED refuses a session that is not newer than the live
-/// one at the same epoch, so a recording of an earlier run cannot displace this one), later than
-/// this process's previous term even if the clock stepped back.
-fn next_session(previous: u64) -> u64 {
-    let now_ms = connectors::spool::unix_ms();
-    let start = now_ms.max(diode_proto::header::session_start_ms(previous) + 1);
-    diode_proto::header::stamped_session(start, random_u64() as u16)
-}
-
-/// The epoch of a new term: quarter-seconds since 2025-01-01 (a u32 lasts until 2059), so a node that
-/// takes over later than another started its term announces a higher epoch without talking to it
-/// (RED follows the highest, and follows a lower one once the higher one is silent); never below the
-/// configured floor, and always above this process's previous term.
-fn next_epoch(floor: u32, previous: u32) -> u32 {
-    const BASE_MS: u128 = 1_735_689_600_000;
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let clock = (now.saturating_sub(BASE_MS) / 250).min(u128::from(u32::MAX - 1)) as u32;
-    clock.max(floor).max(previous.saturating_add(1))
 }
 
 /// One term of transmission.
@@ -369,78 +350,74 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let stop = chassis::runtime::stop_signal();
     tokio::pin!(stop);
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    let mut term: Option<Term> = None;
     let mut role = ha.as_ref().map(|h| h.role.clone());
     let mut reasserts = ha.as_ref().map(|h| h.reasserts.clone());
-    let mut previous_epoch = 0;
-    let mut previous_session = 0;
-    let mut retry = tokio::time::interval(Duration::from_millis(100));
-    // The retry only runs while waiting to start; ticks missed while it was idle (a standby's whole
-    // term) must not fire all at once when it becomes active.
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut exit = RunEnd::Stopped;
-    loop {
-        let should_transmit = role.as_ref().is_none_or(|r| *r.borrow() == Role::Active);
-        if should_transmit && term.is_none() {
-            let epoch = if ha.is_some() {
-                next_epoch(checked.config.link.epoch, previous_epoch)
-            } else {
-                checked.config.link.epoch
-            };
-            let session = next_session(previous_session);
-            match start_term(&checked, &counters, session, epoch).await {
-                Ok(started) => {
-                    previous_epoch = epoch;
-                    previous_session = session;
-                    term = Some(started);
-                    write_status("running", true);
+    let is_active = |role: &Option<watch::Receiver<Role>>| role.as_ref().is_some_and(|r| *r.borrow() == Role::Active);
+    let mut lifecycle = TermLifecycle::new(unix_ms(), ha.is_some(), checked.config.link.epoch, random_u64() as u16);
+    lifecycle.handle_role(unix_ms(), is_active(&role));
+    let mut term: Option<Term> = None;
+    let exit = 'run: loop {
+        while let Some(action) = lifecycle.poll_action() {
+            match action {
+                TermAction::Start { session, epoch } => match start_term(&checked, &counters, session, epoch).await {
+                    Ok(started) => {
+                        term = Some(started);
+                        lifecycle.handle_started(unix_ms());
+                        write_status("running", true);
+                    }
+                    // With HA the previous active may still hold the port for a moment: the
+                    // lifecycle tries again shortly. Without HA it answers with `Fail`.
+                    Err(error) => {
+                        if ha.is_some() {
+                            warn!(%error, "cannot start transmitting yet; retrying");
+                        }
+                        lifecycle.handle_start_failed(unix_ms(), &error);
+                    }
+                },
+                TermAction::End(reason) => {
+                    match reason {
+                        EndReason::BecameStandby => info!("became standby: stopping transmission"),
+                        EndReason::Reasserted => info!("healed partition: restarting transmission under a new epoch"),
+                        EndReason::Stopping => info!("stopping: flushing what was accepted"),
+                    }
+                    if let Some(ending) = term.take() {
+                        stop_term(ending).await;
+                    }
+                    lifecycle.handle_ended(unix_ms());
+                    write_status("running", false);
                 }
-                // Without HA a failed start is fatal (a port in use, a fiber that cannot open). With
-                // HA the previous active may still hold the port for a moment: try again shortly.
-                Err(error) if ha.is_some() => warn!(%error, "cannot start transmitting yet; retrying"),
-                Err(error) => return Err(error),
-            }
-        } else if !should_transmit {
-            if let Some(ending) = term.take() {
-                info!("became standby: stopping transmission");
-                stop_term(ending).await;
-                write_status("running", false);
+                TermAction::Exit(exit) => break 'run exit,
+                TermAction::Fail(error) => return Err(error),
             }
         }
-        let waiting_to_start = should_transmit && term.is_none();
+        let retry = lifecycle.poll_timeout().map(|at| Duration::from_millis(at.saturating_sub(unix_ms())));
         tokio::select! {
             _ = ticker.tick() => write_status("running", term.is_some()),
-            _ = retry.tick(), if waiting_to_start => {}
+            () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => lifecycle.handle_timeout(unix_ms()),
             changed = role_changed(&mut role) => {
                 if !changed {
                     return Err("the HA driver stopped".into());
                 }
+                lifecycle.handle_role(unix_ms(), is_active(&role));
             }
             changed = watch_changed(&mut reasserts) => {
                 if !changed {
                     return Err("the HA driver stopped".into());
                 }
-                // The other side of a healed partition may have transmitted under a higher epoch:
-                // start a new term so RED follows this node again.
-                if let Some(ending) = term.take() {
-                    info!("healed partition: restarting transmission under a new epoch");
-                    stop_term(ending).await;
-                }
+                // The other side of a healed partition may have transmitted under a higher epoch.
+                lifecycle.handle_reassert(unix_ms());
             }
             result = &mut stop => {
                 result?;
-                break;
+                lifecycle.handle_stop(unix_ms(), false);
             }
-            _ = reload.notified() => {
-                exit = RunEnd::Reload;
-                break;
-            }
+            _ = reload.notified() => lifecycle.handle_stop(unix_ms(), true),
         }
-    }
-    info!("stopping: flushing what was accepted");
-    if let Some(ending) = term.take() {
-        stop_term(ending).await;
-    }
+    };
+    let exit = match exit {
+        Exit::Stopped => RunEnd::Stopped,
+        Exit::Reload => RunEnd::Reload,
+    };
     // Hand the VIP over now rather than after the peer's master-down time.
     let _ = driver_shutdown.send(true);
     let _ = pair_stop.send(true);

@@ -3,7 +3,8 @@
 //!
 //! [`config`] reads and checks the file; [`pipeline`] turns source events into blocks and shares the
 //! link between channels; [`transmit`] encodes and sends; [`daemon`] wires it all (sources, drop
-//! folders, the vault, HA terms) and writes the status file; [`manage`] is what the management API
+//! folders, the vault, HA terms) and writes the status file; [`term`] decides when a term starts, ends
+//! and restarts (a sans-IO state machine the daemon drives); [`manage`] is what the management API
 //! shows and does; [`replicate`] copies accepted files and the configuration to the standby of an HA
 //! pair.
 
@@ -13,4 +14,5 @@ pub mod manage;
 pub mod manifest;
 pub mod pipeline;
 pub mod replicate;
+pub mod term;
 pub mod transmit;

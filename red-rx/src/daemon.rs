@@ -4,7 +4,7 @@
 //!
 //! Nothing here can send on a fiber: the fibers are [`FiberRx`], which has no send method.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
 use crate::config::Checked;
+use crate::gate::{DeliveryGate, GateAction};
 use crate::status::{Shared, SinkHandle, StatusView};
 
 /// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
@@ -158,14 +159,13 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     }
     let active = Arc::new(AtomicBool::new(ha.is_none()));
     let last_beacon = Arc::new(Mutex::new(None));
+    let kinds = routes.iter().map(|(number, (kind, _))| (*number, *kind)).collect();
     let dispatcher = Dispatcher {
         own_fingerprint: checked.fingerprint,
-        routes,
+        routes: routes.into_iter().map(|(number, (_, sender))| (number, sender)).collect(),
+        gate: DeliveryGate::new(Instant::now(), kinds, checked.pair.is_some(), ha.is_none()),
         local: Shared::default(),
         active: Arc::clone(&active),
-        was_active: ha.is_none(),
-        shadow: checked.pair.is_some(),
-        delivering: HashSet::new(),
         last_beacon: Arc::clone(&last_beacon),
     };
     let protocol_state =
@@ -407,100 +407,49 @@ struct Protocol {
     dispatcher: Dispatcher,
 }
 
-/// Routes receiver events to the sinks, delivering only while this node is active.
+/// Hands receiver events to the sinks the delivery gate lets them through to (see [`crate::gate`]).
 struct Dispatcher {
     own_fingerprint: [u8; 16],
-    routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)>,
+    routes: HashMap<u16, mpsc::Sender<SinkEvent>>,
+    gate: DeliveryGate,
     local: Shared,
+    /// The election's role, as the HA task last set it.
     active: Arc<AtomicBool>,
-    was_active: bool,
-    /// With a pair, files and vault sinks get every event whatever the role (a standby keeps
-    /// verified files in shadow) and are told the role.
-    shadow: bool,
-    /// Streams whose Open reached a sink: only these get their data, end or reset.
-    delivering: HashSet<(u16, u64)>,
     last_beacon: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Dispatcher {
-    /// Follows the HA role: a node that became standby resets the streams it was delivering (it will
-    /// not see them complete; the active node delivers from now on).
+    /// Tells the gate the role the election last set.
     fn sync_role(&mut self) {
         let active = self.active.load(Ordering::SeqCst);
-        if active == self.was_active {
-            return;
-        }
-        self.was_active = active;
-        if self.shadow {
-            let files: Vec<u16> = self
-                .routes
-                .iter()
-                .filter(|(_, (kind, _))| matches!(kind, ChannelKind::Files | ChannelKind::Vault))
-                .map(|(number, _)| *number)
-                .collect();
-            for channel in files {
-                self.send(channel, SinkEvent::Role { active });
-            }
-        }
-        if !active {
-            for (channel, stream) in std::mem::take(&mut self.delivering) {
-                self.send(channel, SinkEvent::Broken { stream, reason: StreamAbort::BecameStandby });
-            }
+        if active != self.gate.active() {
+            self.gate.handle_role(Instant::now(), active);
+            self.carry_out();
         }
     }
 
-    fn send(&mut self, channel: u16, event: SinkEvent) {
-        match self.routes.get(&channel) {
-            Some((_, sender)) => {
-                if sender.blocking_send(event).is_err() {
-                    warn!(channel, "sink gone: event dropped");
+    fn route(&mut self, channel: u16, event: SinkEvent) {
+        self.gate.handle_event(Instant::now(), channel, event);
+        self.carry_out();
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(action) = self.gate.poll_action() {
+            match action {
+                GateAction::Deliver { channel, event } => {
+                    // Blocks while the sink's queue is full: back-pressure reaches the receiver.
+                    let sent = self.routes.get(&channel).is_some_and(|sender| sender.blocking_send(event).is_ok());
+                    if !sent {
+                        warn!(channel, "sink gone: event dropped");
+                    }
                 }
-            }
-            None => {
-                if self.local.unknown_channels.insert(channel) {
+                GateAction::UnknownChannel(channel) => {
                     error!(channel, "ALARM data for a channel this RED does not have: dropped");
                 }
-            }
-        }
-    }
-
-    /// Whether an event may go to its sink now, keeping track of the streams being delivered.
-    fn admit(&mut self, channel: u16, event: &SinkEvent) -> bool {
-        let key = |stream: u64| (channel, stream);
-        let files =
-            self.routes.get(&channel).is_some_and(|(kind, _)| matches!(kind, ChannelKind::Files | ChannelKind::Vault));
-        if self.shadow && files {
-            if !self.was_active && matches!(event, SinkEvent::Open { .. }) {
-                self.local.shadowed += 1;
-            }
-            return true;
-        }
-        match event {
-            SinkEvent::Open { stream, .. } => {
-                if self.was_active {
-                    self.delivering.insert(key(*stream));
-                    true
-                } else {
-                    self.local.standby_skipped += 1;
-                    false
-                }
-            }
-            SinkEvent::Data { stream, .. } => {
-                let delivering = self.delivering.contains(&key(*stream));
-                if !delivering && self.was_active && self.local.began_before_active.insert(key(*stream)) {
+                GateAction::BeganBeforeActive { channel, stream } => {
                     warn!(channel, stream, "stream began before this node was active: not delivered");
                 }
-                delivering
             }
-            SinkEvent::End { stream, .. } | SinkEvent::Broken { stream, .. } => self.delivering.remove(&key(*stream)),
-            SinkEvent::Datagram(_) => {
-                if !self.was_active {
-                    self.local.standby_skipped += 1;
-                }
-                self.was_active
-            }
-            SinkEvent::NeverArrived { .. } => self.was_active,
-            SinkEvent::Role { .. } | SinkEvent::PeerDelivered { .. } | SinkEvent::PeerLedger { .. } => true,
         }
     }
 }
@@ -517,7 +466,7 @@ fn protocol_loop(protocol: &Mutex<Protocol>, shared: &Mutex<Shared>, stop: &Atom
             receiver.handle_timeout(Instant::now());
             dispatch(receiver, dispatcher);
             if last_publish.elapsed() >= Duration::from_millis(200) {
-                publish(receiver, &dispatcher.local, shared);
+                publish(receiver, dispatcher, shared);
                 last_publish = Instant::now();
             }
             receiver.poll_timeout().map_or(Duration::from_millis(20), |t| t.saturating_duration_since(Instant::now()))
@@ -525,23 +474,24 @@ fn protocol_loop(protocol: &Mutex<Protocol>, shared: &Mutex<Shared>, stop: &Atom
         std::thread::sleep(wait.clamp(Duration::from_millis(1), Duration::from_millis(20)));
     }
     if let Ok(guard) = protocol.lock() {
-        publish(&guard.receiver, &guard.dispatcher.local, shared);
+        publish(&guard.receiver, &guard.dispatcher, shared);
     }
 }
 
-fn publish(receiver: &Receiver, local: &Shared, shared: &Mutex<Shared>) {
+fn publish(receiver: &Receiver, dispatcher: &Dispatcher, shared: &Mutex<Shared>) {
+    let (local, gate) = (&dispatcher.local, &dispatcher.gate);
     let Ok(mut out) = shared.lock() else { return };
     let stats = receiver.stats();
     out.session = receiver.session();
     out.stale_sender = receiver.stale_sender(Instant::now());
     out.config_mismatch = local.config_mismatch;
     out.blue_fingerprint = local.blue_fingerprint;
-    out.unknown_channels.clone_from(&local.unknown_channels);
+    out.unknown_channels = gate.counts().unknown_channels.iter().copied().collect();
     out.streams_ended = local.streams_ended;
     out.streams_broken.clone_from(&local.streams_broken);
     out.datagrams_delivered = local.datagrams_delivered;
-    out.standby_skipped = local.standby_skipped;
-    out.shadowed = local.shadowed;
+    out.standby_skipped = gate.counts().standby_skipped;
+    out.shadowed = gate.counts().shadowed;
     out.blocks_lost = stats.blocks_lost;
     out.blocks_lost_by = stats.blocks_lost_by;
     out.blocks_decoded = stats.blocks_decoded;
@@ -620,8 +570,6 @@ fn dispatch(receiver: &mut Receiver, dispatcher: &mut Dispatcher) {
                 (channel, SinkEvent::Datagram(payload))
             }
         };
-        if dispatcher.admit(channel, &sink_event) {
-            dispatcher.send(channel, sink_event);
-        }
+        dispatcher.route(channel, sink_event);
     }
 }

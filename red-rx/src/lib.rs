@@ -2,7 +2,8 @@
 //! and delivers them to health-checked destination pools, output folders and the vault. It cannot send on
 //! a fiber.
 //!
-//! [`config`] reads and checks the file; [`daemon`] wires the fibers, the protocol thread, the sinks
+//! [`config`] reads and checks the file; [`gate`] decides which decoded events reach a sink (a
+//! sans-IO state machine); [`daemon`] wires the fibers, the protocol thread, the sinks
 //! (destinations, output folders, the vault) and HA, and writes the status file; [`status`] holds the shared counters and renders the status
 //! object; [`manage`] is what the
 //! management API shows and does, with the FEC advice; [`replicate`] is the pair channel: ledger
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod gate;
 pub mod manage;
 pub mod replicate;
 pub mod status;

@@ -36,11 +36,10 @@ pub(crate) struct Shared {
     pub(crate) drops: BTreeMap<&'static str, u64>,
     pub(crate) datagrams_delivered: u64,
     pub(crate) fiber_harmful_drops: Vec<u64>,
-    /// Events not delivered because this node was standby.
+    /// Events not delivered because this node was standby (from the delivery gate).
     pub(crate) standby_skipped: u64,
     /// Files opened while standby and decoded in shadow.
     pub(crate) shadowed: u64,
-    pub(crate) began_before_active: HashSet<(u16, u64)>,
     /// FEC figures: source symbols of completed blocks, how many were rebuilt from repair, blocks that
     /// needed more than 90 % of their repair, and the repair the sender announces (symbols per block of
     /// how many source symbols).
