@@ -18,6 +18,7 @@ use connectors::config::ChannelKind;
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
 use connectors::spool::{run_spool_sender, unix_ms, Spool};
 use connectors::vault::{serve as serve_http, upload_router};
+use diode_proto::sender::{Framer, SenderConfig};
 use ha_carp::driver::{HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
 use serde_json::json;
@@ -186,18 +187,23 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         .map_err(|e| format!("cannot start encoders: {e}"))?;
     let scheduler = tokio::spawn(schedule(lanes, Arc::clone(&ready), encode_tx));
     let stopping = Arc::new(AtomicBool::new(false));
-    let transmitter = Transmitter {
+    let framer = Framer::new(SenderConfig {
         session,
+        stamped: true,
         epoch,
         fec: checked.fec,
-        mode: checked.mode,
+        auth: checked.auth.clone(),
+        fiber_mode: checked.mode,
+        config_fingerprint: checked.fingerprint,
+        beacon_interval_ms: checked.beacon_interval.as_millis().min(u128::from(u16::MAX)) as u16,
+    });
+    let transmitter = Transmitter {
+        framer,
         rate_bps: checked.rate_bps,
         beacon_interval: checked.beacon_interval,
-        fingerprint: checked.fingerprint,
         fibers,
         encoded: encoded_rx,
         stats: Arc::clone(&counters.transmit),
-        auth: checked.auth.clone(),
         stopping: Arc::clone(&stopping),
         manifest,
     };

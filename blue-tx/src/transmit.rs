@@ -1,19 +1,19 @@
 //! Encoding and transmission: RaptorQ on a pool of threads, then the interleaver, the pacer and the
 //! fibers on one thread that owns the wire.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use diode_proto::beacon::{Beacon, ChannelProgress, SenderState};
+use diode_proto::beacon::SenderState;
 use diode_proto::block::SealedBlock;
 use diode_proto::fec::{BlockEncoder, EncodedBlock, FecParams};
-use diode_proto::header::{write_datagram, write_header, Kind, Repr, HEADER_LEN_TAGGED};
+use diode_proto::header::{write_header, HEADER_LEN_TAGGED};
 use diode_proto::interleave::Interleaver;
-use diode_proto::{FiberMode, LinkAuth};
+use diode_proto::sender::Framer;
+use diode_proto::FiberMode;
 use hw::fiber::FiberTx;
 use hw::pacer::{sleep_until, Pacer, IP_UDP_OVERHEAD, SENDER_BATCH_WAIT, SENDER_BURST};
 use hw::Gather;
@@ -68,18 +68,14 @@ pub struct TxStats {
 }
 
 pub struct Transmitter {
-    pub session: u64,
-    pub epoch: u32,
-    pub fec: FecParams,
-    pub mode: FiberMode,
+    /// The session's framing (symbol headers, beacons, manifests): the same object the protocol
+    /// tests drive through `diode_proto::Sender`.
+    pub framer: Framer,
     pub rate_bps: u64,
     pub beacon_interval: Duration,
-    pub fingerprint: [u8; 16],
     pub fibers: Vec<FiberTx>,
     pub encoded: Receiver<EncodedBlock>,
     pub stats: Arc<TxStats>,
-    /// CRC32 or keyed tags on every datagram.
-    pub auth: LinkAuth,
     /// Set when the daemon is stopping, so the last beacons say so.
     pub stopping: Arc<AtomicBool>,
     /// Files sent, named in manifests after each beacon.
@@ -106,11 +102,11 @@ impl Transmitter {
         if !hw::tighten_timer_slack() {
             warn!("the kernel refused a tight timer slack: pacing spins more between batches");
         }
-        let auth = self.auth.clone();
+        let auth = self.framer.config().auth.clone();
+        let (fec, mode) = (self.framer.config().fec, self.framer.config().fiber_mode);
         let start = Instant::now();
         let mut pacer = Pacer::new(self.rate_bps, IP_UDP_OVERHEAD, SENDER_BURST, start);
-        let mut interleaver: Interleaver<Arc<EncodedBlock>> = Interleaver::new(self.fec.interleave_depth);
-        let mut blocks_sent: BTreeMap<u16, u64> = BTreeMap::new();
+        let mut interleaver: Interleaver<Arc<EncodedBlock>> = Interleaver::new(fec.interleave_depth);
         let mut out = Outgoing {
             headers: (0..BATCH).map(|_| Vec::with_capacity(HEADER_LEN_TAGGED)).collect(),
             symbols: vec![None; BATCH],
@@ -145,7 +141,7 @@ impl Transmitter {
                 self.flush(&mut out);
                 let state =
                     if self.stopping.load(Ordering::SeqCst) { SenderState::Draining } else { SenderState::Active };
-                self.beacon(&auth, &mut pacer, &blocks_sent, state);
+                self.beacon(&mut pacer, state);
                 next_beacon = now + self.beacon_interval;
             }
             // Drain the lanes only when no encoded block is waiting: a full interleaver spreads bursts.
@@ -164,21 +160,8 @@ impl Transmitter {
                 }
                 continue;
             };
-            let repr = Repr {
-                kind: Kind::Symbol,
-                session: self.session,
-                epoch: self.epoch,
-                channel: block.channel,
-                block_seq: block.seq,
-                esi,
-                block_len: block.block_len,
-                payload_len: block.symbol_size,
-                key_id: auth.send_key_id(),
-                stamped: true,
-            };
+            let repr = self.framer.symbol_repr(block, esi);
             let Some(payload) = block.symbol(esi) else { continue };
-            let last_symbol = esi + 1 == block.symbol_count();
-            let (channel, seq) = (block.channel, block.seq);
             let len = repr.buffer_len();
             // The loop's clock reading is a few hundred nanoseconds old here; reading the clock again
             // for every datagram cost 3 % of blue-tx at MTU 1500.
@@ -192,23 +175,21 @@ impl Transmitter {
             write_header(&repr, payload, &auth, &mut out.headers[out.len]);
             out.symbols[out.len] = Some((Arc::clone(block), esi));
             out.fiber_of[out.len] = next_fiber;
-            if self.mode == FiberMode::Stripe {
+            if mode == FiberMode::Stripe {
                 next_fiber = (next_fiber + 1) % self.fibers.len();
             }
             out.len += 1;
             if out.len == BATCH {
                 self.flush(&mut out);
             }
-            if last_symbol {
+            if self.framer.symbol_sent(block, esi) {
                 self.stats.blocks.fetch_add(1, Ordering::Relaxed);
-                let sent = blocks_sent.entry(channel).or_insert(0);
-                *sent = (*sent).max(seq + 1);
             }
         }
         self.flush(&mut out);
         // Repeated so a receiver that loses one still learns the final block counts.
         for _ in 0..3 {
-            self.beacon(&auth, &mut pacer, &blocks_sent, SenderState::Stopping);
+            self.beacon(&mut pacer, SenderState::Stopping);
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -229,7 +210,7 @@ impl Transmitter {
             .collect();
         for (index, fiber) in self.fibers.iter_mut().enumerate() {
             let striped: Vec<[&[u8]; 2]>;
-            let datagrams = if self.mode == FiberMode::Mirror {
+            let datagrams = if self.framer.config().fiber_mode == FiberMode::Mirror {
                 &all[..]
             } else {
                 striped = all.iter().zip(&out.fiber_of).filter(|(_, f)| **f == index).map(|(d, _)| *d).collect();
@@ -249,35 +230,17 @@ impl Transmitter {
         out.len = 0;
     }
 
-    fn beacon(&mut self, auth: &LinkAuth, pacer: &mut Pacer, blocks_sent: &BTreeMap<u16, u64>, state: SenderState) {
+    fn beacon(&mut self, pacer: &mut Pacer, state: SenderState) {
         let timestamp_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        let max_channels = Beacon::max_channels(usize::from(self.fec.symbol_size));
-        // Rotate through the channels when they do not all fit in one beacon.
-        let offset = self.stats.beacons.load(Ordering::Relaxed) as usize * max_channels;
-        let channels: Vec<ChannelProgress> = blocks_sent
-            .iter()
-            .cycle()
-            .skip(if blocks_sent.is_empty() { 0 } else { offset % blocks_sent.len() })
-            .take(blocks_sent.len().min(max_channels))
-            .map(|(channel, sent)| ChannelProgress { channel: *channel, blocks_sent: *sent })
-            .collect();
-        let beacon = Beacon {
-            timestamp_us,
-            state,
-            fiber_mode: self.mode,
-            fec: self.fec,
-            interval_ms: self.beacon_interval.as_millis().min(u128::from(u16::MAX)) as u16,
-            config_fingerprint: self.fingerprint,
-            channels,
-        };
-        let mut body = Vec::with_capacity(beacon.encoded_len());
-        beacon.emit(&mut body);
-        self.send_control(auth, pacer, Kind::Beacon, 0, &body);
+        let mut datagram = Vec::new();
+        self.framer.beacon(timestamp_us, state, &mut datagram);
+        self.send_control(pacer, &datagram);
         self.stats.beacons.fetch_add(1, Ordering::Relaxed);
-        for (channel, manifest) in self.manifest.due(blocks_sent, usize::from(self.fec.symbol_size)) {
-            body.clear();
-            manifest.emit(&mut body);
-            self.send_control(auth, pacer, Kind::Manifest, channel, &body);
+        let symbol_size = usize::from(self.framer.config().fec.symbol_size);
+        for (channel, manifest) in self.manifest.due(self.framer.blocks_sent(), symbol_size) {
+            datagram.clear();
+            self.framer.manifest(channel, &manifest, &mut datagram);
+            self.send_control(pacer, &datagram);
             self.stats.manifests.fetch_add(1, Ordering::Relaxed);
         }
         let overflowed = self.manifest.overflowed.swap(0, Ordering::Relaxed);
@@ -286,13 +249,10 @@ impl Transmitter {
 
     /// Control datagrams are paced like everything else, but never wait: they are small and must be
     /// regular.
-    fn send_control(&mut self, auth: &LinkAuth, pacer: &mut Pacer, kind: Kind, channel: u16, body: &[u8]) {
-        let repr = Repr::control(kind, channel, self.session, self.epoch, true, auth, body);
-        let mut datagram = Vec::with_capacity(repr.buffer_len());
-        write_datagram(&repr, body, auth, &mut datagram);
+    fn send_control(&mut self, pacer: &mut Pacer, datagram: &[u8]) {
         let _ = pacer.try_send(Instant::now(), datagram.len());
         for fiber in &mut self.fibers {
-            if fiber.send_batch(&[datagram.as_slice()]).is_err() {
+            if fiber.send_batch(&[datagram]).is_err() {
                 self.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -141,7 +141,7 @@ fn silent_stream_after_a_loss_is_broken_after_the_suspect_timeout() {
     let wire = drain(&mut tx);
     let mut rig = Rig::new(Rig::config());
     rig.feed(0, wire.iter().filter(|d| header(d).block_seq == 0));
-    rig.beacon(&tx); // tail loss: the beacon says two blocks were sent
+    rig.beacon(&mut tx); // tail loss: the beacon says two blocks were sent
     rig.advance(Duration::from_millis(500));
     assert_eq!(rig.delivered.lost_blocks(), 1);
     assert!(rig.delivered.broken.is_empty(), "not broken before the suspect timeout");
@@ -389,7 +389,7 @@ fn beacon_reports_progress_and_fec_parameters() {
     let wire = drain(&mut tx);
     let mut rig = Rig::new(Rig::config());
     rig.feed(0, &wire);
-    rig.beacon(&tx);
+    rig.beacon(&mut tx);
     let beacon = rig.delivered.events.iter().find_map(|e| match e {
         Event::BeaconReceived { beacon, .. } => Some(beacon.clone()),
         _ => None,
@@ -621,10 +621,10 @@ fn three_files_and_their_manifest(lost_block: Option<u64>) -> (Sender, Vec<Vec<u
 
 #[test]
 fn a_file_whose_only_block_was_lost_is_named_by_the_manifest_once() {
-    let (tx, wire, manifest) = three_files_and_their_manifest(Some(1));
+    let (mut tx, wire, manifest) = three_files_and_their_manifest(Some(1));
     let mut rig = Rig::new(Rig::config());
     rig.feed(0, &wire);
-    rig.beacon(&tx);
+    rig.beacon(&mut tx);
     rig.advance(Duration::from_secs(1));
     for _ in 0..3 {
         rig.feed(0, [&manifest]);

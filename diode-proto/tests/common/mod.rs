@@ -158,7 +158,7 @@ impl Rig {
         self.delivered.absorb(&mut self.receiver);
     }
 
-    pub fn beacon(&mut self, sender: &Sender) {
+    pub fn beacon(&mut self, sender: &mut Sender) {
         let mut buf = Vec::new();
         sender.beacon(0, SenderState::Active, &mut buf);
         self.feed(0, [&buf]);
