@@ -228,9 +228,9 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     let mut fibers = Vec::new();
     for (index, fiber) in config.fibers.iter().enumerate() {
         let field = format!("fiber {}", index + 1);
-        let remote = parse_addr(&fiber.remote).map_err(|r| err(&format!("{field}: remote"), r))?;
+        let remote = parse_addr(&fiber.remote).map_err(|r| ConfigError::new(path, format!("{field}: remote"), r))?;
         let local = match &fiber.local {
-            Some(text) => Some(parse_addr(text).map_err(|r| err(&format!("{field}: local"), r))?),
+            Some(text) => Some(parse_addr(text).map_err(|r| ConfigError::new(path, format!("{field}: local"), r))?),
             None => None,
         };
         fibers.push((remote, local));
@@ -239,7 +239,7 @@ pub fn check(path: &Path, config: BlueConfig) -> Result<Checked, ConfigError> {
     let sources = config.channels.iter().map(|c| check_source(path, c)).collect::<Result<Vec<_>, _>>()?;
     let ha = match &config.ha {
         Some(section) => {
-            let mut driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            let mut driver = section.check().map_err(|e| ConfigError::in_file(path, e))?;
             // A node that returns must not take the VIP back before its pair channel has brought the
             // files its peer accepted meanwhile (replicate.rs releases the hold).
             driver.hold_preemption = config.pair.is_some();

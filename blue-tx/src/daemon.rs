@@ -13,13 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use chassis::runtime::{write_json, RunEnd};
+use chassis::runtime::{write_json, DaemonError, RunEnd};
 use connectors::config::ChannelKind;
 use connectors::source::{bind_udp, run_tcp_source, run_udp_source, SourceStats};
 use connectors::spool::{run_spool_sender, unix_ms, Spool};
 use connectors::vault::{serve as serve_http, upload_router};
 use diode_proto::sender::{Framer, SenderConfig};
-use ha_carp::driver::{HaHandle, Role};
+use ha_carp::driver::{HaError, HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -78,7 +78,7 @@ struct Term {
     threads: Vec<JoinHandle<()>>,
 }
 
-async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch: u32) -> Result<Term, String> {
+async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch: u32) -> Result<Term, DaemonError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(Notify::new());
     let manifest = Arc::new(ManifestBook::default());
@@ -89,14 +89,17 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         let (events_tx, events_rx) = mpsc::channel(SOURCE_QUEUE);
         let (sealed_tx, sealed_rx) = mpsc::channel(checked.config.link.queue_blocks);
         let listen_text = source.listen.map(|l| l.to_string()).unwrap_or_default();
-        let listen =
-            |kind: &str| source.listen.ok_or_else(|| format!("channel {channel}: a {kind} channel without listen"));
+        let listen = |kind: &str| {
+            source
+                .listen
+                .ok_or_else(|| DaemonError::Unchecked(format!("channel {channel}: a {kind} channel without listen")))
+        };
         match source.config.kind {
             ChannelKind::Tcp => {
                 let listen = listen("tcp")?;
                 let listener = TcpListener::bind(listen)
                     .await
-                    .map_err(|e| format!("channel {channel}: cannot listen on {listen}: {e}"))?;
+                    .map_err(|e| DaemonError::io(format!("channel {channel}: cannot listen on {listen}"), e))?;
                 tokio::spawn(run_tcp_source(
                     channel,
                     listener,
@@ -110,7 +113,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
             ChannelKind::Udp => {
                 let listen = listen("udp")?;
                 let socket = bind_udp(listen, source.multicast, 8 << 20)
-                    .map_err(|e| format!("channel {channel}: cannot receive on {listen}: {e}"))?;
+                    .map_err(|e| DaemonError::io(format!("channel {channel}: cannot receive on {listen}"), e))?;
                 tokio::spawn(run_udp_source(
                     channel,
                     socket,
@@ -120,7 +123,10 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
                 ));
             }
             ChannelKind::Files | ChannelKind::Vault => {
-                let spool = stats.spool.clone().ok_or_else(|| format!("channel {channel}: no spool"))?;
+                let spool = stats
+                    .spool
+                    .clone()
+                    .ok_or_else(|| DaemonError::Unchecked(format!("channel {channel}: no spool")))?;
                 if let Some(drop_folder) = &source.drop_folder {
                     tokio::spawn(drop_folder.clone().run(spool.clone(), shutdown_rx.clone()));
                 }
@@ -128,7 +134,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
                     let listen = listen("vault")?;
                     let listener = TcpListener::bind(listen)
                         .await
-                        .map_err(|e| format!("channel {channel}: cannot listen on {listen}: {e}"))?;
+                        .map_err(|e| DaemonError::io(format!("channel {channel}: cannot listen on {listen}"), e))?;
                     let router = upload_router(channel, spool.clone(), source.config.max_file_size);
                     let stop = shutdown_rx.clone();
                     tokio::spawn(async move {
@@ -169,7 +175,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
             force_buffer: fiber_config.force_buffer,
             ..TxConfig::new(*remote)
         };
-        let fiber = FiberTx::open(&config).map_err(|e| format!("fiber {}: {e}", index + 1))?;
+        let fiber = FiberTx::open(&config).map_err(|source| DaemonError::Fiber { index: index + 1, source })?;
         for warning in fiber.warnings() {
             warn!(fiber = index + 1, "{warning}");
             warnings.push(warning.to_string());
@@ -184,7 +190,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
     let (encode_tx, encode_rx) = mpsc::channel(threads * 2);
     let (encoded_tx, encoded_rx) = std::sync::mpsc::sync_channel(usize::from(checked.fec.interleave_depth) * 2);
     let mut workers = spawn_encoders(threads, checked.fec, encode_rx, encoded_tx)
-        .map_err(|e| format!("cannot start encoders: {e}"))?;
+        .map_err(|e| DaemonError::io("cannot start encoders", e))?;
     let scheduler = tokio::spawn(schedule(lanes, Arc::clone(&ready), encode_tx));
     let stopping = Arc::new(AtomicBool::new(false));
     let framer = Framer::new(SenderConfig {
@@ -211,7 +217,7 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
         std::thread::Builder::new()
             .name("transmit".into())
             .spawn(move || transmitter.run())
-            .map_err(|e| format!("cannot start the transmitter: {e}"))?,
+            .map_err(|e| DaemonError::io("cannot start the transmitter", e))?,
     );
     counters.terms.fetch_add(1, Ordering::Relaxed);
     counters.session.store(session, Ordering::Relaxed);
@@ -247,22 +253,23 @@ async fn stop_term(term: Term) {
 /// Runs the daemon until a stop signal. Errors are startup failures (a port in use, a fiber that
 /// cannot be opened), reported with what failed. A standby that receives a new configuration from
 /// its active peer stops everything and starts again with it, in the same process.
-pub fn run(checked: Checked) -> Result<(), String> {
+pub fn run(checked: Checked) -> Result<(), DaemonError> {
     let path = checked.path.clone();
     chassis::runtime::run_reloading("blue-tx", checked, path, crate::config::load, run_async)
 }
 
-async fn run_async(checked: Checked) -> Result<RunEnd, String> {
+async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     // Spools outlive terms: what was accepted while active is still sent after a restart or a takeover.
     let mut spools = std::collections::HashMap::new();
     for source in &checked.sources {
         if let Some(dir) = &source.spool {
             let channel = source.config.number;
-            let spool =
-                Spool::open(dir).map_err(|e| format!("channel {channel}: spool folder {}: {e}", dir.display()))?;
+            let spool = Spool::open(dir)
+                .map_err(|e| DaemonError::io(format!("channel {channel}: spool folder {}", dir.display()), e))?;
             if let Some(drop) = &source.drop_folder {
-                std::fs::create_dir_all(&drop.folder)
-                    .map_err(|e| format!("channel {channel}: drop folder {}: {e}", drop.folder.display()))?;
+                std::fs::create_dir_all(&drop.folder).map_err(|e| {
+                    DaemonError::io(format!("channel {channel}: drop folder {}", drop.folder.display()), e)
+                })?;
             }
             spools.insert(channel, spool);
         }
@@ -290,7 +297,10 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     });
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
-        Some(config) => Some(ha_carp::driver::spawn(config.clone(), random_u64(), driver_shutdown_rx)?),
+        Some(config) => Some(
+            ha_carp::driver::spawn(config.clone(), random_u64(), driver_shutdown_rx)
+                .map_err(|e| DaemonError::part("HA", e))?,
+        ),
         None => None,
     };
     let fiber_interfaces: Vec<String> = checked.config.fibers.iter().filter_map(|f| f.interface.clone()).collect();
@@ -362,6 +372,8 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
     let mut lifecycle = TermLifecycle::new(unix_ms(), ha.is_some(), checked.config.link.epoch, random_u64() as u16);
     lifecycle.handle_role(unix_ms(), is_active(&role));
     let mut term: Option<Term> = None;
+    // Without HA a term that cannot start ends the daemon with the error that stopped it.
+    let mut start_error: Option<DaemonError> = None;
     let exit = 'run: loop {
         while let Some(action) = lifecycle.poll_action() {
             match action {
@@ -377,7 +389,8 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                         if ha.is_some() {
                             warn!(%error, "cannot start transmitting yet; retrying");
                         }
-                        lifecycle.handle_start_failed(unix_ms(), &error);
+                        lifecycle.handle_start_failed(unix_ms(), &error.to_string());
+                        start_error = Some(error);
                     }
                 },
                 TermAction::End(reason) => {
@@ -393,7 +406,9 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                     write_status("running", false);
                 }
                 TermAction::Exit(exit) => break 'run exit,
-                TermAction::Fail(error) => return Err(error),
+                TermAction::Fail(reason) => {
+                    return Err(start_error.take().unwrap_or(DaemonError::Unchecked(reason)));
+                }
             }
         }
         let retry = lifecycle.poll_timeout().map(|at| Duration::from_millis(at.saturating_sub(unix_ms())));
@@ -402,13 +417,13 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
             () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => lifecycle.handle_timeout(unix_ms()),
             changed = role_changed(&mut role) => {
                 if !changed {
-                    return Err("the HA driver stopped".into());
+                    return Err(DaemonError::part("HA", HaError::DriverStopped));
                 }
                 lifecycle.handle_role(unix_ms(), is_active(&role));
             }
             changed = watch_changed(&mut reasserts) => {
                 if !changed {
-                    return Err("the HA driver stopped".into());
+                    return Err(DaemonError::part("HA", HaError::DriverStopped));
                 }
                 // The other side of a healed partition may have transmitted under a higher epoch.
                 lifecycle.handle_reassert(unix_ms());

@@ -226,7 +226,8 @@ impl Managed for BlueManaged {
     }
 
     fn ha_command(&self, demote: bool) -> HaFuture {
-        Box::pin(demote_or_promote(self.ha.clone(), demote))
+        let ha = self.ha.clone();
+        Box::pin(async move { Ok(demote_or_promote(ha, demote).await?) })
     }
 
     fn config_path(&self) -> &Path {

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chassis::runtime::DaemonError;
+use connectors::replication::Refusal;
 use connectors::spool::{Spool, SpoolEntry};
 use ha_carp::driver::{HaHandle, Role};
 use ha_carp::machine::Command;
@@ -39,8 +41,8 @@ pub(crate) async fn start(
     reload: Arc<Notify>,
     stats: Arc<PairStats>,
     shutdown: watch::Receiver<bool>,
-) -> Result<Replicator, String> {
-    let pair = checked.pair.as_ref().ok_or("no [pair] section")?;
+) -> Result<Replicator, DaemonError> {
+    let pair = checked.pair.as_ref().ok_or_else(|| DaemonError::Unchecked("no [pair] section".into()))?;
     let (node, config_path) = (checked.config.node.name.as_str(), checked.path.clone());
     let active = ha_carp::pair::follow_active(role.clone(), |r| *r == Role::Active);
     let snapshot = {
@@ -59,8 +61,9 @@ pub(crate) async fn start(
         reload,
         stats: Arc::clone(&stats),
     });
-    let listener =
-        TcpListener::bind(pair.listen).await.map_err(|e| format!("pair: cannot listen on {}: {e}", pair.listen))?;
+    let listener = TcpListener::bind(pair.listen)
+        .await
+        .map_err(|e| DaemonError::io(format!("pair: cannot listen on {}", pair.listen), e))?;
     tokio::spawn(serve_standby(
         listener,
         pair.key.clone(),
@@ -178,8 +181,8 @@ pub(crate) struct BlueStandby {
 }
 
 impl BlueStandby {
-    fn spool(&self, channel: u16) -> Result<&Spool, String> {
-        self.spools.get(&channel).ok_or_else(|| format!("this node has no files or vault channel {channel}"))
+    fn spool(&self, channel: u16) -> Result<&Spool, Refusal> {
+        self.spools.get(&channel).ok_or(Refusal::NoSuchChannel(channel))
     }
 
     fn mark(&self, channel: u16, id: String) {
@@ -221,16 +224,16 @@ impl BlueStandby {
 }
 
 impl PairHandler for BlueStandby {
-    fn file_path(&self, channel: u16, entry: &SpoolEntry) -> Result<PathBuf, String> {
+    fn file_path(&self, channel: u16, entry: &SpoolEntry) -> Result<PathBuf, Refusal> {
         // The id names files here: only the 32 hex digits an id has are accepted.
         if entry.file_id().is_none() {
-            return Err(format!("'{}' is not a file id", entry.id));
+            return Err(Refusal::NotAFileId(entry.id.clone()));
         }
         Ok(self.spool(channel)?.partial_path(&entry.id))
     }
 
-    fn file_received(&self, channel: u16, entry: SpoolEntry) -> Result<(), String> {
-        self.spool(channel)?.commit_replica(&entry).map_err(|e| format!("cannot keep the replica: {e}"))?;
+    fn file_received(&self, channel: u16, entry: SpoolEntry) -> Result<(), Refusal> {
+        self.spool(channel)?.commit_replica(&entry).map_err(|e| Refusal::io("cannot keep the replica", e))?;
         if let Ok(mut sent) = self.sent.lock() {
             sent.remove(&(channel, entry.id));
         }

@@ -5,6 +5,7 @@
 //! [`REDACTED`]; an import that still holds the marker keeps the node's current value for that field,
 //! so export, edit and import round-trips without the secrets ever leaving.
 
+use connectors::config::FieldError;
 use toml::{Table, Value};
 
 /// What a redacted value reads.
@@ -15,11 +16,20 @@ pub const REDACTED: &str = "<redacted>";
 const SECRET_FIELDS: [&str; 5] = ["key", "security_text", "password_hash", "token_hash", "hash"];
 
 /// The configuration with every secret replaced by [`REDACTED`], and how many were.
-pub fn redact(text: &str) -> Result<(String, usize), String> {
-    let mut table: Table = toml::from_str(text).map_err(|e| format!("the configuration does not parse: {e}"))?;
+/// Why a configuration could not be redacted.
+#[derive(Debug, thiserror::Error)]
+pub enum RedactError {
+    #[error("the configuration does not parse: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("cannot write the redacted configuration: {0}")]
+    Write(#[from] toml::ser::Error),
+}
+
+pub fn redact(text: &str) -> Result<(String, usize), RedactError> {
+    let mut table: Table = toml::from_str(text)?;
     let mut count = 0;
     redact_table(&mut table, &mut count);
-    let text = toml::to_string(&table).map_err(|e| e.to_string())?;
+    let text = toml::to_string(&table)?;
     Ok((text, count))
 }
 
@@ -45,18 +55,18 @@ fn redact_value(value: &mut Value, count: &mut usize) {
 /// An imported configuration with every [`REDACTED`] marker replaced by the value at the same place
 /// in `current` (the node's file). Without markers it is returned unchanged, byte for byte. A marker
 /// with nothing to restore from is an error naming the field.
-pub fn restore(imported: &str, current: &str) -> Result<String, (String, String)> {
+pub fn restore(imported: &str, current: &str) -> Result<String, FieldError> {
     if !imported.contains(REDACTED) {
         return Ok(imported.to_string());
     }
     let mut table: Table =
-        toml::from_str(imported).map_err(|e| ("document".to_string(), format!("does not parse: {e}")))?;
+        toml::from_str(imported).map_err(|e| FieldError::new("document", format!("does not parse: {e}")))?;
     let current: Table = toml::from_str(current).unwrap_or_default();
     restore_table(&mut table, Some(&current), "")?;
-    toml::to_string(&table).map_err(|e| ("document".to_string(), e.to_string()))
+    toml::to_string(&table).map_err(|e| FieldError::new("document", e))
 }
 
-fn restore_table(table: &mut Table, current: Option<&Table>, at: &str) -> Result<(), (String, String)> {
+fn restore_table(table: &mut Table, current: Option<&Table>, at: &str) -> Result<(), FieldError> {
     for (name, value) in table.iter_mut() {
         let here = if at.is_empty() { name.clone() } else { format!("{at}: {name}") };
         restore_value(value, current.and_then(|c| c.get(name)), &here)?;
@@ -64,14 +74,14 @@ fn restore_table(table: &mut Table, current: Option<&Table>, at: &str) -> Result
     Ok(())
 }
 
-fn restore_value(value: &mut Value, current: Option<&Value>, at: &str) -> Result<(), (String, String)> {
+fn restore_value(value: &mut Value, current: Option<&Value>, at: &str) -> Result<(), FieldError> {
     match value {
         Value::String(text) if text == REDACTED => match current {
             Some(Value::String(kept)) => {
                 *value = Value::String(kept.clone());
                 Ok(())
             }
-            _ => Err((at.to_string(), "is redacted and this node has no value there to keep".to_string())),
+            _ => Err(FieldError::new(at, "is redacted and this node has no value there to keep")),
         },
         Value::Table(table) => restore_table(table, current.and_then(Value::as_table), at),
         // Entries of an array of tables are matched by position (`[[link_key]]` 1, 2, …).
@@ -119,7 +129,7 @@ mod tests {
         assert_eq!(table["link_key"][0]["key"].as_str(), Some("11111111"));
         assert_eq!(table["management"]["token"][0]["hash"].as_str(), Some("$argon2id$t2"));
         assert_eq!(restore(CONFIG, "").unwrap(), CONFIG, "without markers the text is kept as it is");
-        let (field, reason) = restore(&exported, "[node]\nname = \"x\"\n").unwrap_err();
+        let FieldError { field, reason } = restore(&exported, "[node]\nname = \"x\"\n").unwrap_err();
         assert_eq!(field, "ha: security_text");
         assert!(reason.contains("redacted"), "{reason}");
     }

@@ -7,6 +7,59 @@ use tracing::warn;
 
 use connectors::config::ConfigError;
 
+/// Why a daemon could not start, or stopped on its own. Each variant says what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A socket, file, folder or thread the daemon needs could not be had.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("fiber {index}: {source}")]
+    Fiber {
+        index: usize,
+        #[source]
+        source: hw::fiber::FiberError,
+    },
+    /// A part of the daemon (the election, the pair channel, the management server) failed.
+    #[error("{part}: {source}")]
+    Part {
+        part: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The configuration passed its checks but lacks what a running part needs: a check is missing.
+    #[error("{0} (a configuration check was skipped)")]
+    Unchecked(String),
+}
+
+impl DaemonError {
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> DaemonError {
+        DaemonError::Io { what: what.into(), source }
+    }
+
+    pub fn part(part: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> DaemonError {
+        DaemonError::Part { part, source: source.into() }
+    }
+}
+
+/// Why the daemon's control socket could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot reach the daemon at {path}: {source}")]
+    Unreachable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon's control socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
 /// Sets up logging on stderr: human-readable by default, one JSON object per line with `json`.
 /// `RUST_LOG` overrides the level (default `info`).
 pub fn init_logging(json: bool) {
@@ -86,7 +139,7 @@ pub fn daemon_main<C>(
     load: impl Fn(&Path) -> Result<C, ConfigError>,
     describe: impl Fn(&C) -> String,
     control_socket: impl Fn(&C) -> Option<PathBuf>,
-    run: impl FnOnce(C) -> Result<(), String>,
+    run: impl FnOnce(C) -> Result<(), DaemonError>,
 ) -> ExitCode {
     match command {
         DaemonCommand::HashSecret => {
@@ -179,7 +232,7 @@ pub fn daemon_main<C>(
 }
 
 /// Calls `on_tick` every second until SIGTERM or SIGINT.
-pub async fn tick_until_stopped(mut on_tick: impl FnMut()) -> Result<(), String> {
+pub async fn tick_until_stopped(mut on_tick: impl FnMut()) -> Result<(), DaemonError> {
     let stop = stop_signal();
     tokio::pin!(stop);
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -192,12 +245,15 @@ pub async fn tick_until_stopped(mut on_tick: impl FnMut()) -> Result<(), String>
 }
 
 /// Runs a daemon's main future on a multi-threaded runtime whose threads carry the daemon's name.
-pub fn block_on(name: &str, daemon: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+pub fn block_on(
+    name: &str,
+    daemon: impl std::future::Future<Output = Result<(), DaemonError>>,
+) -> Result<(), DaemonError> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name(name)
         .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?
+        .map_err(|e| DaemonError::io("cannot start the runtime", e))?
         .block_on(daemon)
 }
 
@@ -218,10 +274,10 @@ pub fn run_reloading<C, E, F>(
     path: std::path::PathBuf,
     load: impl Fn(&Path) -> Result<C, E>,
     run: impl Fn(C) -> F,
-) -> Result<(), String>
+) -> Result<(), DaemonError>
 where
-    E: std::fmt::Display,
-    F: std::future::Future<Output = Result<RunEnd, String>>,
+    E: Into<DaemonError>,
+    F: std::future::Future<Output = Result<RunEnd, DaemonError>>,
 {
     block_on(name, async move {
         let mut checked = first;
@@ -229,7 +285,7 @@ where
             match run(checked).await? {
                 RunEnd::Stopped => return Ok(()),
                 RunEnd::Reload => {
-                    checked = load(&path).map_err(|e| e.to_string())?;
+                    checked = load(&path).map_err(Into::into)?;
                     tracing::info!(path = %path.display(), "running the replicated configuration");
                 }
             }
@@ -238,9 +294,9 @@ where
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub async fn stop_signal() -> Result<(), String> {
+pub async fn stop_signal() -> Result<(), DaemonError> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        .map_err(|e| DaemonError::io("cannot handle SIGTERM", e))?;
     tokio::select! {
         _ = terminate.recv() => Ok(()),
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -249,15 +305,15 @@ pub async fn stop_signal() -> Result<(), String> {
 
 /// Serves one-line commands on a Unix socket (the local operator interface): each connection sends a
 /// line, `handle` answers it, the answer goes back and the connection closes.
-pub async fn serve_control<F, Fut>(path: PathBuf, handle: F) -> Result<(), String>
+pub async fn serve_control<F, Fut>(path: PathBuf, handle: F) -> Result<(), DaemonError>
 where
     F: Fn(String) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = String> + Send,
 {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let _ = std::fs::remove_file(&path);
-    let listener =
-        tokio::net::UnixListener::bind(&path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    let listener = tokio::net::UnixListener::bind(&path)
+        .map_err(|e| DaemonError::io(format!("control socket {}", path.display()), e))?;
     // Only the owner may steer the daemon.
     use std::os::unix::fs::PermissionsExt;
     let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
@@ -280,14 +336,14 @@ where
 }
 
 /// Sends one command line to a daemon's control socket and returns its answer.
-pub fn control_request(path: &Path, command: &str) -> Result<String, String> {
+pub fn control_request(path: &Path, command: &str) -> Result<String, ControlError> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| format!("cannot reach the daemon at {}: {e}", path.display()))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    stream.write_all(format!("{command}\n").as_bytes()).map_err(|e| e.to_string())?;
+        .map_err(|source| ControlError::Unreachable { path: path.to_path_buf(), source })?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).map_err(|e| e.to_string())?;
+    stream.read_to_string(&mut answer)?;
     Ok(answer.trim_end().to_string())
 }
 

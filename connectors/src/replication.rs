@@ -31,6 +31,41 @@ pub enum ReplicationError {
     Refused(String),
 }
 
+/// Why a standby did not take what its active pushed. Its text goes back in the acknowledgement.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("this node has no files or vault channel {0}")]
+    NoSuchChannel(u16),
+    #[error("'{0}' is not a file id")]
+    NotAFileId(String),
+    #[error("RED holds no spool: files come over the fibers")]
+    NoSpool,
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{received} bytes arrived of {len}")]
+    Short { received: u64, len: u64 },
+    #[error("the content's BLAKE3 differs from the one announced")]
+    HashMismatch,
+    #[error("the delivery's id or BLAKE3 is not of the form a node writes")]
+    MalformedDelivery,
+    #[error("the files sink has stopped")]
+    SinkStopped,
+    #[error("the files sink did not answer")]
+    SinkSilent,
+    #[error("the standby's handler failed: {0}")]
+    Handler(String),
+}
+
+impl Refusal {
+    pub fn io(what: &'static str, source: std::io::Error) -> Refusal {
+        Refusal::Io { what, source }
+    }
+}
+
 /// A future the replication's caller awaits (boxed: the trait is used as a trait object).
 pub type Replicating<'a> = Pin<Box<dyn Future<Output = Result<(), ReplicationError>> + Send + 'a>>;
 

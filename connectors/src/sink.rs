@@ -24,7 +24,7 @@ use crate::pool::Pool;
 
 /// How a files sink answers the pair channel: once the delivery is in its ledger, or why not.
 #[derive(Clone)]
-pub struct Reply(pub std::sync::mpsc::SyncSender<Result<(), String>>);
+pub struct Reply(pub std::sync::mpsc::SyncSender<Result<(), crate::replication::Refusal>>);
 
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -11,6 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use connectors::config::FieldError;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
@@ -105,6 +106,27 @@ impl HaStatus {
 
 type CommandReply = oneshot::Sender<Result<(), CommandRefused>>;
 
+/// What went wrong in the election's driver or with a command given to it.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("HA is off on this node: nothing to demote or promote")]
+    Off,
+    #[error("the HA driver has stopped")]
+    DriverStopped,
+    #[error(transparent)]
+    Refused(#[from] crate::machine::CommandRefused),
+    #[error("the advert key: {0}")]
+    Key(#[source] crate::advert::KeyError),
+    #[error("the election's configuration: {0}")]
+    Config(#[source] crate::machine::CarpConfigError),
+    #[error("cannot open the advert transport: {0}")]
+    Transport(#[source] std::io::Error),
+    #[error("send advert: {0}")]
+    SendAdvert(#[source] std::io::Error),
+    #[error("the virtual IP: {0}")]
+    Vip(#[source] hw::vip::VipError),
+}
+
 /// The daemon's side of a running driver.
 #[derive(Clone)]
 pub struct HaHandle {
@@ -116,13 +138,13 @@ pub struct HaHandle {
 }
 
 impl HaHandle {
-    pub async fn command(&self, command: Command) -> Result<(), String> {
+    pub async fn command(&self, command: Command) -> Result<(), HaError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send((command, reply)).await.map_err(|_| "the HA driver has stopped".to_string())?;
+        self.commands.send((command, reply)).await.map_err(|_| HaError::DriverStopped)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(refused)) => Err(refused.to_string()),
-            Err(_) => Err("the HA driver has stopped".to_string()),
+            Ok(Err(refused)) => Err(HaError::Refused(refused)),
+            Err(_) => Err(HaError::DriverStopped),
         }
     }
 
@@ -141,8 +163,8 @@ pub fn role_value(ha: Option<&HaHandle>) -> f64 {
 }
 
 /// Demotes (or promotes) through an owned handle, for callers that need a `'static` future.
-pub async fn demote_or_promote(ha: Option<HaHandle>, demote: bool) -> Result<(), String> {
-    let handle = ha.ok_or_else(|| "HA is off on this node: nothing to demote or promote".to_string())?;
+pub async fn demote_or_promote(ha: Option<HaHandle>, demote: bool) -> Result<(), HaError> {
+    let handle = ha.ok_or(HaError::Off)?;
     handle.command(if demote { Command::Demote } else { Command::Promote }).await
 }
 
@@ -250,14 +272,14 @@ fn read_raw(socket: &Socket, out: &mpsc::Sender<Received>) {
 }
 
 /// Starts the driver on the current tokio runtime. Errors are those of opening the transport.
-pub fn spawn(config: DriverConfig, initial_counter: u64, shutdown: watch::Receiver<bool>) -> Result<HaHandle, String> {
-    let key = AdvertKey::new(config.security_text.as_bytes(), config.carp.vhid, config.vip.octets())
-        .map_err(|e| e.to_string())?;
-    let mut machine = Carp::new(config.carp.clone(), initial_counter).map_err(|e| e.to_string())?;
+pub fn spawn(config: DriverConfig, initial_counter: u64, shutdown: watch::Receiver<bool>) -> Result<HaHandle, HaError> {
+    let key =
+        AdvertKey::new(config.security_text.as_bytes(), config.carp.vhid, config.vip.octets()).map_err(HaError::Key)?;
+    let mut machine = Carp::new(config.carp.clone(), initial_counter).map_err(HaError::Config)?;
     if config.hold_preemption {
         let _ = machine.handle_command(std::time::Instant::now(), Command::HoldPreemption(true));
     }
-    let wire = Wire::open(&config.transport).map_err(|e| format!("cannot open the advert transport: {e}"))?;
+    let wire = Wire::open(&config.transport).map_err(HaError::Transport)?;
     let (role_tx, role_rx) = watch::channel(Role::Init);
     let (reassert_tx, reassert_rx) = watch::channel(0u64);
     let (commands_tx, commands_rx) = mpsc::channel(8);
@@ -365,10 +387,10 @@ async fn apply(
             }
             VipMode::Loopback => None,
         };
-        let result: Result<(), String> = match action {
-            Action::SendAdvert(advert) => wire.send(&advert.emit(key)).await.map_err(|e| format!("send advert: {e}")),
-            Action::AddVip => vip.map_or(Ok(()), |vip| hw::vip::add(&vip).map_err(|e| e.to_string())),
-            Action::RemoveVip => vip.map_or(Ok(()), |vip| hw::vip::remove(&vip).map_err(|e| e.to_string())),
+        let result: Result<(), HaError> = match action {
+            Action::SendAdvert(advert) => wire.send(&advert.emit(key)).await.map_err(HaError::SendAdvert),
+            Action::AddVip => vip.map_or(Ok(()), |vip| hw::vip::add(&vip).map_err(HaError::Vip)),
+            Action::RemoveVip => vip.map_or(Ok(()), |vip| hw::vip::remove(&vip).map_err(HaError::Vip)),
             Action::AnnounceVip => {
                 if let Some(vip) = vip {
                     // Repeated announcements take a little while: off the election's task.
@@ -401,7 +423,7 @@ async fn apply(
         }
         if let Ok(mut shared) = status.lock() {
             if let Err(error) = result {
-                shared.last_error = Some(error);
+                shared.last_error = Some(error.to_string());
             }
         }
     }
@@ -496,36 +518,36 @@ fn default_prefix() -> u8 {
     24
 }
 
-fn parse_v4(field: &'static str, text: &str) -> Result<Ipv4Addr, (String, String)> {
-    text.parse().map_err(|_| (field.to_string(), format!("'{text}' is not an IPv4 address")))
+fn parse_v4(field: &'static str, text: &str) -> Result<Ipv4Addr, FieldError> {
+    text.parse().map_err(|_| FieldError::new(field, format!("'{text}' is not an IPv4 address")))
 }
 
-fn parse_socket(field: &'static str, text: &str) -> Result<SocketAddr, (String, String)> {
-    text.parse().map_err(|_| (field.to_string(), format!("'{text}' is not an ip:port address")))
+fn parse_socket(field: &'static str, text: &str) -> Result<SocketAddr, FieldError> {
+    text.parse().map_err(|_| FieldError::new(field, format!("'{text}' is not an ip:port address")))
 }
 
 impl HaConfig {
-    /// Checks the section; errors are (field, reason).
-    pub fn check(&self) -> Result<DriverConfig, (String, String)> {
+    /// Checks the section; an error names the field and why.
+    pub fn check(&self) -> Result<DriverConfig, FieldError> {
         let vip = parse_v4("ha: vip", &self.vip)?;
         AdvertKey::new(self.security_text.as_bytes(), self.vhid, vip.octets())
-            .map_err(|e| ("ha: security_text".to_string(), e.to_string()))?;
+            .map_err(|e| FieldError::new("ha: security_text", e))?;
         if self.vhid == 0 {
-            return Err(("ha: vhid".into(), "must be between 1 and 255".into()));
+            return Err(FieldError::new("ha: vhid", "must be between 1 and 255"));
         }
         let (transport, address) = match self.transport {
             TransportKind::Udp => {
                 let bind = parse_socket(
                     "ha: bind",
-                    self.bind.as_deref().ok_or(("ha: bind".to_string(), "the UDP transport needs bind".to_string()))?,
+                    self.bind.as_deref().ok_or_else(|| FieldError::new("ha: bind", "the UDP transport needs bind"))?,
                 )?;
                 if self.peers.is_empty() {
-                    return Err(("ha: peers".into(), "the UDP transport needs the peer's address".into()));
+                    return Err(FieldError::new("ha: peers", "the UDP transport needs the peer's address"));
                 }
                 let peers = self.peers.iter().map(|p| parse_socket("ha: peers", p)).collect::<Result<Vec<_>, _>>()?;
                 let address = match bind.ip() {
                     std::net::IpAddr::V4(v4) => v4,
-                    std::net::IpAddr::V6(_) => return Err(("ha: bind".into(), "must be an IPv4 address".into())),
+                    std::net::IpAddr::V6(_) => return Err(FieldError::new("ha: bind", "must be an IPv4 address")),
                 };
                 (Transport::Udp { bind, peers }, address)
             }
@@ -534,13 +556,13 @@ impl HaConfig {
                     "ha: source",
                     self.source
                         .as_deref()
-                        .ok_or(("ha: source".to_string(), "the CARP transport needs source".to_string()))?,
+                        .ok_or_else(|| FieldError::new("ha: source", "the CARP transport needs source"))?,
                 )?;
                 (Transport::Carp { source }, source)
             }
         };
         if self.prefix == 0 || self.prefix > 32 {
-            return Err(("ha: prefix".into(), "must be between 1 and 32".into()));
+            return Err(FieldError::new("ha: prefix", "must be between 1 and 32"));
         }
         let carp = CarpConfig {
             vhid: self.vhid,
@@ -549,7 +571,7 @@ impl HaConfig {
             preempt: self.preempt.unwrap_or(DEFAULT_PREEMPT),
             address,
         };
-        carp.encoding().map_err(|e| ("ha: interval_ms".to_string(), e.to_string()))?;
+        carp.encoding().map_err(|e| FieldError::new("ha: interval_ms", e))?;
         let vip_mode = match &self.interface {
             Some(interface) => VipMode::Netlink { interface: interface.clone(), prefix: self.prefix },
             None => VipMode::Loopback,

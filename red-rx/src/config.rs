@@ -166,7 +166,10 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     }
     let mut fibers = Vec::new();
     for (index, fiber) in config.fibers.iter().enumerate() {
-        fibers.push(parse_addr(&fiber.listen).map_err(|reason| err(&format!("fiber {}: listen", index + 1), &reason))?);
+        fibers.push(
+            parse_addr(&fiber.listen)
+                .map_err(|reason| ConfigError::new(path, format!("fiber {}: listen", index + 1), reason))?,
+        );
     }
     check_identities(path, &config.channels)?;
     let sinks = config.channels.iter().map(|c| check_sink(path, c)).collect::<Result<Vec<_>, _>>()?;
@@ -184,7 +187,7 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
     };
     let ha = match &config.ha {
         Some(section) => {
-            let mut driver = section.check().map_err(|(field, reason)| ConfigError::new(path, field, reason))?;
+            let mut driver = section.check().map_err(|e| ConfigError::in_file(path, e))?;
             // A RED that takes the VIP back from a working peer has not decoded the beginning of the
             // files in flight (its shadow started when it did); its peer, now standby, holds them in
             // shadow and waits for an announcement that never comes: they would be lost.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chassis::runtime::{write_json, RunEnd};
+use chassis::runtime::{write_json, DaemonError, RunEnd};
 use connectors::config::ChannelKind;
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
@@ -29,19 +29,20 @@ use crate::status::{Shared, SinkHandle, StatusView};
 
 /// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
 /// peer stops everything and starts again with it, in the same process.
-pub fn run(checked: Checked) -> Result<(), String> {
+pub fn run(checked: Checked) -> Result<(), DaemonError> {
     let path = checked.path.clone();
     chassis::runtime::run_reloading("red-rx", checked, path, crate::config::load, run_async)
 }
 
-async fn run_async(checked: Checked) -> Result<RunEnd, String> {
+async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     let checked = Arc::new(checked);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (driver_shutdown, driver_shutdown_rx) = watch::channel(false);
     let ha = match &checked.ha {
-        Some(config) => {
-            Some(ha_carp::driver::spawn(config.clone(), u64::from(std::process::id()) << 32, driver_shutdown_rx)?)
-        }
+        Some(config) => Some(
+            ha_carp::driver::spawn(config.clone(), u64::from(std::process::id()) << 32, driver_shutdown_rx)
+                .map_err(|e| DaemonError::part("HA", e))?,
+        ),
         None => None,
     };
     let pair_stats = checked.pair.as_ref().map(|_| Arc::new(ha_carp::pair::PairStats::default()));
@@ -103,8 +104,10 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                 if pair.is_some() {
                     standby_sinks.insert(channel, events_tx.clone());
                 }
-                let thread = spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats), pair)
-                    .map_err(|e| format!("channel {channel}: output folder {}: {e}", config.folder.display()))?;
+                let thread =
+                    spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats), pair).map_err(|e| {
+                        DaemonError::io(format!("channel {channel}: output folder {}", config.folder.display()), e)
+                    })?;
                 file_threads.push(thread);
                 if let Some(listen) = sink.vault_listen {
                     vaults.push((channel, listen, download_router(config.folder.clone(), sink.config.allow_delete)));
@@ -112,7 +115,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
                 files = Some(file_stats);
             }
             (ChannelKind::Files | ChannelKind::Vault, None) => {
-                return Err(format!("channel {channel}: no output folder (a configuration check was skipped)"))
+                return Err(DaemonError::Unchecked(format!("channel {channel}: no output folder")))
             }
         }
         info!(channel, name = %sink.config.name, kind = sink.config.kind.as_str(), destinations = sink.destinations.len(), "channel ready");
@@ -136,7 +139,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         config.recv_buffer = checked.config.fibers[index].recv_buffer;
         config.force_buffer = checked.config.fibers[index].force_buffer;
         config.timeout = Duration::from_millis(20);
-        let fiber = FiberRx::open(&config).map_err(|e| format!("fiber {}: {e}", index + 1))?;
+        let fiber = FiberRx::open(&config).map_err(|source| DaemonError::Fiber { index: index + 1, source })?;
         for warning in fiber.warnings() {
             warn!(fiber = index + 1, "{warning}");
             warnings.push(warning.to_string());
@@ -176,7 +179,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         let thread = std::thread::Builder::new()
             .name(format!("fiber-{}", index + 1))
             .spawn(move || receive_fiber(index as u8, fiber, &protocol, counters, &stop))
-            .map_err(|e| format!("cannot start fiber {} thread: {e}", index + 1))?;
+            .map_err(|e| DaemonError::io(format!("cannot start fiber {} thread", index + 1), e))?;
         fiber_threads.push(thread);
     }
     let protocol = {
@@ -184,7 +187,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, String> {
         std::thread::Builder::new()
             .name("protocol".into())
             .spawn(move || protocol_loop(&protocol_state, &shared, &stop))
-            .map_err(|e| format!("cannot start the protocol thread: {e}"))?
+            .map_err(|e| DaemonError::io("cannot start the protocol thread", e))?
     };
     if let Some(handle) = &ha {
         tokio::spawn(follow_role(handle.clone(), Arc::clone(&active), Arc::clone(&last_beacon)));

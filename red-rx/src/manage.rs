@@ -278,7 +278,8 @@ impl Managed for RedManaged {
     }
 
     fn ha_command(&self, demote: bool) -> HaFuture {
-        Box::pin(demote_or_promote(self.view.ha.clone(), demote))
+        let ha = self.view.ha.clone();
+        Box::pin(async move { Ok(demote_or_promote(ha, demote).await?) })
     }
 
     fn config_path(&self) -> &Path {

@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chassis::runtime::DaemonError;
 use connectors::filesink::FileSinkConfig;
 use connectors::ledger::Ledger;
+use connectors::replication::Refusal;
 use connectors::sink::{Reply, SinkEvent};
 use connectors::spool::SpoolEntry;
 use ha_carp::driver::Role;
@@ -89,9 +91,10 @@ pub(crate) async fn serve(
     reload: Arc<Notify>,
     stats: Arc<PairStats>,
     shutdown: watch::Receiver<bool>,
-) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(pair.listen).await.map_err(|e| format!("pair: cannot listen on {}: {e}", pair.listen))?;
+) -> Result<(), DaemonError> {
+    let listener = TcpListener::bind(pair.listen)
+        .await
+        .map_err(|e| DaemonError::io(format!("pair: cannot listen on {}", pair.listen), e))?;
     let standby =
         Arc::new(RedStandby { sinks, config_path, reload, stats: Arc::clone(&stats), timeout: pair.ack_timeout });
     tokio::spawn(serve_standby(listener, pair.key.clone(), node.to_string(), "red", standby, stats, shutdown));
@@ -107,8 +110,8 @@ struct RedStandby {
 }
 
 impl RedStandby {
-    fn sink(&self, channel: u16) -> Result<&mpsc::Sender<SinkEvent>, String> {
-        self.sinks.get(&channel).ok_or_else(|| format!("this node has no files or vault channel {channel}"))
+    fn sink(&self, channel: u16) -> Result<&mpsc::Sender<SinkEvent>, Refusal> {
+        self.sinks.get(&channel).ok_or(Refusal::NoSuchChannel(channel))
     }
 
     fn apply_config(&self, toml: &str) -> PairMessage {
@@ -121,12 +124,12 @@ impl RedStandby {
 }
 
 impl PairHandler for RedStandby {
-    fn file_path(&self, _channel: u16, _entry: &SpoolEntry) -> Result<PathBuf, String> {
-        Err("RED holds no spool: files come over the fibers".into())
+    fn file_path(&self, _channel: u16, _entry: &SpoolEntry) -> Result<PathBuf, Refusal> {
+        Err(Refusal::NoSpool)
     }
 
-    fn file_received(&self, _channel: u16, _entry: SpoolEntry) -> Result<(), String> {
-        Err("RED holds no spool".into())
+    fn file_received(&self, _channel: u16, _entry: SpoolEntry) -> Result<(), Refusal> {
+        Err(Refusal::NoSpool)
     }
 
     fn message(&self, message: PairMessage) -> Option<PairMessage> {
@@ -136,10 +139,10 @@ impl PairHandler for RedStandby {
                 let result = self.sink(channel).and_then(|sink| {
                     let (reply, answer) = std::sync::mpsc::sync_channel(1);
                     sink.blocking_send(SinkEvent::PeerDelivered { entry, reply: Reply(reply) })
-                        .map_err(|_| "the files sink has stopped".to_string())?;
-                    answer.recv_timeout(self.timeout).map_err(|_| "the files sink did not answer".to_string())?
+                        .map_err(|_| Refusal::SinkStopped)?;
+                    answer.recv_timeout(self.timeout).map_err(|_| Refusal::SinkSilent)?
                 });
-                let reason = result.as_ref().err().cloned();
+                let reason = result.as_ref().err().map(ToString::to_string);
                 Some(PairMessage::Ack { request, ok: result.is_ok(), reason })
             }
             PairMessage::Ledger { channel, entries, complete } => {

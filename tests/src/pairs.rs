@@ -202,7 +202,7 @@ impl PairsLab {
             }
             let (user, password) = credentials
                 .get_or_insert_with(|| ("operator".to_string(), connectors::spool::new_file_id()[..16].to_string()));
-            let hash = chassis::management::hash_secret(password)?;
+            let hash = chassis::management::hash_secret(password).map_err(|e| e.to_string())?;
             let listen = SocketAddr::from((ip(net, host), free_port(ip(net, host))?));
             Ok((
                 format!("\n[management]\nlisten = \"{listen}\"\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n"),

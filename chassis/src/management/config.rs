@@ -146,12 +146,21 @@ pub fn check_section(
 }
 
 /// An Argon2 hash (PHC string) of `secret` with a random salt.
-pub fn hash_secret(secret: &str) -> Result<String, String> {
+/// Why a secret could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("no random salt: {0}")]
+    NoSalt(getrandom::Error),
+    #[error("Argon2: {0}")]
+    Argon2(argon2::password_hash::Error),
+}
+
+pub fn hash_secret(secret: &str) -> Result<String, HashError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| format!("no random salt: {e}"))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+    getrandom::fill(&mut salt).map_err(HashError::NoSalt)?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Argon2)?;
+    argon2::Argon2::default().hash_password(secret.as_bytes(), &salt).map(|h| h.to_string()).map_err(HashError::Argon2)
 }
 
 pub(super) fn verify_secret(secret: &str, hash: &str) -> bool {

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{info, warn};
 
-use connectors::config::ConfigError;
+use connectors::config::{ConfigError, FieldError};
 
 mod auth;
 mod config;
@@ -48,7 +48,7 @@ pub use metrics::{allow, labels, Family, LabelValues, Sample};
 use tls::*;
 
 /// What an HA command answered.
-pub type HaFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type HaFuture = Pin<Box<dyn Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + Send>>;
 
 /// What a daemon shows and does through its management API.
 pub trait Managed: Send + Sync + 'static {
@@ -179,7 +179,7 @@ async fn ha(server: &Server, demote: bool) -> Response {
             info!(command = verb, "HA command from the management API");
             Json(json!({"ok": true, "command": verb})).into_response()
         }
-        Err(error) => refuse(StatusCode::CONFLICT, &error),
+        Err(error) => refuse(StatusCode::CONFLICT, &error.to_string()),
     }
 }
 
@@ -226,7 +226,7 @@ async fn export_config(
             info!(redacted = count, "configuration exported, secrets redacted");
             ([(header::CONTENT_TYPE, "application/toml")], redacted).into_response()
         }
-        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &error),
+        Err(error) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &error.to_string()),
     }
 }
 
@@ -242,7 +242,7 @@ async fn import_config(State(server): State<Arc<Server>>, headers: HeaderMap, bo
     let current = tokio::fs::read_to_string(&path).await.unwrap_or_default();
     let body = match crate::redact::restore(&body, &current) {
         Ok(body) => body,
-        Err((field, reason)) => {
+        Err(FieldError { field, reason }) => {
             let error = format!("{}: {field}: {reason}", path.display());
             return (StatusCode::BAD_REQUEST, Json(json!({"error": error, "field": field, "reason": reason})))
                 .into_response();
@@ -277,12 +277,13 @@ pub async fn spawn(
     config: CheckedManagement,
     managed: Arc<dyn Managed>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>, String> {
+) -> Result<tokio::task::JoinHandle<()>, crate::runtime::DaemonError> {
+    use crate::runtime::DaemonError;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| format!("management: cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| DaemonError::io(format!("management: cannot listen on {}", config.listen), e))?;
     let tls = match &config.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => Some(tls_acceptor(cert, key).map_err(|e| DaemonError::part("management TLS", e))?),
         None => None,
     };
     let listen = config.listen;

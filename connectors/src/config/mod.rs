@@ -25,9 +25,27 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// A problem with one field, before the file it is in is known: [`ConfigError::in_file`] adds it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl std::fmt::Display) -> FieldError {
+        FieldError { field: field.into(), reason: reason.to_string() }
+    }
+}
+
 impl ConfigError {
-    pub fn new(file: &Path, field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
-        ConfigError { file: file.display().to_string(), field: field.into(), reason: reason.into() }
+    pub fn in_file(file: &Path, error: FieldError) -> ConfigError {
+        ConfigError::new(file, error.field, error.reason)
+    }
+
+    pub fn new(file: &Path, field: impl Into<String>, reason: impl std::fmt::Display) -> ConfigError {
+        ConfigError { file: file.display().to_string(), field: field.into(), reason: reason.to_string() }
     }
 }
 
@@ -152,18 +170,31 @@ impl ChannelKind {
 }
 
 /// Parses `ip:port` with messages an operator can act on.
-pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+/// Why a text is not an `ip:port` address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("'{0}' is not an address: expected ip:port")]
+    NoPort(String),
+    #[error("'{0}' is not an IP address")]
+    BadIp(String),
+    #[error("port '{0}' is not a number")]
+    BadPort(String),
+    #[error("port {0} out of range (0-65535)")]
+    PortRange(u64),
+}
+
+pub fn parse_addr(text: &str) -> Result<SocketAddr, AddrError> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
     let Some((host, port)) = text.rsplit_once(':') else {
-        return Err(format!("'{text}' is not an address: expected ip:port"));
+        return Err(AddrError::NoPort(text.to_string()));
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: IpAddr = host.parse().map_err(|_| format!("'{host}' is not an IP address"))?;
-    let port: u64 = port.parse().map_err(|_| format!("port '{port}' is not a number"))?;
+    let ip: IpAddr = host.parse().map_err(|_| AddrError::BadIp(host.to_string()))?;
+    let port: u64 = port.parse().map_err(|_| AddrError::BadPort(port.to_string()))?;
     if port > u64::from(u16::MAX) {
-        return Err(format!("port {port} out of range (0-65535)"));
+        return Err(AddrError::PortRange(port));
     }
     Ok(SocketAddr::new(ip, port as u16))
 }

@@ -5,9 +5,11 @@ use super::*;
 #[test]
 fn addresses_are_parsed_with_actionable_errors() {
     assert_eq!(parse_addr("127.0.0.1:80"), Ok("127.0.0.1:80".parse().unwrap_or_else(|_| unreachable!())));
-    assert_eq!(parse_addr("127.0.0.1:70000"), Err("port 70000 out of range (0-65535)".to_string()));
-    assert_eq!(parse_addr("host:80"), Err("'host' is not an IP address".to_string()));
-    assert_eq!(parse_addr("127.0.0.1"), Err("'127.0.0.1' is not an address: expected ip:port".to_string()));
+    let reason = |text: &str| parse_addr(text).map_err(|e| e.to_string());
+    assert_eq!(reason("127.0.0.1:70000"), Err("port 70000 out of range (0-65535)".to_string()));
+    assert_eq!(reason("host:80"), Err("'host' is not an IP address".to_string()));
+    assert_eq!(reason("127.0.0.1"), Err("'127.0.0.1' is not an address: expected ip:port".to_string()));
+    assert_eq!(parse_addr("127.0.0.1:x"), Err(AddrError::BadPort("x".into())));
 }
 
 fn sink(text: &str) -> Result<CheckedSink, ConfigError> {

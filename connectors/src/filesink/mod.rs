@@ -36,14 +36,14 @@ use tracing::{debug, error, info, warn};
 
 use crate::ledger::{sync_parent, Ledger, LedgerEntry};
 use crate::names::{sanitize, SafePath};
-use crate::replication::Replication;
+use crate::replication::{Refusal, Replication};
 use crate::sink::{Reply, SinkEvent};
 
 mod ready;
 mod stats;
 
 use ready::*;
-pub use ready::{check_ready_note, Ready};
+pub use ready::{check_ready_note, NoteRefused, Ready};
 use stats::*;
 pub use stats::{FileFailure, FileFailureCounts, FileSinkStats, Transfer};
 
@@ -265,9 +265,9 @@ impl FileSink {
     fn peer_delivered(&mut self, entry: LedgerEntry, reply: Option<Reply>) {
         let id = entry.id.clone();
         let result = if entry.is_well_formed() {
-            self.ledger.record(entry).map(|_| ()).map_err(|e| format!("cannot write the ledger: {e}"))
+            self.ledger.record(entry).map(|_| ()).map_err(|e| Refusal::io("cannot write the ledger", e))
         } else {
-            Err("the delivery's id or BLAKE3 is not of the form a node writes".into())
+            Err(Refusal::MalformedDelivery)
         };
         if result.is_ok() {
             self.stats.peer_delivered.fetch_add(1, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::ledger::LedgerEntry;
-use crate::names::sanitize;
+use crate::names::{sanitize, NameError};
 
 use super::same_content;
 
@@ -46,48 +46,75 @@ pub(super) fn is_part_stem(stem: &str) -> bool {
         && stream.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Why an announcement read back at start is not acted on (it is quarantined with this reason).
+#[derive(Debug, thiserror::Error)]
+pub enum NoteRefused {
+    #[error("'{0}' is not a name this node gives announcements")]
+    ForeignName(String),
+    #[error("not an announcement: {0}")]
+    NotAnAnnouncement(#[from] serde_json::Error),
+    #[error("it names {named} instead of its own part file {own}")]
+    OtherPart { named: PathBuf, own: PathBuf },
+    #[error("its ledger id or BLAKE3 is not of the form this node writes")]
+    MalformedEntry,
+    #[error("its name is refused: {0}")]
+    Name(#[from] NameError),
+    #[error("cannot read it: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("not a regular file of at most 64 KiB")]
+    NotARegularFile,
+    #[error("its part file: {0}")]
+    PartUnreadable(#[source] std::io::Error),
+    #[error("its part file is not a regular file")]
+    PartNotARegularFile,
+    #[error("its part file has other hard links")]
+    PartLinked,
+    #[error("its part file does not have the announced length and BLAKE3")]
+    PartDiffers,
+}
+
 /// Checks an announcement read back from the part folder without touching the file system: it must
 /// have the name this sink gives announcements, name the part file beside it (nothing else anywhere),
 /// a ledger id and a BLAKE3 of the expected form, and a name that would be accepted.
-pub fn check_ready_note(bytes: &[u8], note_name: &str, part_dir: &Path) -> Result<Ready, String> {
+pub fn check_ready_note(bytes: &[u8], note_name: &str, part_dir: &Path) -> Result<Ready, NoteRefused> {
     let stem = note_name
         .strip_suffix(".ready.json")
         .filter(|stem| is_part_stem(stem))
-        .ok_or_else(|| format!("'{note_name}' is not a name this node gives announcements"))?;
-    let ready: Ready = serde_json::from_slice(bytes).map_err(|e| format!("not an announcement: {e}"))?;
-    let expected = part_dir.join(format!("{stem}.part"));
-    if ready.part != expected {
-        return Err(format!("it names {} instead of its own part file {}", ready.part.display(), expected.display()));
+        .ok_or_else(|| NoteRefused::ForeignName(note_name.to_string()))?;
+    let ready: Ready = serde_json::from_slice(bytes)?;
+    let own = part_dir.join(format!("{stem}.part"));
+    if ready.part != own {
+        return Err(NoteRefused::OtherPart { named: ready.part, own });
     }
     if !ready.entry.is_well_formed() || ready.entry.blake3.is_empty() {
-        return Err("its ledger id or BLAKE3 is not of the form this node writes".into());
+        return Err(NoteRefused::MalformedEntry);
     }
-    sanitize(&ready.name).map_err(|e| format!("its name is refused: {e}"))?;
+    sanitize(&ready.name)?;
     Ok(ready)
 }
 
 /// Reads an announcement and its part file: both must be regular files of this folder (no link of any
 /// kind), and the part must have the announced length and BLAKE3 before anything is placed from it.
-pub(super) fn load_ready_note(note: &Path, note_name: &str, part_dir: &Path) -> Result<Ready, String> {
-    let meta = std::fs::symlink_metadata(note).map_err(|e| format!("cannot read it: {e}"))?;
+pub(super) fn load_ready_note(note: &Path, note_name: &str, part_dir: &Path) -> Result<Ready, NoteRefused> {
+    let meta = std::fs::symlink_metadata(note).map_err(NoteRefused::Unreadable)?;
     if !meta.file_type().is_file() || meta.len() > MAX_READY_NOTE {
-        return Err("not a regular file of at most 64 KiB".into());
+        return Err(NoteRefused::NotARegularFile);
     }
-    let bytes = std::fs::read(note).map_err(|e| format!("cannot read it: {e}"))?;
+    let bytes = std::fs::read(note).map_err(NoteRefused::Unreadable)?;
     let ready = check_ready_note(&bytes, note_name, part_dir)?;
-    let part = std::fs::symlink_metadata(&ready.part).map_err(|e| format!("its part file: {e}"))?;
+    let part = std::fs::symlink_metadata(&ready.part).map_err(NoteRefused::PartUnreadable)?;
     if !part.file_type().is_file() {
-        return Err("its part file is not a regular file".into());
+        return Err(NoteRefused::PartNotARegularFile);
     }
     if std::os::unix::fs::MetadataExt::nlink(&part) != 1 {
-        return Err("its part file has other hard links".into());
+        return Err(NoteRefused::PartLinked);
     }
     let mut hash = [0u8; 32];
     if let Ok(bytes) = hex::decode(&ready.entry.blake3) {
         hash.copy_from_slice(&bytes);
     }
     if !same_content(&ready.part, ready.entry.size, &hash) {
-        return Err("its part file does not have the announced length and BLAKE3".into());
+        return Err(NoteRefused::PartDiffers);
     }
     Ok(ready)
 }

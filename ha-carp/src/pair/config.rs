@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use connectors::config::FieldError;
 use serde::Deserialize;
 
 use super::wire::PairKey;
@@ -47,35 +48,35 @@ pub struct CheckedPair {
 impl PairConfig {
     /// Checks the section; `side` is "blue" or "red" (each has one field of its own), the security text
     /// comes from `[ha]`.
-    pub fn check(&self, side: &str, security_text: &str) -> Result<CheckedPair, (String, String)> {
-        let field = |name: &str, reason: String| (format!("pair.{name}"), reason);
-        let listen = connectors::config::parse_addr(&self.listen).map_err(|e| field("listen", e))?;
-        let peer = connectors::config::parse_addr(&self.peer).map_err(|e| field("peer", e))?;
+    pub fn check(&self, side: &str, security_text: &str) -> Result<CheckedPair, FieldError> {
+        let field = |name: &str, reason: &dyn std::fmt::Display| FieldError::new(format!("pair.{name}"), reason);
+        let listen = connectors::config::parse_addr(&self.listen).map_err(|e| field("listen", &e))?;
+        let peer = connectors::config::parse_addr(&self.peer).map_err(|e| field("peer", &e))?;
         if listen == peer {
-            return Err(field("peer", "the peer's address is this node's own".into()));
+            return Err(field("peer", &"the peer's address is this node's own"));
         }
         if listen.ip().is_unspecified() {
-            return Err(field("listen", "give this node's data address, not 0.0.0.0".into()));
+            return Err(field("listen", &"give this node's data address, not 0.0.0.0"));
         }
         if !(100..=60_000).contains(&self.ack_timeout_ms) {
-            return Err(field("ack_timeout_ms", "must be between 100 and 60000".into()));
+            return Err(field("ack_timeout_ms", &"must be between 100 and 60000"));
         }
         if side == "red" && self.resend_window_s.is_some() {
-            return Err(field("resend_window_s", "only blue-tx resends; red-rx has shadow_files".into()));
+            return Err(field("resend_window_s", &"only blue-tx resends; red-rx has shadow_files"));
         }
         if side == "blue" && self.shadow_files.is_some() {
-            return Err(field("shadow_files", "only red-rx decodes in shadow; blue-tx has resend_window_s".into()));
+            return Err(field("shadow_files", &"only red-rx decodes in shadow; blue-tx has resend_window_s"));
         }
         let resend_window_s = self.resend_window_s.unwrap_or(DEFAULT_RESEND_WINDOW_S);
         if !(1..=86_400).contains(&resend_window_s) {
-            return Err(field("resend_window_s", "must be between 1 and 86400 seconds".into()));
+            return Err(field("resend_window_s", &"must be between 1 and 86400 seconds"));
         }
         let shadow_files = self.shadow_files.unwrap_or(DEFAULT_SHADOW_FILES);
         if !(1..=1_000_000).contains(&shadow_files) {
-            return Err(field("shadow_files", "must be between 1 and 1000000".into()));
+            return Err(field("shadow_files", &"must be between 1 and 1000000"));
         }
         if security_text.is_empty() {
-            return Err(("ha.security_text".into(), "the pair channel is authenticated with it: set one".into()));
+            return Err(FieldError::new("ha.security_text", "the pair channel is authenticated with it: set one"));
         }
         Ok(CheckedPair {
             listen,
@@ -100,7 +101,7 @@ pub fn check_section(
     let Some((security_text, vip)) = ha else {
         return Err(err("pair".into(), "the pair channel needs an [ha] section (its security text and VIP)".into()));
     };
-    let checked = pair.check(side, security_text).map_err(|(field, reason)| err(field, reason))?;
+    let checked = pair.check(side, security_text).map_err(|e| connectors::config::ConfigError::in_file(path, e))?;
     for (field, addr) in [("pair.listen", checked.listen), ("pair.peer", checked.peer)] {
         if addr.ip() == std::net::IpAddr::V4(vip) {
             return Err(err(

@@ -16,14 +16,41 @@ pub const LOCAL_SECTIONS: &[&str] = &["node", "ha", "management", "fiber", "pair
 /// Channel fields that name this node's own storage.
 pub const LOCAL_CHANNEL_KEYS: &[&str] = &["spool", "folder", "quarantine", "ledger", "sent_folder", "rejected_folder"];
 
-fn parse(text: &str, whose: &str) -> Result<toml::Table, String> {
-    text.parse::<toml::Table>().map_err(|e| format!("{whose} configuration does not parse: {}", e.message()))
+/// Why the active's configuration was not applied on this standby (told back to the active).
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{whose} configuration does not parse: {source}")]
+    Parse {
+        whose: &'static str,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("cannot write the merged configuration: {0}")]
+    Write(#[from] toml::ser::Error),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {}", .0.field, .0.reason)]
+    Refused(ConfigError),
+    #[error("cannot save {path}: {source}")]
+    Save {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn parse(text: &str, whose: &'static str) -> Result<toml::Table, ApplyError> {
+    text.parse::<toml::Table>().map_err(|source| ApplyError::Parse { whose, source })
 }
 
 /// The configuration this node should run: the active's shared settings with this node's local
 /// ones. A channel this node already has keeps its own storage folders; a new one takes the
 /// active's.
-pub fn merge(active: &str, own: &str) -> Result<String, String> {
+pub fn merge(active: &str, own: &str) -> Result<String, ApplyError> {
     let active = parse(active, "the active's")?;
     let own = parse(own, "this node's")?;
     let mut merged = toml::Table::new();
@@ -56,7 +83,7 @@ pub fn merge(active: &str, own: &str) -> Result<String, String> {
             }
         }
     }
-    toml::to_string(&merged).map_err(|e| format!("cannot write the merged configuration: {e}"))
+    Ok(toml::to_string(&merged)?)
 }
 
 /// Whether two configuration texts mean the same (formatting and comments aside).
@@ -79,14 +106,15 @@ pub fn apply(
     path: &Path,
     active: &str,
     check: impl Fn(&Path, &str) -> Result<(), ConfigError>,
-) -> Result<Applied, String> {
-    let own = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+) -> Result<Applied, ApplyError> {
+    let own = std::fs::read_to_string(path).map_err(|source| ApplyError::Read { path: path.to_path_buf(), source })?;
     let merged = merge(active, &own)?;
     if same(&merged, &own) {
         return Ok(Applied::Unchanged);
     }
-    check(path, &merged).map_err(|e| format!("{}: {}", e.field, e.reason))?;
-    chassis::runtime::save_config(path, &merged).map_err(|e| format!("cannot save {}: {e}", path.display()))?;
+    check(path, &merged).map_err(ApplyError::Refused)?;
+    chassis::runtime::save_config(path, &merged)
+        .map_err(|source| ApplyError::Save { path: path.to_path_buf(), source })?;
     Ok(Applied::Changed)
 }
 
@@ -100,7 +128,7 @@ pub fn apply_on_standby(
     check: impl Fn(&Path, &str) -> Result<(), ConfigError>,
 ) -> super::PairMessage {
     let result = apply(path, active, check);
-    let reason = result.as_ref().err().cloned();
+    let reason = result.as_ref().err().map(ToString::to_string);
     if let Ok(mut refused) = stats.config_refused.lock() {
         refused.clone_from(&reason);
     }
@@ -193,10 +221,10 @@ spool = "/standby/spool"
         let path = std::env::temp_dir().join(format!("replicated-{}.toml", std::process::id()));
         std::fs::write(&path, OWN).unwrap();
         let refuse = |p: &Path, _: &str| Err(ConfigError::new(p, "link: rate_mbps", "too fast"));
-        assert_eq!(apply(&path, ACTIVE, refuse).unwrap_err(), "link: rate_mbps: too fast");
+        assert_eq!(apply(&path, ACTIVE, refuse).unwrap_err().to_string(), "link: rate_mbps: too fast");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), OWN);
-        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())), Ok(Applied::Changed));
-        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())), Ok(Applied::Unchanged));
+        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())).ok(), Some(Applied::Changed));
+        assert_eq!(apply(&path, ACTIVE, |_, _| Ok(())).ok(), Some(Applied::Unchanged));
         let _ = std::fs::remove_file(path.with_extension("toml.bak"));
         std::fs::remove_file(path).unwrap();
     }

@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use connectors::replication::Refusal;
 use connectors::spool::SpoolEntry;
 
 use super::messages::PairMessage;
@@ -23,9 +24,9 @@ const MAX_CONNECTIONS: usize = 4;
 /// blocking thread.
 pub trait PairHandler: Send + Sync + 'static {
     /// Where to write a replicated file's content before [`PairHandler::file_received`].
-    fn file_path(&self, channel: u16, entry: &SpoolEntry) -> Result<PathBuf, String>;
+    fn file_path(&self, channel: u16, entry: &SpoolEntry) -> Result<PathBuf, Refusal>;
     /// The content is complete, synced, at `file_path`.
-    fn file_received(&self, channel: u16, entry: SpoolEntry) -> Result<(), String>;
+    fn file_received(&self, channel: u16, entry: SpoolEntry) -> Result<(), Refusal>;
     /// Any other message; the answer (if any) goes back to the active.
     fn message(&self, message: PairMessage) -> Option<PairMessage>;
     /// The active's connection ended (the standby may now have to take over).
@@ -140,7 +141,7 @@ async fn apply(
                     stats.replicated.fetch_add(1, Ordering::Relaxed);
                     stats.replicated_bytes.fetch_add(len, Ordering::Relaxed);
                 }
-                let reason = result.as_ref().err().cloned();
+                let reason = result.as_ref().err().map(ToString::to_string);
                 Some(PairMessage::Ack { request, ok: result.is_ok(), reason })
             }
             Frame::Message(PairMessage::Heartbeat { synced, exposed }) => {
@@ -171,11 +172,13 @@ async fn receive_file(
     channel: u16,
     entry: SpoolEntry,
     len: u64,
-) -> Result<Result<(), String>, PairError> {
-    let path = handler.file_path(channel, &entry);
-    let mut file = match &path {
-        Ok(path) => tokio::fs::File::create(path).await.map_err(|e| format!("cannot create {}: {e}", path.display())),
-        Err(reason) => Err(reason.clone()),
+) -> Result<Result<(), Refusal>, PairError> {
+    let (path, mut file) = match handler.file_path(channel, &entry) {
+        Ok(path) => {
+            let file = tokio::fs::File::create(&path).await.map_err(|e| Refusal::io("cannot create the replica", e));
+            (Some(path), file)
+        }
+        Err(refusal) => (None, Err(refusal)),
     };
     let mut received = 0u64;
     let mut hasher = blake3::Hasher::new();
@@ -190,29 +193,31 @@ async fn receive_file(
         hasher.update(&data);
         if let Ok(writing) = file.as_mut() {
             if let Err(error) = writing.write_all(&data).await {
-                file = Err(format!("cannot write the replica: {error}"));
+                file = Err(Refusal::io("cannot write the replica", error));
             }
         }
     }
     let result = async {
         let mut file = file?;
         if received != len {
-            return Err(format!("{received} bytes arrived of {len}"));
+            return Err(Refusal::Short { received, len });
         }
         if let Some(expected) = &entry.blake3 {
             if *expected != hasher.finalize().to_hex().as_str() {
-                return Err("the content's BLAKE3 differs from the one announced".into());
+                return Err(Refusal::HashMismatch);
             }
         }
-        file.flush().await.map_err(|e| e.to_string())?;
-        file.sync_all().await.map_err(|e| format!("cannot sync the replica: {e}"))?;
+        file.flush().await.map_err(|e| Refusal::io("cannot write the replica", e))?;
+        file.sync_all().await.map_err(|e| Refusal::io("cannot sync the replica", e))?;
         drop(file);
         let handler = Arc::clone(handler);
-        tokio::task::spawn_blocking(move || handler.file_received(channel, entry)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || handler.file_received(channel, entry))
+            .await
+            .map_err(|e| Refusal::Handler(e.to_string()))?
     }
     .await;
     if result.is_err() {
-        if let Ok(path) = &path {
+        if let Some(path) = &path {
             let _ = tokio::fs::remove_file(path).await;
         }
     }

@@ -13,6 +13,17 @@ use super::wire::{PairError, HEARTBEAT};
 /// ledger line was not yet written when the snapshot read the ledger matter, so a few are enough.
 const MAX_UNANNOUNCED: usize = 4096;
 
+/// Why a pair is not redundant right now.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotInSync {
+    #[error("the pair channel to the peer is down")]
+    Down,
+    #[error("the pair is still synchronising")]
+    Synchronising,
+    #[error("the standby refused the active's configuration: {0}")]
+    ConfigRefused(String),
+}
+
 /// The pair channel's counters and state, for the status page and metrics.
 #[derive(Debug, Default)]
 pub struct PairStats {
@@ -99,16 +110,16 @@ impl PairStats {
 
     /// Whether the link is up and in sync: heard from within three heartbeats, snapshot done, and the
     /// last configuration accepted. `Err` says why not.
-    pub fn in_sync(&self) -> Result<(), String> {
+    pub fn in_sync(&self) -> Result<(), NotInSync> {
         let heard = self.last_heard.lock().ok().and_then(|l| *l);
         if !self.connected.load(Ordering::Relaxed) || heard.is_none_or(|t| t.elapsed() > HEARTBEAT * 4) {
-            return Err("the pair channel to the peer is down".into());
+            return Err(NotInSync::Down);
         }
         if !self.synced.load(Ordering::Relaxed) {
-            return Err("the pair is still synchronising".into());
+            return Err(NotInSync::Synchronising);
         }
         if let Some(reason) = self.config_refused.lock().ok().and_then(|r| r.clone()) {
-            return Err(format!("the standby refused the active's configuration: {reason}"));
+            return Err(NotInSync::ConfigRefused(reason));
         }
         Ok(())
     }
@@ -180,7 +191,7 @@ pub fn redundancy_json(election: Option<(&'static str, String)>, pair: Option<&P
         (Some(election), None) => election,
         (Some(_), Some(pair)) => match pair.in_sync() {
             Ok(()) => ("redundant", "the peer is connected and in sync".to_string()),
-            Err(reason) => ("not redundant", reason),
+            Err(reason) => ("not redundant", reason.to_string()),
         },
     };
     serde_json::json!({"state": state, "reason": reason})

@@ -96,9 +96,9 @@ fn check_names_the_field() {
         resend_window_s: None,
         shadow_files: None,
     };
-    assert_eq!(config.check("blue", "x").unwrap_err().0, "pair.peer");
+    assert_eq!(config.check("blue", "x").unwrap_err().field, "pair.peer");
     let config = PairConfig { peer: "127.0.0.2:7000".into(), shadow_files: Some(5), ..config };
-    assert_eq!(config.check("blue", "x").unwrap_err().0, "pair.shadow_files");
+    assert_eq!(config.check("blue", "x").unwrap_err().field, "pair.shadow_files");
     assert!(config.check("red", "x").is_ok());
-    assert_eq!(config.check("red", "").unwrap_err().0, "ha.security_text");
+    assert_eq!(config.check("red", "").unwrap_err().field, "ha.security_text");
 }

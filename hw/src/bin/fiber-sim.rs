@@ -81,26 +81,31 @@ struct Cli {
     stats_json: Option<PathBuf>,
 }
 
-fn percent(field: &str, value: f64) -> Result<f64, String> {
+/// A command-line option that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadOption(String);
+
+fn percent(field: &str, value: f64) -> Result<f64, BadOption> {
     if (0.0..=100.0).contains(&value) {
         Ok(value / 100.0)
     } else {
-        Err(format!("--{field} {value}: must be a percentage between 0 and 100"))
+        Err(BadOption(format!("--{field} {value}: must be a percentage between 0 and 100")))
     }
 }
 
-fn sim_config(cli: &Cli) -> Result<SimConfig, String> {
+fn sim_config(cli: &Cli) -> Result<SimConfig, BadOption> {
     if cli.cut_at.len() != cli.cut_for.len() {
-        return Err(format!(
+        return Err(BadOption(format!(
             "--cut-at given {} times but --cut-for {} times: give one of each per cut",
             cli.cut_at.len(),
             cli.cut_for.len()
-        ));
+        )));
     }
     let mut cuts = Vec::new();
     for (at, length) in cli.cut_at.iter().zip(&cli.cut_for) {
         if !at.is_finite() || !length.is_finite() || *at < 0.0 || *length < 0.0 {
-            return Err(format!("--cut-at {at} --cut-for {length}: seconds must be zero or more"));
+            return Err(BadOption(format!("--cut-at {at} --cut-for {length}: seconds must be zero or more")));
         }
         cuts.push(CutWindow { start: Duration::from_secs_f64(*at), length: Duration::from_secs_f64(*length) });
     }
@@ -115,11 +120,11 @@ fn sim_config(cli: &Cli) -> Result<SimConfig, String> {
     };
     let rate_bps = match cli.rate_mbps {
         Some(mbps) if mbps.is_finite() && mbps > 0.0 => Some((mbps * 1e6) as u64),
-        Some(mbps) => return Err(format!("--rate-mbps {mbps}: must be above 0")),
+        Some(mbps) => return Err(BadOption(format!("--rate-mbps {mbps}: must be above 0"))),
         None => None,
     };
     if !cli.delay_ms.is_finite() || cli.delay_ms < 0.0 {
-        return Err(format!("--delay-ms {}: must be zero or more", cli.delay_ms));
+        return Err(BadOption(format!("--delay-ms {}: must be zero or more", cli.delay_ms)));
     }
     let config = SimConfig {
         loss: percent("loss", cli.loss)?,
@@ -134,7 +139,7 @@ fn sim_config(cli: &Cli) -> Result<SimConfig, String> {
         cuts,
         seed: cli.seed,
     };
-    config.validate().map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| BadOption(e.to_string()))?;
     Ok(config)
 }
 
