@@ -21,7 +21,6 @@ use connectors::vault::{serve as serve_http, upload_router};
 use diode_proto::sender::{Framer, SenderConfig};
 use ha_carp::driver::{HaError, HaHandle, Role};
 use hw::fiber::{FiberTx, TxConfig};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle as TaskHandle;
@@ -358,7 +357,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     let write_status = |state: &str, term_active: bool| {
         transmitting.store(term_active, Ordering::Relaxed);
         if let Some(path) = &status_file {
-            write_json(path, &status_json(&checked, state, term_active, &counters, ha.as_ref()));
+            write_json(path, &crate::status::status_json(&checked, state, term_active, &counters, ha.as_ref()));
         }
     };
     info!(node = %checked.config.node.name, ha = ha.is_some(), "blue-tx running");
@@ -495,97 +494,4 @@ async fn watch_changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> bool {
         Some(receiver) => receiver.changed().await.is_ok(),
         None => std::future::pending().await,
     }
-}
-
-/// What an operator must see on BLUE: a fiber interface down, HA faults or errors.
-fn blue_alarms(checked: &Checked, ha: Option<&HaHandle>) -> Vec<serde_json::Value> {
-    let mut alarms = Vec::new();
-    for interface in checked.config.fibers.iter().filter_map(|f| f.interface.as_deref()) {
-        if !hw::link::interface_up(interface) {
-            alarms.push(json!({"kind": "fiber_down", "message": format!("fiber interface {interface} is down")}));
-        }
-    }
-    if let Some(status) = ha.map(HaHandle::status) {
-        if !status.faults.is_empty() {
-            alarms.push(json!({"kind": "ha_fault", "message": status.faults.join(", ")}));
-        }
-        if let Some(error) = status.last_error {
-            alarms.push(json!({"kind": "ha_error", "message": error}));
-        }
-    }
-    alarms
-}
-
-pub(crate) fn status_json(
-    checked: &Checked,
-    state: &str,
-    transmitting: bool,
-    counters: &Counters,
-    ha: Option<&HaHandle>,
-) -> serde_json::Value {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let tx = &counters.transmit;
-    let role = match ha {
-        Some(handle) => *handle.role.borrow(),
-        None => Role::Active,
-    };
-    json!({
-        "node": checked.config.node.name,
-        "side": "blue",
-        "state": state,
-        "role": role,
-        "ha": ha.map(HaHandle::status),
-        "transmitting": transmitting,
-        "terms": load(&counters.terms),
-        "session": format!("{:016x}", load(&counters.session)),
-        "epoch": counters.epoch.load(Ordering::Relaxed),
-        "fibers": checked.fibers.iter().zip(&checked.config.fibers).map(|((remote, _), fiber)| json!({
-            "remote": remote.to_string(),
-            "interface": fiber.interface,
-            "up": fiber.interface.as_deref().is_none_or(hw::link::interface_up),
-            "rate_mbps": checked.config.link.rate_mbps,
-            "send_errors": load(&tx.send_errors),
-        })).collect::<Vec<_>>(),
-        "alarms": blue_alarms(checked, ha),
-        "transmit": {
-            "datagrams": load(&tx.datagrams),
-            "wire_bytes": load(&tx.wire_bytes),
-            "blocks": load(&tx.blocks),
-            "beacons": load(&tx.beacons),
-            "manifests": load(&tx.manifests),
-            "manifest_overflowed": load(&tx.manifest_overflowed),
-            "send_errors": load(&tx.send_errors),
-        },
-        "channels": counters.channels.iter().map(|c| json!({
-            "number": c.number,
-            "name": c.name,
-            "kind": c.kind.as_str(),
-            "accepted": load(&c.source.accepted),
-            "refused": load(&c.source.refused),
-            "completed": load(&c.source.completed),
-            "aborted": c.source.aborted.total(),
-            "aborted_by_reason": c.source.aborted.snapshot().nonzero(),
-            "bytes": load(&c.source.bytes),
-            "datagrams": load(&c.source.datagrams),
-            "datagrams_dropped": load(&c.source.datagrams_dropped),
-            "blocks_sealed": load(&c.pipeline.blocks_sealed),
-            "files": c.spool.as_ref().map(|spool| json!({
-                "accepted": load(&spool.stats.accepted),
-                "accepted_bytes": load(&spool.stats.accepted_bytes),
-                "sent": load(&spool.stats.sent),
-                "sent_bytes": load(&spool.stats.sent_bytes),
-                "rejected": load(&spool.stats.rejected),
-                "failed": load(&spool.stats.failed),
-                "waiting": load(&spool.stats.waiting),
-                "replicas": load(&spool.stats.replicas),
-                "unreplicated": load(&spool.stats.unreplicated),
-            })),
-        })).collect::<Vec<_>>(),
-        "warnings": counters.warnings.lock().map(|w| w.clone()).unwrap_or_default(),
-        "pair": counters.pair.as_ref().map(|p| p.json()),
-        "redundancy": ha_carp::pair::redundancy_json(
-            ha.map(|h| h.status().redundancy()),
-            counters.pair.as_deref(),
-        ),
-    })
 }

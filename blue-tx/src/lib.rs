@@ -5,7 +5,7 @@
 //! link between channels; [`transmit`] encodes and sends; [`daemon`] wires it all (sources, drop
 //! folders, the vault, HA terms) and writes the status file; [`term`] decides when a term starts, ends
 //! and restarts (a sans-IO state machine the daemon drives); [`manage`] is what the management API
-//! shows and does; [`replicate`] copies accepted files and the configuration to the standby of an HA
+//! shows and does; [`status`] reads everything BLUE reports once, for the status and `/metrics`; [`replicate`] copies accepted files and the configuration to the standby of an HA
 //! pair.
 
 pub mod config;
@@ -14,5 +14,6 @@ pub mod manage;
 pub mod manifest;
 pub mod pipeline;
 pub mod replicate;
+pub mod status;
 pub mod term;
 pub mod transmit;

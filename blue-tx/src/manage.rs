@@ -2,19 +2,20 @@
 //! imported configuration).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use chassis::management::{allow, labels, Family, HaFuture, LabelValues, Managed};
 use connectors::config::{parse_toml, ChannelKind, ConfigError};
 use connectors::source::SourceDrop;
 use diode_proto::AbortReason;
-use ha_carp::driver::{demote_or_promote, role_value, HaHandle};
+use ha_carp::driver::{demote_or_promote, HaHandle};
 use ha_carp::pair::PairError;
 use serde_json::json;
 
 use crate::config::Checked;
-use crate::daemon::{status_json, Counters};
+use crate::daemon::Counters;
+use crate::status::{snapshot, BlueSnapshot, ChannelSnapshot};
 
 pub struct BlueManaged {
     pub(crate) checked: Arc<Checked>,
@@ -25,10 +26,92 @@ pub struct BlueManaged {
 }
 
 impl BlueManaged {
-    fn redundancy(&self) -> serde_json::Value {
-        let election = self.ha.as_ref().map(|h| h.status().redundancy());
-        ha_carp::pair::redundancy_json(election, self.counters.pair.as_deref())
+    fn snapshot(&self) -> BlueSnapshot {
+        let transmitting = self.transmitting.load(Ordering::Relaxed);
+        let state = if transmitting { "running" } else { "standby" };
+        snapshot(&self.checked, state, transmitting, &self.counters, self.ha.as_ref())
     }
+}
+
+/// `/metrics`, rendered from the same snapshot the status shows.
+pub(crate) fn metric_families(snapshot: &BlueSnapshot) -> Vec<Family> {
+    let node = snapshot.node.as_str();
+    let base = || labels(&[("node", node), ("side", "blue")]);
+    let at = |channel: &ChannelSnapshot, extra: &[(&str, &str)]| {
+        let mut l = labels(&[("node", node), ("channel", &channel.name), ("kind", channel.kind)]);
+        l.extend(labels(extra));
+        l
+    };
+    let per_channel = |value: &dyn Fn(&ChannelSnapshot) -> Option<u64>| {
+        snapshot.channels.iter().filter_map(|c| value(c).map(|v| (at(c, &[]), v as f64))).collect::<Vec<_>>()
+    };
+    let tx = &snapshot.transmit;
+    let single = |value: u64| vec![(base(), value as f64)];
+    let aborted = snapshot
+        .channels
+        .iter()
+        .flat_map(|c| {
+            c.aborted_by_reason
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(move |(reason, n)| (at(c, &[("reason", reason)]), n as f64))
+        })
+        .collect();
+    let drops = snapshot
+        .channels
+        .iter()
+        .flat_map(|c| {
+            [(SourceDrop::PipelineFull, c.datagrams_dropped), (SourceDrop::MaxSessions, c.refused)].map(
+                |(reason, n)| {
+                    (
+                        labels(&[
+                            ("node", node),
+                            ("where", "source"),
+                            ("reason", reason.label()),
+                            ("channel", &c.name),
+                        ]),
+                        n as f64,
+                    )
+                },
+            )
+        })
+        .collect();
+    vec![
+        Family::counter("wire_bytes", "Bytes sent on the fibers, headers and repair included.", single(tx.wire_bytes)),
+        Family::counter("datagrams_sent", "Datagrams sent on the fibers.", single(tx.datagrams)),
+        Family::counter("blocks_sent", "Blocks encoded and sent.", single(tx.blocks)),
+        Family::counter("beacons_sent", "Beacons sent.", single(tx.beacons)),
+        Family::counter(
+            "manifests_sent",
+            "Manifest datagrams sent, naming files whose last block went out.",
+            single(tx.manifests),
+        ),
+        Family::counter(
+            "manifest_overflowed",
+            "Files never named in a manifest because too many were waiting.",
+            single(tx.manifest_overflowed),
+        ),
+        Family::counter("send_errors", "Fiber sends that failed.", single(tx.send_errors)),
+        Family::counter("source_bytes", "Bytes accepted from sources.", per_channel(&|c| Some(c.bytes))),
+        Family::counter("streams_accepted", "Streams accepted.", per_channel(&|c| Some(c.accepted))),
+        Family::counter("streams_completed", "Streams completed at the source.", per_channel(&|c| Some(c.completed))),
+        Family::counter("streams_aborted", "Streams aborted at the source, by reason.", aborted),
+        Family::counter("drops", "Things not sent, by where and why.", drops),
+        Family::counter("files_sent", "Files sent (each copy).", per_channel(&|c| c.files.as_ref().map(|f| f.sent))),
+        Family::counter(
+            "files_rejected",
+            "Files rejected at the drop folder.",
+            per_channel(&|c| c.files.as_ref().map(|f| f.rejected)),
+        ),
+        Family::gauge(
+            "files_waiting",
+            "Files waiting in the spool.",
+            per_channel(&|c| c.files.as_ref().map(|f| f.waiting)),
+        ),
+        Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), snapshot.role.gauge())]),
+        Family::counter("ha_transitions", "Role changes.", single(snapshot.transitions)),
+        Family::gauge("epoch", "Epoch of the current or last term.", vec![(base(), f64::from(snapshot.epoch))]),
+    ]
 }
 
 /// Every value BLUE's `/metrics` labels can take where the code fixes them (see [`LabelValues`]).
@@ -43,22 +126,9 @@ pub fn fixed_label_values() -> LabelValues {
     values
 }
 
-fn load(a: &AtomicU64) -> f64 {
-    a.load(Ordering::Relaxed) as f64
-}
-
 impl Managed for BlueManaged {
     fn status(&self) -> serde_json::Value {
-        let state = if self.transmitting.load(Ordering::Relaxed) { "running" } else { "standby" };
-        let mut status = status_json(
-            &self.checked,
-            state,
-            self.transmitting.load(Ordering::Relaxed),
-            &self.counters,
-            self.ha.as_ref(),
-        );
-        status["bytes_total"] = json!(self.counters.transmit.wire_bytes.load(Ordering::Relaxed));
-        status
+        serde_json::to_value(self.snapshot()).unwrap_or_default()
     }
 
     fn transfers(&self) -> serde_json::Value {
@@ -92,135 +162,10 @@ impl Managed for BlueManaged {
     }
 
     fn metrics(&self) -> Vec<Family> {
-        let tx = &self.counters.transmit;
-        let node = self.checked.config.node.name.as_str();
-        let base = || labels(&[("node", node), ("side", "blue")]);
-        let per_channel = |f: &dyn Fn(&crate::daemon::ChannelCounters) -> Option<f64>| {
-            self.counters
-                .channels
-                .iter()
-                .filter_map(|c| {
-                    f(c).map(|v| (labels(&[("node", node), ("channel", &c.name), ("kind", c.kind.as_str())]), v))
-                })
-                .collect::<Vec<_>>()
-        };
-        let mut families = vec![
-            Family::counter(
-                "wire_bytes",
-                "Bytes sent on the fibers, headers and repair included.",
-                vec![(base(), load(&tx.wire_bytes))],
-            ),
-            Family::counter("datagrams_sent", "Datagrams sent on the fibers.", vec![(base(), load(&tx.datagrams))]),
-            Family::counter("blocks_sent", "Blocks encoded and sent.", vec![(base(), load(&tx.blocks))]),
-            Family::counter("beacons_sent", "Beacons sent.", vec![(base(), load(&tx.beacons))]),
-            Family::counter(
-                "manifests_sent",
-                "Manifest datagrams sent, naming files whose last block went out.",
-                vec![(base(), load(&tx.manifests))],
-            ),
-            Family::counter(
-                "manifest_overflowed",
-                "Files never named in a manifest because too many were waiting.",
-                vec![(base(), load(&tx.manifest_overflowed))],
-            ),
-            Family::counter("send_errors", "Fiber sends that failed.", vec![(base(), load(&tx.send_errors))]),
-            Family::counter(
-                "source_bytes",
-                "Bytes accepted from sources.",
-                per_channel(&|c| Some(load(&c.source.bytes))),
-            ),
-            Family::counter("streams_accepted", "Streams accepted.", per_channel(&|c| Some(load(&c.source.accepted)))),
-            Family::counter(
-                "streams_completed",
-                "Streams completed at the source.",
-                per_channel(&|c| Some(load(&c.source.completed))),
-            ),
-            Family::counter(
-                "streams_aborted",
-                "Streams aborted at the source, by reason.",
-                self.counters
-                    .channels
-                    .iter()
-                    .flat_map(|c| {
-                        let counted = c.source.aborted.snapshot();
-                        let name = c.name.as_str();
-                        counted
-                            .iter()
-                            .filter(|(_, n)| *n > 0)
-                            .map(|(reason, n)| {
-                                (
-                                    labels(&[
-                                        ("node", node),
-                                        ("channel", name),
-                                        ("kind", c.kind.as_str()),
-                                        ("reason", reason),
-                                    ]),
-                                    n as f64,
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .collect(),
-            ),
-            Family::counter(
-                "drops",
-                "Things not sent, by where and why.",
-                self.counters
-                    .channels
-                    .iter()
-                    .flat_map(|c| {
-                        [
-                            (
-                                labels(&[
-                                    ("node", node),
-                                    ("where", "source"),
-                                    ("reason", SourceDrop::PipelineFull.label()),
-                                    ("channel", &c.name),
-                                ]),
-                                load(&c.source.datagrams_dropped),
-                            ),
-                            (
-                                labels(&[
-                                    ("node", node),
-                                    ("where", "source"),
-                                    ("reason", SourceDrop::MaxSessions.label()),
-                                    ("channel", &c.name),
-                                ]),
-                                load(&c.source.refused),
-                            ),
-                        ]
-                    })
-                    .collect(),
-            ),
-            Family::counter(
-                "files_sent",
-                "Files sent (each copy).",
-                per_channel(&|c| c.spool.as_ref().map(|s| load(&s.stats.sent))),
-            ),
-            Family::counter(
-                "files_rejected",
-                "Files rejected at the drop folder.",
-                per_channel(&|c| c.spool.as_ref().map(|s| load(&s.stats.rejected))),
-            ),
-            Family::gauge(
-                "files_waiting",
-                "Files waiting in the spool.",
-                per_channel(&|c| c.spool.as_ref().map(|s| load(&s.stats.waiting))),
-            ),
-            Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), role_value(self.ha.as_ref()))]),
-            Family::counter(
-                "ha_transitions",
-                "Role changes.",
-                vec![(base(), self.ha.as_ref().map_or(0.0, |h| h.status().transitions as f64))],
-            ),
-            Family::gauge(
-                "epoch",
-                "Epoch of the current or last term.",
-                vec![(base(), f64::from(self.counters.epoch.load(Ordering::Relaxed)))],
-            ),
-        ];
+        let snapshot = self.snapshot();
+        let mut families = metric_families(&snapshot);
         if let Some(pair) = &self.counters.pair {
-            families.extend(pair.families(node, self.redundancy()["state"] == "redundant"));
+            families.extend(pair.families(&snapshot.node, snapshot.redundancy["state"] == "redundant"));
         }
         families
     }

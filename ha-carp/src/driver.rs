@@ -153,12 +153,14 @@ impl HaHandle {
     }
 }
 
-/// The role as a gauge value: 0 init, 1 standby, 2 active (a node without HA is active).
-pub fn role_value(ha: Option<&HaHandle>) -> f64 {
-    match ha.map_or(Role::Active, |h| *h.role.borrow()) {
-        Role::Init => 0.0,
-        Role::Standby => 1.0,
-        Role::Active => 2.0,
+impl Role {
+    /// The role as a gauge value: 0 init, 1 standby, 2 active.
+    pub fn gauge(self) -> f64 {
+        match self {
+            Role::Init => 0.0,
+            Role::Standby => 1.0,
+            Role::Active => 2.0,
+        }
     }
 }
 

@@ -1,7 +1,6 @@
 //! What RED's management API shows (status, transfers, metrics, the FEC advice) and does.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use chassis::management::{allow, labels, Family, HaFuture, LabelValues, Managed, Sample};
@@ -9,29 +8,15 @@ use connectors::config::{parse_toml, ChannelKind, ConfigError};
 use connectors::filesink::FileFailure;
 use connectors::sink::{DatagramDrop, StreamAbort};
 use diode_proto::{DropReason, LossReason};
-use ha_carp::driver::{demote_or_promote, role_value};
+use ha_carp::driver::demote_or_promote;
 use ha_carp::pair::PairError;
 use serde_json::json;
 
-use crate::status::{Shared, StatusView};
+use crate::status::{RedSnapshot, Shared, StatusView};
 
 /// Source symbols seen before the advice means anything (a few hundred blocks).
 const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
 
-/// Turns what the receiver saw into advice on the repair setting.
-///
-/// The loss seen is the share of source symbols that had to be rebuilt from repair. Repair is too low
-/// when blocks were lost short of symbols (at their deadline, or earlier when the blocks behind them
-/// filled the memory budget or the window moved past them), or when more than 1 % of blocks needed
-/// over 90 % of their repair (a little more loss and they would have been lost). Lost blocks are not
-/// always a repair problem, and more repair would make two causes worse: when RED's kernel dropped
-/// datagrams, RED could not keep up with BLUE's rate; blocks that failed their hash after rebuilding
-/// point at a corrupting fiber; whole blocks that never arrived mean an outage or a burst longer than
-/// the interleaving spreads. Blocks lost to a takeover are expected. Repair is more than needed when
-/// it is over three times the loss seen; twice the loss seen plus half a point (at least 1 %) leaves
-/// room for bursts.
-///
-/// `kernel_drops`: datagrams RED's kernel dropped on full receive buffers, all fibers together.
 /// The alarms `/metrics` shows as `alarm{kind=...}`.
 const ALARMS: [&str; 3] = ["config_mismatch", "unknown_channel", "stale_session"];
 
@@ -51,6 +36,20 @@ pub fn fixed_label_values() -> LabelValues {
     values
 }
 
+/// Turns what the receiver saw into advice on the repair setting.
+///
+/// The loss seen is the share of source symbols that had to be rebuilt from repair. Repair is too low
+/// when blocks were lost short of symbols (at their deadline, or earlier when the blocks behind them
+/// filled the memory budget or the window moved past them), or when more than 1 % of blocks needed
+/// over 90 % of their repair (a little more loss and they would have been lost). Lost blocks are not
+/// always a repair problem, and more repair would make two causes worse: when RED's kernel dropped
+/// datagrams, RED could not keep up with BLUE's rate; blocks that failed their hash after rebuilding
+/// point at a corrupting fiber; whole blocks that never arrived mean an outage or a burst longer than
+/// the interleaving spreads. Blocks lost to a takeover are expected. Repair is more than needed when
+/// it is over three times the loss seen; twice the loss seen plus half a point (at least 1 %) leaves
+/// room for bursts.
+///
+/// `kernel_drops`: datagrams RED's kernel dropped on full receive buffers, all fibers together.
 pub(crate) fn fec_advice(shared: &Shared, kernel_drops: u64) -> serde_json::Value {
     let blocks = shared.blocks_decoded + shared.blocks_without_decoder;
     let loss = if shared.source_symbols == 0 {
@@ -105,6 +104,131 @@ pub(crate) fn fec_advice(shared: &Shared, kernel_drops: u64) -> serde_json::Valu
     })
 }
 
+/// `/metrics`, rendered from the same snapshot the status shows.
+pub(crate) fn metric_families(snapshot: &RedSnapshot) -> Vec<Family> {
+    let node = snapshot.node.as_str();
+    let base = || labels(&[("node", node), ("side", "red")]);
+    let with = |extra: &[(&str, &str)]| {
+        let mut l = base();
+        l.extend(labels(extra));
+        l
+    };
+    let receiver = &snapshot.receiver;
+    let mut drops: Vec<Sample> = receiver
+        .drops
+        .iter()
+        .map(|(reason, n)| (labels(&[("node", node), ("where", "receiver"), ("reason", reason)]), *n as f64))
+        .collect();
+    let (mut aborted, mut sink_bytes, mut completed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut files_delivered, mut files_duplicates) = (Vec::new(), Vec::new());
+    for channel in &snapshot.channels {
+        let name = channel.name.as_str();
+        let at = |extra: &[(&str, &str)]| {
+            let mut l = labels(&[("node", node), ("channel", name), ("kind", channel.kind)]);
+            l.extend(labels(extra));
+            l
+        };
+        sink_bytes.push((at(&[]), channel.bytes as f64));
+        completed.push((at(&[]), channel.streams_completed as f64));
+        aborted.extend(
+            channel.aborted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| (at(&[("reason", reason)]), n as f64)),
+        );
+        drops.extend(channel.datagrams_dropped.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
+            (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", name)]), n as f64)
+        }));
+        if let Some(files) = &channel.files {
+            files_delivered.push((at(&[]), files.delivered as f64));
+            files_duplicates.push((at(&[]), files.duplicates as f64));
+            drops.extend(files.failed.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
+                (labels(&[("node", node), ("where", "files"), ("reason", reason), ("channel", name)]), n as f64)
+            }));
+        }
+    }
+    let broken = receiver
+        .streams_broken
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), n as f64))
+        .collect();
+    let per_fiber = |value: &dyn Fn(&crate::status::FiberSnapshot) -> u64| {
+        snapshot
+            .fibers
+            .iter()
+            .enumerate()
+            .map(|(index, fiber)| {
+                let number = (index + 1).to_string();
+                (labels(&[("node", node), ("fiber", &number), ("listen", &fiber.listen)]), value(fiber) as f64)
+            })
+            .collect::<Vec<_>>()
+    };
+    let headroom = snapshot.fec["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
+    vec![
+        Family::counter("fiber_bytes", "Bytes received per fiber.", per_fiber(&|f| f.bytes)),
+        Family::counter(
+            "fiber_kernel_drops",
+            "Datagrams the kernel dropped on a full receive buffer.",
+            per_fiber(&|f| f.kernel_drops),
+        ),
+        Family::counter(
+            "fiber_check_failures",
+            "Datagrams dropped for damage or a failed tag, per fiber.",
+            per_fiber(&|f| f.check_failures),
+        ),
+        Family::counter(
+            "blocks_decoded",
+            "Blocks rebuilt with the RaptorQ decoder.",
+            vec![(base(), receiver.blocks_decoded as f64)],
+        ),
+        Family::counter(
+            "blocks_clean",
+            "Blocks complete from source symbols alone.",
+            vec![(base(), receiver.blocks_without_decoder as f64)],
+        ),
+        Family::counter(
+            "blocks_lost",
+            "Blocks that could not be rebuilt, by cause.",
+            receiver.blocks_lost_by.iter().map(|(reason, n)| (with(&[("reason", reason)]), n as f64)).collect(),
+        ),
+        Family::gauge(
+            "fec_headroom_ratio",
+            "Share of the repair symbols not needed on average (1 = no loss).",
+            vec![(base(), headroom)],
+        ),
+        Family::counter(
+            "blocks_near_repair_limit",
+            "Blocks that needed more than 90% of their repair.",
+            vec![(base(), receiver.blocks_near_repair_limit as f64)],
+        ),
+        Family::counter("streams_completed", "Streams delivered complete.", completed),
+        Family::counter("streams_aborted", "Streams a sink aborted, by reason.", aborted),
+        Family::counter("streams_broken", "Streams the receiver broke, by reason.", broken),
+        Family::counter("sink_bytes", "Bytes delivered to destinations.", sink_bytes),
+        Family::counter("files_delivered", "Files delivered.", files_delivered),
+        Family::counter(
+            "files_duplicates",
+            "Files recognised in the ledger and not delivered again.",
+            files_duplicates,
+        ),
+        Family::counter("drops", "Things not delivered, by where and why.", drops),
+        Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), snapshot.role.gauge())]),
+        Family::counter("ha_transitions", "Role changes.", vec![(base(), snapshot.transitions as f64)]),
+        Family::gauge(
+            "epoch",
+            "Epoch of the sender session followed.",
+            vec![(base(), f64::from(snapshot.epoch.unwrap_or(0)))],
+        ),
+        Family::gauge(
+            "alarm",
+            "1 while the alarm of this kind is raised.",
+            ALARMS
+                .into_iter()
+                .zip(snapshot.raised)
+                .map(|(kind, raised)| (with(&[("kind", kind)]), f64::from(u8::from(raised))))
+                .collect(),
+        ),
+    ]
+}
+
 pub struct RedManaged {
     pub(crate) view: Arc<StatusView>,
 }
@@ -130,149 +254,10 @@ impl Managed for RedManaged {
     }
 
     fn metrics(&self) -> Vec<Family> {
-        let node = self.view.checked.config.node.name.as_str();
-        let base = || labels(&[("node", node), ("side", "red")]);
-        let Ok(shared) = self.view.shared.lock() else { return Vec::new() };
-        let mut drops: Vec<Sample> = shared
-            .drops
-            .iter()
-            .map(|(reason, n)| (labels(&[("node", node), ("where", "receiver"), ("reason", reason)]), *n as f64))
-            .collect();
-        let mut aborted = Vec::new();
-        let mut sink_bytes = Vec::new();
-        let mut completed = Vec::new();
-        let mut files_delivered = Vec::new();
-        let mut files_duplicates = Vec::new();
-        for sink in &self.view.sinks {
-            let channel = sink.name.as_str();
-            let kind = sink.kind.as_str();
-            let at = |extra: &[(&str, &str)]| {
-                let mut l = labels(&[("node", node), ("channel", channel), ("kind", kind)]);
-                l.extend(labels(extra));
-                l
-            };
-            sink_bytes.push((at(&[]), sink.stats.bytes.load(Ordering::Relaxed) as f64));
-            completed.push((at(&[]), sink.stats.streams_completed.load(Ordering::Relaxed) as f64));
-            let counted = sink.stats.aborted.snapshot();
-            aborted.extend(
-                counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| (at(&[("reason", reason)]), n as f64)),
-            );
-            let counted = sink.stats.datagrams_dropped.snapshot();
-            drops.extend(counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
-                (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", channel)]), n as f64)
-            }));
-            if let Some(files) = &sink.files {
-                files_delivered.push((at(&[]), files.delivered.load(Ordering::Relaxed) as f64));
-                files_duplicates.push((at(&[]), files.duplicates.load(Ordering::Relaxed) as f64));
-                let counted = files.failed.snapshot();
-                drops.extend(counted.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
-                    (labels(&[("node", node), ("where", "files"), ("reason", reason), ("channel", channel)]), n as f64)
-                }));
-            }
-        }
-        let broken = shared
-            .streams_broken
-            .iter()
-            .filter(|(_, n)| *n > 0)
-            .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), n as f64))
-            .collect();
-        let mut fibers = Vec::new();
-        let mut fiber_kernel_drops = Vec::new();
-        let mut fiber_check_failures = Vec::new();
-        let mut kernel_drops = 0;
-        for (index, (listen, counters)) in self.view.fibers.iter().enumerate() {
-            let fiber = (index + 1).to_string();
-            let listen = listen.to_string();
-            let l = labels(&[("node", node), ("fiber", &fiber), ("listen", &listen)]);
-            let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
-            fibers.push((l.clone(), c.bytes as f64));
-            fiber_kernel_drops.push((l.clone(), c.kernel_drops as f64));
-            kernel_drops += c.kernel_drops;
-            fiber_check_failures.push((l, shared.fiber_harmful_drops.get(index).copied().unwrap_or(0) as f64));
-        }
-        let advice = fec_advice(&shared, kernel_drops);
-        let headroom = advice["headroom_percent"].as_f64().unwrap_or(0.0) / 100.0;
-        let epoch = shared.session.map_or(0.0, |(_, e)| f64::from(e));
-        let mut families = vec![
-            Family::counter("fiber_bytes", "Bytes received per fiber.", fibers),
-            Family::counter(
-                "fiber_kernel_drops",
-                "Datagrams the kernel dropped on a full receive buffer.",
-                fiber_kernel_drops,
-            ),
-            Family::counter(
-                "fiber_check_failures",
-                "Datagrams dropped for damage or a failed tag, per fiber.",
-                fiber_check_failures,
-            ),
-            Family::counter(
-                "blocks_decoded",
-                "Blocks rebuilt with the RaptorQ decoder.",
-                vec![(base(), shared.blocks_decoded as f64)],
-            ),
-            Family::counter(
-                "blocks_clean",
-                "Blocks complete from source symbols alone.",
-                vec![(base(), shared.blocks_without_decoder as f64)],
-            ),
-            Family::counter(
-                "blocks_lost",
-                "Blocks that could not be rebuilt, by cause.",
-                shared
-                    .blocks_lost_by
-                    .iter()
-                    .map(|(reason, n)| {
-                        let mut l = base();
-                        l.push(("reason".to_string(), reason.to_string()));
-                        (l, n as f64)
-                    })
-                    .collect(),
-            ),
-            Family::gauge(
-                "fec_headroom_ratio",
-                "Share of the repair symbols not needed on average (1 = no loss).",
-                vec![(base(), headroom)],
-            ),
-            Family::counter(
-                "blocks_near_repair_limit",
-                "Blocks that needed more than 90% of their repair.",
-                vec![(base(), shared.blocks_near_repair_limit as f64)],
-            ),
-            Family::counter("streams_completed", "Streams delivered complete.", completed),
-            Family::counter("streams_aborted", "Streams a sink aborted, by reason.", aborted),
-            Family::counter("streams_broken", "Streams the receiver broke, by reason.", broken),
-            Family::counter("sink_bytes", "Bytes delivered to destinations.", sink_bytes),
-            Family::counter("files_delivered", "Files delivered.", files_delivered),
-            Family::counter(
-                "files_duplicates",
-                "Files recognised in the ledger and not delivered again.",
-                files_duplicates,
-            ),
-            Family::counter("drops", "Things not delivered, by where and why.", drops),
-            Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), role_value(self.view.ha.as_ref()))]),
-            Family::counter(
-                "ha_transitions",
-                "Role changes.",
-                vec![(base(), self.view.ha.as_ref().map_or(0.0, |h| h.status().transitions as f64))],
-            ),
-            Family::gauge("epoch", "Epoch of the sender session followed.", vec![(base(), epoch)]),
-            Family::gauge(
-                "alarm",
-                "1 while the alarm of this kind is raised.",
-                ALARMS
-                    .into_iter()
-                    .zip([shared.config_mismatch, !shared.unknown_channels.is_empty(), shared.stale_sender.is_some()])
-                    .map(|(kind, raised)| {
-                        let mut l = base();
-                        l.push(("kind".to_string(), kind.to_string()));
-                        (l, f64::from(u8::from(raised)))
-                    })
-                    .collect(),
-            ),
-        ];
-        drop(shared);
+        let snapshot = self.view.snapshot("running");
+        let mut families = metric_families(&snapshot);
         if let Some(pair) = &self.view.pair {
-            families.extend(pair.families(node, self.view.redundancy()["state"] == "redundant"));
+            families.extend(pair.families(&snapshot.node, snapshot.redundancy["state"] == "redundant"));
         }
         families
     }

@@ -1,19 +1,22 @@
-//! What RED reports: the counters the protocol thread shares with the status writer, and the status
-//! object the status file and the management API both show.
+//! What RED reports: the counters the protocol thread shares with the status writer, and one
+//! snapshot of everything, [`RedSnapshot`], read once per report. The status file, the management
+//! API's status and `/metrics` are all rendered from it (`manage.rs` renders the metrics), so a
+//! counter is read in one place.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use connectors::config::ChannelKind;
-use connectors::filesink::FileSinkStats;
-use connectors::pool::Pool;
-use connectors::sink::SinkStats;
-use diode_proto::{BreakCounts, LossCounts};
-use ha_carp::driver::{HaHandle, Role};
+use connectors::filesink::{FileFailure, FileSinkStats, Transfer};
+use connectors::pool::{DestinationStatus, Pool};
+use connectors::sink::{DatagramDrop, SinkStats, StreamAbort};
+use diode_proto::{BreakCounts, LossCounts, Reason, ReasonCounts};
+use ha_carp::driver::{HaHandle, HaStatus, Role};
 use hw::fiber::RxCounters;
+use serde::{Serialize, Serializer};
 use serde_json::json;
 
 use crate::config::Checked;
@@ -73,38 +76,130 @@ pub(crate) struct StatusView {
 }
 
 impl StatusView {
-    pub(crate) fn status(&self, state: &str) -> serde_json::Value {
-        let mut status = status_json(
-            &self.checked,
-            state,
-            &self.shared,
-            &self.sinks,
-            &self.fibers,
-            &self.warnings,
-            self.ha.as_ref(),
-        );
-        status["redundancy"] = self.redundancy();
-        status["pair"] = json!(self.pair.as_ref().map(|p| p.json()));
-        status
+    /// Reads everything once, for one report.
+    pub(crate) fn snapshot(&self, state: &str) -> RedSnapshot {
+        let election = self.ha.as_ref().map(HaHandle::status);
+        let mut snapshot = read(&self.checked, state, &self.shared, &self.sinks, &self.fibers, &self.warnings);
+        snapshot.role = self.ha.as_ref().map_or(Role::Active, |h| *h.role.borrow());
+        snapshot.transitions = election.as_ref().map_or(0, |e| e.transitions);
+        snapshot.redundancy =
+            ha_carp::pair::redundancy_json(election.as_ref().map(HaStatus::redundancy), self.pair.as_deref());
+        snapshot.ha = election;
+        snapshot.pair = self.pair.as_ref().map(|p| p.json());
+        snapshot
     }
 
-    pub(crate) fn redundancy(&self) -> serde_json::Value {
-        let election = self.ha.as_ref().map(|h| h.status().redundancy());
-        ha_carp::pair::redundancy_json(election, self.pair.as_deref())
+    /// The status object (the status file and `GET /api/v1/status`).
+    pub(crate) fn status(&self, state: &str) -> serde_json::Value {
+        serde_json::to_value(self.snapshot(state)).unwrap_or_else(|_| json!({"state": state}))
     }
 }
 
-fn status_json(
+/// Everything RED reports at one moment. Serialized, it is the status object; `manage.rs` renders
+/// `/metrics` from the same value.
+#[derive(Debug, Serialize)]
+pub(crate) struct RedSnapshot {
+    pub(crate) node: String,
+    pub(crate) side: &'static str,
+    pub(crate) state: String,
+    pub(crate) role: Role,
+    pub(crate) ha: Option<HaStatus>,
+    pub(crate) standby_skipped: u64,
+    pub(crate) shadowed: u64,
+    pub(crate) fec: serde_json::Value,
+    pub(crate) bytes_total: u64,
+    pub(crate) session: Option<String>,
+    pub(crate) epoch: Option<u32>,
+    pub(crate) alarms: Vec<serde_json::Value>,
+    pub(crate) fibers: Vec<FiberSnapshot>,
+    pub(crate) receiver: ReceiverSnapshot,
+    pub(crate) channels: Vec<ChannelSnapshot>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) redundancy: serde_json::Value,
+    pub(crate) pair: Option<serde_json::Value>,
+    /// Raised or not, in the order of `manage::ALARMS` (the metrics' `alarm{kind}`).
+    #[serde(skip)]
+    pub(crate) raised: [bool; 3],
+    #[serde(skip)]
+    pub(crate) transitions: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FiberSnapshot {
+    pub(crate) listen: String,
+    pub(crate) datagrams: u64,
+    pub(crate) bytes: u64,
+    pub(crate) kernel_drops: u64,
+    pub(crate) check_failures: u64,
+    pub(crate) last_datagram_ms_ago: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ReceiverSnapshot {
+    pub(crate) blocks_without_decoder: u64,
+    pub(crate) blocks_decoded: u64,
+    pub(crate) blocks_lost: u64,
+    #[serde(rename = "blocks_lost_by_reason", serialize_with = "nonzero")]
+    pub(crate) blocks_lost_by: LossCounts,
+    pub(crate) streams_ended: u64,
+    #[serde(serialize_with = "nonzero")]
+    pub(crate) streams_broken: BreakCounts,
+    pub(crate) datagrams_delivered: u64,
+    pub(crate) drops: BTreeMap<&'static str, u64>,
+    /// The FEC advice's inputs the metrics show as numbers.
+    #[serde(skip)]
+    pub(crate) blocks_near_repair_limit: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct ChannelSnapshot {
+    pub(crate) number: u16,
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) streams_opened: u64,
+    pub(crate) streams_completed: u64,
+    #[serde(rename = "streams_aborted", serialize_with = "nonzero")]
+    pub(crate) aborted: ReasonCounts<StreamAbort, { StreamAbort::LABELS.len() }>,
+    pub(crate) bytes: u64,
+    pub(crate) datagrams: u64,
+    #[serde(serialize_with = "nonzero")]
+    pub(crate) datagrams_dropped: ReasonCounts<DatagramDrop, { DatagramDrop::LABELS.len() }>,
+    pub(crate) destinations: Option<Vec<DestinationStatus>>,
+    pub(crate) files: Option<FilesSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct FilesSnapshot {
+    pub(crate) delivered: u64,
+    pub(crate) delivered_bytes: u64,
+    pub(crate) duplicates: u64,
+    #[serde(serialize_with = "nonzero")]
+    pub(crate) failed: ReasonCounts<FileFailure, { FileFailure::LABELS.len() }>,
+    pub(crate) failed_total: u64,
+    pub(crate) shadow_held: u64,
+    pub(crate) shadow_evicted: u64,
+    pub(crate) shadow_delivered: u64,
+    pub(crate) peer_delivered: u64,
+    pub(crate) unreplicated: u64,
+    pub(crate) recent: Vec<Transfer>,
+}
+
+/// Reason counts as the status shows them: the labels counted at least once.
+fn nonzero<R: Reason, const N: usize, S: Serializer>(counts: &ReasonCounts<R, N>, out: S) -> Result<S::Ok, S::Error> {
+    counts.nonzero().serialize(out)
+}
+
+fn read(
     checked: &Checked,
     state: &str,
     shared: &Mutex<Shared>,
     sinks: &[SinkHandle],
     fibers: &[(SocketAddr, Arc<Mutex<RxCounters>>)],
     warnings: &[String],
-    ha: Option<&HaHandle>,
-) -> serde_json::Value {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let Ok(shared) = shared.lock() else { return json!({"state": state}) };
+) -> RedSnapshot {
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let shared = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = Instant::now();
     let mut alarms = Vec::new();
     if shared.config_mismatch {
         alarms.push(json!({
@@ -117,7 +212,6 @@ fn status_json(
     for channel in &shared.unknown_channels {
         alarms.push(json!({"kind": "unknown_channel", "channel": channel}));
     }
-    let now = Instant::now();
     if let Some(stale) = shared.stale_sender {
         alarms.push(json!({
             "kind": "stale_session",
@@ -130,68 +224,151 @@ fn status_json(
             "last_refused_ms_ago": now.saturating_duration_since(stale.last_refused).as_millis() as u64,
         }));
     }
-    json!({
-        "node": checked.config.node.name,
-        "side": "red",
-        "state": state,
-        "role": ha.map_or(Role::Active, |h| *h.role.borrow()),
-        "ha": ha.map(HaHandle::status),
-        "standby_skipped": shared.standby_skipped,
-        "shadowed": shared.shadowed,
-        "fec": crate::manage::fec_advice(
-            &shared,
-            fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.kernel_drops)).sum::<u64>(),
-        ),
-        "bytes_total": fibers.iter().map(|(_, c)| c.lock().map_or(0, |c| c.bytes)).sum::<u64>(),
-        "session": shared.session.map(|(s, _)| format!("{s:016x}")),
-        "epoch": shared.session.map(|(_, e)| e),
-        "alarms": alarms,
-        "fibers": fibers.iter().enumerate().map(|(index, (listen, counters))| {
-            let c = counters.lock().map(|c| c.clone()).unwrap_or_default();
-            json!({
-                "listen": listen.to_string(),
-                "datagrams": c.datagrams,
-                "bytes": c.bytes,
-                "kernel_drops": c.kernel_drops,
-                "check_failures": shared.fiber_harmful_drops.get(index).copied().unwrap_or(0),
-                "last_datagram_ms_ago": c.last_datagram.map(|t| now.saturating_duration_since(t).as_millis() as u64),
+    let fiber_counters: Vec<RxCounters> =
+        fibers.iter().map(|(_, c)| c.lock().map(|c| c.clone()).unwrap_or_default()).collect();
+    let kernel_drops = fiber_counters.iter().map(|c| c.kernel_drops).sum::<u64>();
+    RedSnapshot {
+        node: checked.config.node.name.clone(),
+        side: "red",
+        state: state.to_string(),
+        role: Role::Active,
+        ha: None,
+        standby_skipped: shared.standby_skipped,
+        shadowed: shared.shadowed,
+        fec: crate::manage::fec_advice(&shared, kernel_drops),
+        bytes_total: fiber_counters.iter().map(|c| c.bytes).sum(),
+        session: shared.session.map(|(s, _)| format!("{s:016x}")),
+        epoch: shared.session.map(|(_, e)| e),
+        alarms,
+        fibers: fibers
+            .iter()
+            .zip(&fiber_counters)
+            .enumerate()
+            .map(|(index, ((listen, _), c))| FiberSnapshot {
+                listen: listen.to_string(),
+                datagrams: c.datagrams,
+                bytes: c.bytes,
+                kernel_drops: c.kernel_drops,
+                check_failures: shared.fiber_harmful_drops.get(index).copied().unwrap_or(0),
+                last_datagram_ms_ago: c.last_datagram.map(|t| now.saturating_duration_since(t).as_millis() as u64),
             })
-        }).collect::<Vec<_>>(),
-        "receiver": {
-            "blocks_without_decoder": shared.blocks_without_decoder,
-            "blocks_decoded": shared.blocks_decoded,
-            "blocks_lost": shared.blocks_lost,
-            "blocks_lost_by_reason": shared.blocks_lost_by.iter().filter(|(_, n)| *n > 0).collect::<BTreeMap<_, _>>(),
-            "streams_ended": shared.streams_ended,
-            "streams_broken": shared.streams_broken.nonzero(),
-            "datagrams_delivered": shared.datagrams_delivered,
-            "drops": shared.drops,
+            .collect(),
+        receiver: ReceiverSnapshot {
+            blocks_without_decoder: shared.blocks_without_decoder,
+            blocks_decoded: shared.blocks_decoded,
+            blocks_lost: shared.blocks_lost,
+            blocks_lost_by: shared.blocks_lost_by,
+            streams_ended: shared.streams_ended,
+            streams_broken: shared.streams_broken,
+            datagrams_delivered: shared.datagrams_delivered,
+            drops: shared.drops.clone(),
+            blocks_near_repair_limit: shared.blocks_near_repair_limit,
         },
-        "channels": sinks.iter().map(|s| json!({
-            "number": s.number,
-            "name": s.name,
-            "kind": s.kind.as_str(),
-            "streams_opened": load(&s.stats.streams_opened),
-            "streams_completed": load(&s.stats.streams_completed),
-            "streams_aborted": s.stats.aborted.snapshot().nonzero(),
-            "bytes": load(&s.stats.bytes),
-            "datagrams": load(&s.stats.datagrams),
-            "datagrams_dropped": s.stats.datagrams_dropped.snapshot().nonzero(),
-            "destinations": s.pool.as_ref().map(|p| p.status()),
-            "files": s.files.as_ref().map(|f| json!({
-                "delivered": load(&f.delivered),
-                "delivered_bytes": load(&f.delivered_bytes),
-                "duplicates": load(&f.duplicates),
-                "failed": f.failed.snapshot().nonzero(),
-                "failed_total": f.failed_total(),
-                "shadow_held": load(&f.shadow_held),
-                "shadow_evicted": load(&f.shadow_evicted),
-                "shadow_delivered": load(&f.shadow_delivered),
-                "peer_delivered": load(&f.peer_delivered),
-                "unreplicated": load(&f.unreplicated),
-                "recent": f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect::<Vec<_>>()).unwrap_or_default(),
-            })),
-        })).collect::<Vec<_>>(),
-        "warnings": warnings,
-    })
+        channels: sinks
+            .iter()
+            .map(|s| ChannelSnapshot {
+                number: s.number,
+                name: s.name.clone(),
+                kind: s.kind.as_str(),
+                streams_opened: load(&s.stats.streams_opened),
+                streams_completed: load(&s.stats.streams_completed),
+                aborted: s.stats.aborted.snapshot(),
+                bytes: load(&s.stats.bytes),
+                datagrams: load(&s.stats.datagrams),
+                datagrams_dropped: s.stats.datagrams_dropped.snapshot(),
+                destinations: s.pool.as_ref().map(|p| p.status()),
+                files: s.files.as_ref().map(|f| FilesSnapshot {
+                    delivered: load(&f.delivered),
+                    delivered_bytes: load(&f.delivered_bytes),
+                    duplicates: load(&f.duplicates),
+                    failed: f.failed.snapshot(),
+                    failed_total: f.failed_total(),
+                    shadow_held: load(&f.shadow_held),
+                    shadow_evicted: load(&f.shadow_evicted),
+                    shadow_delivered: load(&f.shadow_delivered),
+                    peer_delivered: load(&f.peer_delivered),
+                    unreplicated: load(&f.unreplicated),
+                    recent: f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect()).unwrap_or_default(),
+                }),
+            })
+            .collect(),
+        warnings: warnings.to_vec(),
+        redundancy: serde_json::Value::Null,
+        pair: None,
+        raised: [shared.config_mismatch, !shared.unknown_channels.is_empty(), shared.stale_sender.is_some()],
+        transitions: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chassis::management::Family;
+    use diode_proto::{BreakReason, LossReason};
+
+    fn sample(families: &[Family], name: &str, label: (&str, &str)) -> Option<f64> {
+        let family = families.iter().find(|f| f.name == name)?;
+        family
+            .samples
+            .iter()
+            .find(|(labels, _)| labels.iter().any(|(k, v)| k == label.0 && v == label.1))
+            .map(|(_, v)| *v)
+    }
+
+    #[test]
+    fn the_status_and_the_metrics_show_the_same_snapshot() {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/red-rx.toml"));
+        let text = std::fs::read_to_string(path).unwrap();
+        let checked = crate::config::check(path, connectors::config::parse_toml(path, &text).unwrap()).unwrap();
+        let mut shared = Shared::default();
+        shared.blocks_lost_by.add(LossReason::NeverSeen, 3);
+        shared.blocks_lost = 3;
+        shared.streams_broken.add(BreakReason::BlockLost { seq: 41 }, 2);
+        shared.drops.insert("bad_tag", 5);
+        shared.config_mismatch = true;
+        let tcp = Arc::new(SinkStats::default());
+        tcp.aborted.add(StreamAbort::NoDestination);
+        let files = Arc::new(FileSinkStats::default());
+        files.failed.add(FileFailure::HashMismatch);
+        let sinks = vec![
+            SinkHandle {
+                number: 1,
+                name: "historian".into(),
+                kind: ChannelKind::Tcp,
+                stats: tcp,
+                pool: None,
+                files: None,
+            },
+            SinkHandle {
+                number: 3,
+                name: "reports".into(),
+                kind: ChannelKind::Files,
+                stats: Arc::new(SinkStats::default()),
+                pool: None,
+                files: Some(files),
+            },
+        ];
+        let snapshot = read(&checked, "running", &Mutex::new(shared), &sinks, &[], &[]);
+        let status = serde_json::to_value(&snapshot).unwrap();
+        let metrics = crate::manage::metric_families(&snapshot);
+
+        assert_eq!(status["receiver"]["blocks_lost_by_reason"], json!({"never_seen": 3}));
+        assert_eq!(sample(&metrics, "blocks_lost", ("reason", "never_seen")), Some(3.0));
+        assert_eq!(sample(&metrics, "blocks_lost", ("reason", "hash_mismatch")), Some(0.0), "every cause is a series");
+        assert_eq!(status["receiver"]["streams_broken"], json!({"block_lost": 2}));
+        assert_eq!(sample(&metrics, "streams_broken", ("reason", "block_lost")), Some(2.0));
+        assert_eq!(status["channels"][0]["streams_aborted"], json!({"no_destination": 1}));
+        assert_eq!(sample(&metrics, "streams_aborted", ("reason", "no_destination")), Some(1.0));
+        assert_eq!(status["channels"][1]["files"]["failed"], json!({"hash_mismatch": 1}));
+        assert_eq!(sample(&metrics, "drops", ("where", "files")), Some(1.0));
+        assert_eq!(sample(&metrics, "drops", ("reason", "bad_tag")), Some(5.0));
+        assert_eq!(status["alarms"][0]["kind"], "config_mismatch");
+        assert_eq!(sample(&metrics, "alarm", ("kind", "config_mismatch")), Some(1.0));
+        assert_eq!(sample(&metrics, "alarm", ("kind", "stale_session")), Some(0.0));
+        // Figures a reason carries never become a label.
+        assert!(metrics
+            .iter()
+            .flat_map(|f| &f.samples)
+            .all(|(labels, _)| labels.iter().all(|(_, v)| !v.contains("41"))));
+    }
 }
