@@ -45,6 +45,7 @@ struct Seen {
 
 impl DropFolder {
     /// Watches and scans until `shutdown`.
+    #[tracing::instrument(name = "channel", skip_all, fields(number = self.channel))]
     pub async fn run(self, spool: Spool, mut shutdown: watch::Receiver<bool>) {
         let (changed_tx, mut changed_rx) = tokio_mpsc::channel::<()>(1);
         let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
@@ -54,12 +55,12 @@ impl DropFolder {
             Ok(mut watcher) => match watcher.watch(&self.folder, notify::RecursiveMode::Recursive) {
                 Ok(()) => Some(watcher),
                 Err(error) => {
-                    warn!(channel = self.channel, %error, "cannot watch the drop folder: relying on rescans");
+                    warn!(%error, "cannot watch the drop folder: relying on rescans");
                     None
                 }
             },
             Err(error) => {
-                warn!(channel = self.channel, %error, "no file system watcher: relying on rescans");
+                warn!(%error, "no file system watcher: relying on rescans");
                 None
             }
         };
@@ -174,10 +175,10 @@ impl DropFolder {
         );
         match spool.take(path, &entry) {
             Ok(()) => {
-                info!(channel = self.channel, id = %entry.id, name = %relative_text, size = meta.len(), "file taken")
+                info!(id = %entry.id, name = %relative_text, size = meta.len(), "file taken")
             }
             Err(error) => {
-                warn!(channel = self.channel, name = %relative_text, %error, "cannot take the file into the spool")
+                warn!(name = %relative_text, %error, "cannot take the file into the spool")
             }
         }
     }
@@ -198,10 +199,10 @@ impl DropFolder {
             });
         match moved {
             Ok(()) => {
-                warn!(channel = self.channel, name = %relative.display(), %reason, rejected = %target.display(), "file rejected")
+                warn!(name = %relative.display(), %reason, rejected = %target.display(), "file rejected")
             }
             Err(error) => {
-                warn!(channel = self.channel, name = %relative.display(), %reason, %error, "file rejected but could not be moved")
+                warn!(name = %relative.display(), %reason, %error, "file rejected but could not be moved")
             }
         }
     }

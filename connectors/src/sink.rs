@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::pool::Pool;
 
@@ -165,6 +165,7 @@ struct StreamQueue {
 }
 
 /// Delivers a TCP channel's streams until the event channel closes.
+#[tracing::instrument(name = "channel", skip_all, fields(number = channel))]
 pub async fn run_tcp_sink(
     channel: u16,
     mut events: mpsc::Receiver<SinkEvent>,
@@ -182,15 +183,9 @@ pub async fn run_tcp_sink(
                 streams
                     .insert(*stream, StreamQueue { sender, waiting: Arc::clone(&waiting), abort: Arc::clone(&abort) });
                 stats.streams_opened.fetch_add(1, Ordering::Relaxed);
-                let task = deliver_stream(
-                    channel,
-                    *stream,
-                    meta.peer.clone(),
-                    StreamInput { events: rx, waiting, abort },
-                    Arc::clone(&pool),
-                    Arc::clone(&stats),
-                );
-                tokio::spawn(task);
+                let task =
+                    deliver_stream(StreamInput { events: rx, waiting, abort }, Arc::clone(&pool), Arc::clone(&stats));
+                tokio::spawn(task.instrument(tracing::info_span!("stream", id = *stream, peer = %meta.peer)));
                 continue;
             }
             SinkEvent::Data { stream, .. } | SinkEvent::End { stream, .. } | SinkEvent::Broken { stream, .. } => {
@@ -221,7 +216,6 @@ pub async fn run_tcp_sink(
                 // nothing more for this stream.
                 queue.abort.notify_one();
                 warn!(
-                    channel,
                     stream,
                     waiting_bytes = waiting,
                     limit_bytes = limits.bytes,
@@ -276,30 +270,24 @@ struct StreamInput {
     abort: Arc<tokio::sync::Notify>,
 }
 
-async fn deliver_stream(
-    channel: u16,
-    stream: u64,
-    peer: String,
-    input: StreamInput,
-    pool: Arc<Pool>,
-    stats: Arc<SinkStats>,
-) {
+/// Runs inside the stream's span (its id and the sender's peer), itself inside the channel's.
+async fn deliver_stream(input: StreamInput, pool: Arc<Pool>, stats: Arc<SinkStats>) {
     let StreamInput { mut events, waiting, abort } = input;
     // Not raced with the abort: a connect dropped half-way closes with a FIN, which a destination
     // would read as a clean end. Connected, every close is a reset.
     let Some((mut connection, destination)) = connect(&pool).await else {
-        warn!(channel, stream, %peer, "no destination up: stream aborted");
+        warn!("no destination up: stream aborted");
         stats.aborted.add(StreamAbort::NoDestination);
         // Consume the rest so the dispatcher never sees this queue fill.
         while events.recv().await.is_some() {}
         return;
     };
-    debug!(channel, stream, %peer, %destination, "delivering stream");
+    debug!(%destination, "delivering stream");
     loop {
         let event = tokio::select! {
             biased;
             () = abort.notified() => {
-                debug!(channel, stream, %destination, "stream aborted: destination connection reset");
+                debug!(%destination, "stream aborted: destination connection reset");
                 reset(connection);
                 return;
             }
@@ -312,14 +300,14 @@ async fn deliver_stream(
                     biased;
                     // A stalled destination must not keep receiving an aborted stream.
                     () = abort.notified() => {
-                        debug!(channel, stream, %destination, "stream aborted mid-write: destination connection reset");
+                        debug!(%destination, "stream aborted mid-write: destination connection reset");
                         reset(connection);
                         return;
                     }
                     written = connection.write_all(&data) => written,
                 };
                 if let Err(error) = written {
-                    warn!(channel, stream, %destination, %error, "destination failed mid-stream: stream lost");
+                    warn!(%destination, %error, "destination failed mid-stream: stream lost");
                     pool.report_failure(destination, &error.to_string());
                     stats.aborted.add(StreamAbort::DestinationFailed);
                     reset(connection);
@@ -335,17 +323,17 @@ async fn deliver_stream(
                 match connection.shutdown().await {
                     Ok(()) => {
                         stats.streams_completed.fetch_add(1, Ordering::Relaxed);
-                        debug!(channel, stream, %destination, "stream delivered complete");
+                        debug!(%destination, "stream delivered complete");
                     }
                     Err(error) => {
-                        warn!(channel, stream, %destination, %error, "destination failed at the end: stream lost");
+                        warn!(%destination, %error, "destination failed at the end: stream lost");
                         stats.aborted.add(StreamAbort::DestinationFailed);
                     }
                 }
                 return;
             }
             SinkEvent::Broken { reason, .. } => {
-                info!(channel, stream, %destination, %reason, reason_label = reason.label(), "stream broken: destination connection reset");
+                info!(%destination, %reason, reason_label = reason.label(), "stream broken: destination connection reset");
                 stats.aborted.add(reason);
                 reset(connection);
                 return;
@@ -395,6 +383,7 @@ async fn udp_destination(
 /// Delivers a UDP channel's datagrams until the event channel closes. A datagram counts as delivered
 /// only when it was sent to a destination that has not refused one lately; the rest are counted by
 /// reason (`no_destination`, `destination_unreachable`, `send_failed`, `sink_socket`).
+#[tracing::instrument(name = "channel", skip_all, fields(number = channel))]
 pub async fn run_udp_sink(
     channel: u16,
     mut events: mpsc::Receiver<SinkEvent>,
@@ -414,7 +403,7 @@ pub async fn run_udp_sink(
             std::collections::hash_map::Entry::Vacant(entry) => match udp_destination(addr, multicast).await {
                 Ok(destination) => entry.insert(destination),
                 Err(error) => {
-                    warn!(channel, %addr, %error, "cannot open a UDP socket to the destination: datagram dropped");
+                    warn!(%addr, %error, "cannot open a UDP socket to the destination: datagram dropped");
                     stats.datagrams_dropped.add(DatagramDrop::SinkSocket);
                     continue;
                 }
@@ -431,13 +420,13 @@ pub async fn run_udp_sink(
             }
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
                 if destination.refused_at.is_none() {
-                    warn!(channel, %addr, "UDP destination unreachable (port closed): its datagrams are counted as lost");
+                    warn!(%addr, "UDP destination unreachable (port closed): its datagrams are counted as lost");
                 }
                 destination.refused_at = Some(std::time::Instant::now());
                 stats.datagrams_dropped.add(DatagramDrop::DestinationUnreachable);
             }
             Err(error) => {
-                debug!(channel, %addr, %error, "datagram not delivered");
+                debug!(%addr, %error, "datagram not delivered");
                 stats.datagrams_dropped.add(DatagramDrop::SendFailed);
             }
         }

@@ -15,7 +15,7 @@ use diode_proto::{AbortReason, StreamMeta};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch, Semaphore};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 /// What a source hands to the channel's block builder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,7 @@ pub struct SourceStats {
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Accepts TCP connections until `shutdown` turns true; each connection becomes one stream.
+#[tracing::instrument(name = "channel", skip_all, fields(number = channel))]
 pub async fn run_tcp_source(
     channel: u16,
     listener: TcpListener,
@@ -79,14 +80,14 @@ pub async fn run_tcp_source(
         let (mut socket, peer) = match accepted {
             Ok(pair) => pair,
             Err(error) => {
-                warn!(channel, %error, "accept failed");
+                warn!(%error, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Ok(permit) = Arc::clone(&sessions).try_acquire_owned() else {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            warn!(channel, %peer, max_sessions, "connection refused: channel has max_sessions open");
+            warn!(%peer, max_sessions, "connection refused: channel has max_sessions open");
             // Reset rather than close so the client sees a refusal, not an empty successful transfer.
             let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
             drop(socket);
@@ -99,47 +100,51 @@ pub async fn run_tcp_source(
         let events = events.clone();
         let stats = Arc::clone(&stats);
         let mut shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let meta = StreamMeta { peer: peer.to_string(), ..StreamMeta::default() };
-            if events.send(SourceEvent::Open { stream, meta }).await.is_err() {
-                return;
-            }
-            debug!(channel, stream, %peer, "stream opened");
-            let mut buffer = BytesMut::with_capacity(READ_CHUNK);
-            let outcome = loop {
-                buffer.reserve(READ_CHUNK);
-                let read = tokio::select! {
-                    read = tokio::time::timeout(idle_timeout, socket.read_buf(&mut buffer)) => read,
-                    _ = shutdown.changed() => break Err(AbortReason::ShuttingDown),
-                };
-                match read {
-                    Err(_) => break Err(AbortReason::SourceTimeout),
-                    Ok(Err(_)) => break Err(AbortReason::SourceReset),
-                    Ok(Ok(0)) => break Ok(()),
-                    Ok(Ok(n)) => {
-                        stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-                        let bytes = buffer.split().freeze();
-                        if events.send(SourceEvent::Data { stream, bytes }).await.is_err() {
-                            return;
+        let transfer = tracing::info_span!("stream", id = stream, %peer);
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let meta = StreamMeta { peer: peer.to_string(), ..StreamMeta::default() };
+                if events.send(SourceEvent::Open { stream, meta }).await.is_err() {
+                    return;
+                }
+                debug!("stream opened");
+                let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+                let outcome = loop {
+                    buffer.reserve(READ_CHUNK);
+                    let read = tokio::select! {
+                        read = tokio::time::timeout(idle_timeout, socket.read_buf(&mut buffer)) => read,
+                        _ = shutdown.changed() => break Err(AbortReason::ShuttingDown),
+                    };
+                    match read {
+                        Err(_) => break Err(AbortReason::SourceTimeout),
+                        Ok(Err(_)) => break Err(AbortReason::SourceReset),
+                        Ok(Ok(0)) => break Ok(()),
+                        Ok(Ok(n)) => {
+                            stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            let bytes = buffer.split().freeze();
+                            if events.send(SourceEvent::Data { stream, bytes }).await.is_err() {
+                                return;
+                            }
                         }
                     }
-                }
-            };
-            let event = match outcome {
-                Ok(()) => {
-                    stats.completed.fetch_add(1, Ordering::Relaxed);
-                    debug!(channel, stream, %peer, "stream complete");
-                    SourceEvent::End { stream }
-                }
-                Err(reason) => {
-                    stats.aborted.add(reason);
-                    info!(channel, stream, %peer, %reason, "stream aborted at the source");
-                    SourceEvent::Abort { stream, reason }
-                }
-            };
-            let _ = events.send(event).await;
-        });
+                };
+                let event = match outcome {
+                    Ok(()) => {
+                        stats.completed.fetch_add(1, Ordering::Relaxed);
+                        debug!("stream complete");
+                        SourceEvent::End { stream }
+                    }
+                    Err(reason) => {
+                        stats.aborted.add(reason);
+                        info!(%reason, "stream aborted at the source");
+                        SourceEvent::Abort { stream, reason }
+                    }
+                };
+                let _ = events.send(event).await;
+            }
+            .instrument(transfer),
+        );
     }
 }
 
@@ -173,6 +178,7 @@ pub fn bind_udp(
 }
 
 /// Receives datagrams until `shutdown`; each becomes one datagram record.
+#[tracing::instrument(name = "channel", skip_all, fields(number = channel))]
 pub async fn run_udp_source(
     channel: u16,
     socket: UdpSocket,
@@ -193,12 +199,12 @@ pub async fn run_udp_source(
                 if events.try_send(SourceEvent::Datagram(Bytes::copy_from_slice(&buffer[..len]))).is_err() {
                     let dropped = stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                     if dropped.is_power_of_two() {
-                        warn!(channel, dropped, "UDP datagrams dropped: the link is slower than the source");
+                        warn!(dropped, "UDP datagrams dropped: the link is slower than the source");
                     }
                 }
             }
             Err(error) => {
-                warn!(channel, %error, "UDP receive failed");
+                warn!(%error, "UDP receive failed");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }

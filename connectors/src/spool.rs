@@ -211,6 +211,7 @@ impl Spool {
             if let Ok(mut without_copy) = self.without_copy.lock() {
                 without_copy.insert(entry.id.clone());
             }
+            // Named by hand: vault uploads call this from handlers outside the channel's span.
             warn!(channel, id = %entry.id, name = %entry.name, %reason, "accepted without a copy on the standby");
         }
     }
@@ -383,6 +384,7 @@ const READ_CHUNK: usize = 256 * 1024;
 
 /// Sends the spool's entries, oldest first, each `repeat` times, until `shutdown`. Stream ids count up
 /// from 1: each call runs within one sender session (a term), where they are unique per channel.
+#[tracing::instrument(name = "channel", skip_all, fields(number = channel))]
 pub async fn run_spool_sender(
     channel: u16,
     spool: Spool,
@@ -412,7 +414,7 @@ pub async fn run_spool_sender(
                     Ok(()) => {
                         spool.stats.sent.fetch_add(1, Ordering::Relaxed);
                         spool.stats.sent_bytes.fetch_add(entry.size, Ordering::Relaxed);
-                        info!(channel, stream, id = %entry.id, name = %entry.name, size = entry.size, copy = copy + 1, "file sent");
+                        info!(stream, id = %entry.id, name = %entry.name, size = entry.size, copy = copy + 1, "file sent");
                     }
                     Err(SendFailure::Stopped) => {
                         sent_all = false;
@@ -425,16 +427,16 @@ pub async fn run_spool_sender(
                         *tries += 1;
                         if *tries < MAX_CONTENT_TRIES {
                             spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
-                            warn!(channel, stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
+                            warn!(stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
                             break;
                         }
                         let reason = format!("not sent after {MAX_CONTENT_TRIES} tries: {reason}");
                         match spool.reject(entry, &reason) {
                             Ok(target) => {
-                                warn!(channel, id = %entry.id, name = %entry.name, %reason, rejected = %target.display(), "file rejected")
+                                warn!(id = %entry.id, name = %entry.name, %reason, rejected = %target.display(), "file rejected")
                             }
                             Err(error) => {
-                                warn!(channel, id = %entry.id, name = %entry.name, %reason, %error, "file rejected but could not be moved")
+                                warn!(id = %entry.id, name = %entry.name, %reason, %error, "file rejected but could not be moved")
                             }
                         }
                         content_failures.remove(&entry.id);
@@ -448,7 +450,7 @@ pub async fn run_spool_sender(
             if sent_all {
                 spool.stats.note(&entry.id, &entry.name, entry.size, "sent", None);
                 if let Err(error) = spool.finish(entry) {
-                    warn!(channel, id = %entry.id, %error, "cannot finish a sent spool entry");
+                    warn!(id = %entry.id, %error, "cannot finish a sent spool entry");
                 }
                 if let Some((_, replicator)) = spool.replication.get() {
                     replicator.sent(channel, &entry.id);

@@ -149,7 +149,7 @@ impl FileSink {
                 Ok(ready) => pending.push(ready),
                 Err(reason) => {
                     // Only the note goes: whatever it names outside this folder is not ours to touch.
-                    warn!(channel = config.channel, note = %path.display(), %reason, "ALARM refusing a delivery announcement left in the part folder");
+                    warn!(note = %path.display(), %reason, "ALARM refusing a delivery announcement left in the part folder");
                     let _ = std::fs::remove_file(&path);
                 }
             }
@@ -157,7 +157,7 @@ impl FileSink {
         let keep: Vec<PathBuf> = pending.iter().flat_map(|r| [r.part.clone(), ready_note(&r.part)]).collect();
         for item in std::fs::read_dir(&part_dir)?.flatten() {
             if !keep.contains(&item.path()) {
-                warn!(channel = config.channel, part = %item.path().display(), "removing a part file left by an earlier run");
+                warn!(part = %item.path().display(), "removing a part file left by an earlier run");
                 let _ = std::fs::remove_file(item.path());
             }
         }
@@ -167,7 +167,7 @@ impl FileSink {
             let _ = std::fs::remove_file(item.path());
         }
         let ledger = Ledger::open(&config.ledger, config.ledger_entries)?;
-        info!(channel = config.channel, folder = %config.folder.display(), remembered = ledger.len(), pending = pending.len(), "output folder ready");
+        info!(folder = %config.folder.display(), remembered = ledger.len(), pending = pending.len(), "output folder ready");
         let active = pair.is_none();
         let mut sink = FileSink {
             config,
@@ -220,13 +220,12 @@ impl FileSink {
     /// names it, since no part of it exists here.
     fn never_arrived(&mut self, stream: u64, name: &str, size: u64, file_id: [u8; 16]) {
         let id = hex::encode(file_id);
-        let channel = self.config.channel;
         if self.ledger.contains(&id) {
-            debug!(channel, stream, %name, "a copy of this file never arrived, but the file is delivered");
+            debug!(stream, %name, "a copy of this file never arrived, but the file is delivered");
             return;
         }
         if !self.active {
-            info!(channel, stream, %name, size, "standby: every block of this file was lost here; the active delivers it if it has it");
+            info!(stream, %name, size, "standby: every block of this file was lost here; the active delivers it if it has it");
             return;
         }
         let failure = Failure::new(
@@ -243,13 +242,13 @@ impl FileSink {
         }
         self.active = active;
         if !active {
-            info!(channel = self.config.channel, "standby: verified files are held in shadow");
+            info!("standby: verified files are held in shadow");
             return;
         }
         self.settle_pending(None);
         let held = std::mem::take(&mut self.shadow);
         self.stats.shadow_held.store(0, Ordering::Relaxed);
-        info!(channel = self.config.channel, held = held.len(), "active: delivering what the shadow holds");
+        info!(held = held.len(), "active: delivering what the shadow holds");
         for ready in held {
             if self.ledger.contains(&ready.entry.id) {
                 let _ = std::fs::remove_file(&ready.part);
@@ -321,10 +320,10 @@ impl FileSink {
                 },
             };
             if finish {
-                info!(channel = self.config.channel, name = %ready.name, "finishing a delivery announced before a restart");
+                info!(name = %ready.name, "finishing a delivery announced before a restart");
                 self.deliver(ready);
             } else {
-                info!(channel = self.config.channel, name = %ready.name, "dropping a delivery the peer did not count on");
+                info!(name = %ready.name, "dropping a delivery the peer did not count on");
                 let _ = std::fs::remove_file(&ready.part);
                 let _ = std::fs::remove_file(ready_note(&ready.part));
             }
@@ -336,12 +335,12 @@ impl FileSink {
         let limit = self.pair.as_ref().map_or(0, |p| p.shadow_files);
         let held = self.shadow_dir.join(format!("{}.data", ready.entry.id));
         if let Err(error) = std::fs::rename(&ready.part, &held) {
-            warn!(channel = self.config.channel, %error, "cannot keep a file in shadow");
+            warn!(%error, "cannot keep a file in shadow");
             let _ = std::fs::remove_file(&ready.part);
             return;
         }
         ready.part = held;
-        debug!(channel = self.config.channel, name = %ready.name, "held in shadow");
+        debug!(name = %ready.name, "held in shadow");
         self.shadow.push_back(ready);
         self.stats.shadow_held.fetch_add(1, Ordering::Relaxed);
         while self.shadow.len() > limit {
@@ -349,7 +348,7 @@ impl FileSink {
             let _ = std::fs::remove_file(&dropped.part);
             self.stats.shadow_held.fetch_sub(1, Ordering::Relaxed);
             self.stats.shadow_evicted.fetch_add(1, Ordering::Relaxed);
-            warn!(channel = self.config.channel, name = %dropped.name, "shadow full: dropped the oldest file held");
+            warn!(name = %dropped.name, "shadow full: dropped the oldest file held");
         }
     }
 
@@ -377,7 +376,7 @@ impl FileSink {
                 Err(error) => State::Failed(Failure::io("cannot create the part file", &error)),
             }
         };
-        debug!(channel = self.config.channel, stream, name = %meta.name, "file opened");
+        debug!(stream, name = %meta.name, "file opened");
         self.streams.insert(stream, Incoming { meta, session, epoch, target, state });
     }
 
@@ -484,11 +483,11 @@ impl FileSink {
             let written =
                 serde_json::to_vec(&ready).map_err(std::io::Error::other).and_then(|bytes| write_synced(&note, &bytes));
             if let Err(error) = written {
-                warn!(channel = self.config.channel, %error, "cannot keep the delivery's announcement");
+                warn!(%error, "cannot keep the delivery's announcement");
             }
             if let Err(reason) = pair.replication.announce_delivery(self.config.channel, ready.entry.clone()) {
                 self.stats.unreplicated.fetch_add(1, Ordering::Relaxed);
-                debug!(channel = self.config.channel, %reason, "delivered without the standby's acknowledgement");
+                debug!(%reason, "delivered without the standby's acknowledgement");
             }
         }
         let mut hash = [0u8; 32];
@@ -508,7 +507,7 @@ impl FileSink {
         ready.entry.delivered_at = unix_now();
         if let Err(error) = self.ledger.record(ready.entry) {
             // The file is in place; without its ledger line a resend would be delivered again.
-            error!(channel = self.config.channel, %error, "ALARM cannot write the delivered-file ledger");
+            error!(%error, "ALARM cannot write the delivered-file ledger");
         }
         let _ = std::fs::remove_file(&note);
         self.stats.delivered.fetch_add(1, Ordering::Relaxed);
@@ -521,7 +520,7 @@ impl FileSink {
             path: Some(placed.clone()),
             at: unix_now(),
         });
-        info!(channel = self.config.channel, stream, path = %placed, size, "file delivered");
+        info!(stream, path = %placed, size, "file delivered");
     }
 
     fn fail_ready(&mut self, ready: Ready, failure: Failure) {
@@ -579,7 +578,7 @@ impl FileSink {
             path: None,
             at: unix_now(),
         });
-        info!(channel = self.config.channel, stream, name = %meta.name, "file already delivered: not delivered again");
+        info!(stream, name = %meta.name, "file already delivered: not delivered again");
     }
 
     fn fail(&mut self, stream: u64, incoming: Incoming, failure: Failure) {
@@ -607,7 +606,7 @@ impl FileSink {
         let mut kept = None;
         let again = file.file_id.as_ref().is_some_and(|id| self.quarantined_ids.contains(id));
         if again {
-            info!(channel = self.config.channel, name = %file.name, "this file is already in quarantine: this copy is not kept");
+            info!(name = %file.name, "this file is already in quarantine: this copy is not kept");
         } else if self.config.on_failure == OnFailure::Quarantine {
             if let Some(id) = &file.file_id {
                 if self.quarantined_ids.len() == QUARANTINED_IDS {
@@ -639,7 +638,7 @@ impl FileSink {
             path: kept.clone(),
             at: unix_now(),
         });
-        warn!(channel = self.config.channel, stream = file.stream, name = %file.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
+        warn!(stream = file.stream, name = %file.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
     }
 
     /// Moves what arrived (if anything) and a reason file to the quarantine folder. The content is kept
@@ -658,7 +657,7 @@ impl FileSink {
         match written {
             Ok(()) => Some(path.display().to_string()),
             Err(error) => {
-                warn!(channel = self.config.channel, %error, "cannot write the quarantine reason file");
+                warn!(%error, "cannot write the quarantine reason file");
                 None
             }
         }
@@ -726,8 +725,11 @@ pub fn spawn_file_sink(
     pair: Option<FileSinkPair>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let channel = config.channel;
-    let mut sink = FileSink::open(config, stats, pair)?;
+    // Every line the sink logs, from opening its folder on, names its channel.
+    let span = tracing::info_span!("channel", number = channel);
+    let mut sink = span.in_scope(|| FileSink::open(config, stats, pair))?;
     std::thread::Builder::new().name(format!("files-{channel}")).spawn(move || {
+        let _channel = span.entered();
         while let Some(event) = events.blocking_recv() {
             sink.handle(event);
         }
