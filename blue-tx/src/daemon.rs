@@ -218,7 +218,6 @@ async fn start_term(checked: &Checked, counters: &Counters, session: u64, epoch:
             .spawn(move || transmitter.run())
             .map_err(|e| DaemonError::io("cannot start the transmitter", e))?,
     );
-    counters.terms.fetch_add(1, Ordering::Relaxed);
     counters.session.store(session, Ordering::Relaxed);
     counters.epoch.store(epoch, Ordering::Relaxed);
     info!(
@@ -380,7 +379,8 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
                     Ok(started) => {
                         term = Some(started);
                         lifecycle.handle_started(unix_ms());
-                        write_status("running", true);
+                        counters.terms.store(lifecycle.terms_started(), Ordering::Relaxed);
+                        write_status("running", lifecycle.transmitting());
                     }
                     // With HA the previous active may still hold the port for a moment: the
                     // lifecycle tries again shortly. Without HA it answers with `Fail`.
@@ -412,7 +412,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
         }
         let retry = lifecycle.poll_timeout().map(|at| Duration::from_millis(at.saturating_sub(unix_ms())));
         tokio::select! {
-            _ = ticker.tick() => write_status("running", term.is_some()),
+            _ = ticker.tick() => write_status("running", lifecycle.transmitting()),
             () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => lifecycle.handle_timeout(unix_ms()),
             changed = role_changed(&mut role) => {
                 if !changed {

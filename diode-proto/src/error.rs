@@ -98,27 +98,12 @@ impl DropReason {
 }
 
 /// One counter per [`DropReason`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct DropCounters {
-    counts: [u64; DropReason::ALL.len()],
-}
+pub type DropCounters = crate::reason::ReasonCounts<DropReason, { DropReason::LABELS.len() }>;
 
 impl DropCounters {
-    pub fn add(&mut self, reason: DropReason) {
-        self.counts[reason.index()] += 1;
-    }
-
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.counts[reason.index()]
-    }
-
     /// Drops that are not benign (see [`DropReason::is_benign`]).
     pub fn harmful(&self) -> u64 {
         DropReason::ALL.iter().filter(|r| !r.is_benign()).map(|r| self.get(*r)).sum()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
     }
 }
 
@@ -131,7 +116,7 @@ mod tests {
         let mut counters = DropCounters::default();
         for (i, reason) in DropReason::ALL.iter().enumerate() {
             assert_eq!(reason.index(), i, "ALL is in declaration order");
-            counters.add(*reason);
+            counters.add(*reason, 1);
         }
         assert!(counters.iter().all(|(_, n)| n == 1));
         let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();

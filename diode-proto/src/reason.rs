@@ -93,42 +93,16 @@ pub const fn concat<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [
 macro_rules! reasons {
     ($ty:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
         impl $ty {
-            /// Every value, in declaration order.
+            /// Every value, in the order of [`Self::LABELS`].
             pub const ALL: [$ty; [$($label),+].len()] = [$($ty::$variant),+];
-            /// Every label, in the order of [`Self::ALL`].
-            pub const LABELS: [&'static str; [$($label),+].len()] = [$($label),+];
-            const _DISTINCT: () = assert!($crate::reason::all_distinct(&[$($label),+]), "a label appears twice");
-
-            /// The metric label (snake_case, from [`Self::LABELS`]).
-            pub const fn label(&self) -> &'static str {
-                Self::LABELS[self.index()]
-            }
-
-            pub const fn index(&self) -> usize {
-                let () = Self::_DISTINCT;
-                match self {
-                    $($ty::$variant => { const I: usize = $crate::reason::position(&$ty::LABELS, $label); I })+
-                }
-            }
         }
-
-        impl $crate::reason::Reason for $ty {
-            const LABELS: &'static [&'static str] = &$ty::LABELS;
-            fn index(&self) -> usize {
-                $ty::index(self)
-            }
-        }
+        $crate::reasons!($ty patterns { $($ty::$variant => $label),+ });
     };
     ($ty:ident patterns { $($pat:pat => $label:literal),+ $(,)? }) => {
         impl $ty {
             /// Every label this reason can take.
             pub const LABELS: [&'static str; [$($label),+].len()] = [$($label),+];
             const _DISTINCT: () = assert!($crate::reason::all_distinct(&$ty::LABELS), "a label appears twice");
-
-            /// The metric label (snake_case, from [`Self::LABELS`]).
-            pub const fn label(&self) -> &'static str {
-                Self::LABELS[self.index()]
-            }
 
             pub const fn index(&self) -> usize {
                 let () = Self::_DISTINCT;
@@ -137,13 +111,7 @@ macro_rules! reasons {
                 }
             }
         }
-
-        impl $crate::reason::Reason for $ty {
-            const LABELS: &'static [&'static str] = &$ty::LABELS;
-            fn index(&self) -> usize {
-                $ty::index(self)
-            }
-        }
+        $crate::reasons!(@labelled $ty);
     };
     ($ty:ident patterns { $($pat:pat => $label:literal),+ $(,)? } wraps $wrap:ident ( $inner:ty )) => {
         impl $ty {
@@ -153,17 +121,22 @@ macro_rules! reasons {
                 $crate::reason::concat(&$ty::OWN_LABELS, &<$inner>::LABELS);
             const _DISTINCT: () = assert!($crate::reason::all_distinct(&$ty::LABELS), "a label appears twice");
 
-            /// The metric label (snake_case, from [`Self::LABELS`]).
-            pub const fn label(&self) -> &'static str {
-                Self::LABELS[self.index()]
-            }
-
             pub const fn index(&self) -> usize {
                 let () = Self::_DISTINCT;
                 match self {
                     $ty::$wrap(inner) => $ty::OWN_LABELS.len() + <$inner>::index(inner),
                     $($pat => { const I: usize = $crate::reason::position(&$ty::OWN_LABELS, $label); I })+
                 }
+            }
+        }
+        $crate::reasons!(@labelled $ty);
+    };
+    // What every form shares once `LABELS` and `index` exist.
+    (@labelled $ty:ident) => {
+        impl $ty {
+            /// The metric label (snake_case, from [`Self::LABELS`]).
+            pub const fn label(&self) -> &'static str {
+                Self::LABELS[self.index()]
             }
         }
 

@@ -309,7 +309,7 @@ impl Receiver {
         let result = self.handle_inner(now, fiber, bytes);
         if let Err(reason) = result {
             let stats = &mut self.shared.stats;
-            stats.drops.add(reason);
+            stats.drops.add(reason, 1);
             if !reason.is_benign() {
                 stats.fibers[fiber_index].harmful_drops += 1;
             }

@@ -166,7 +166,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     let dispatcher = Dispatcher {
         own_fingerprint: checked.fingerprint,
         routes: routes.into_iter().map(|(number, (_, sender))| (number, sender)).collect(),
-        gate: DeliveryGate::new(Instant::now(), kinds, checked.pair.is_some(), ha.is_none()),
+        gate: DeliveryGate::new(kinds, checked.pair.is_some(), ha.is_none()),
         local: Shared::default(),
         active: Arc::clone(&active),
         last_beacon: Arc::clone(&last_beacon),
@@ -426,13 +426,13 @@ impl Dispatcher {
     fn sync_role(&mut self) {
         let active = self.active.load(Ordering::SeqCst);
         if active != self.gate.active() {
-            self.gate.handle_role(Instant::now(), active);
+            self.gate.handle_role(active);
             self.carry_out();
         }
     }
 
     fn route(&mut self, channel: u16, event: SinkEvent) {
-        self.gate.handle_event(Instant::now(), channel, event);
+        self.gate.handle_event(channel, event);
         self.carry_out();
     }
 
@@ -503,7 +503,7 @@ fn publish(receiver: &Receiver, dispatcher: &Dispatcher, shared: &Mutex<Shared>)
     out.source_symbols_missing = stats.source_symbols_missing;
     out.blocks_near_repair_limit = stats.blocks_near_repair_limit;
     out.announced_repair = local.announced_repair;
-    out.drops = stats.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.label(), n)).collect();
+    out.drops = stats.drops.nonzero();
     for (index, harmful) in out.fiber_harmful_drops.iter_mut().enumerate() {
         *harmful = stats.fibers.get(index).map_or(0, |f| f.harmful_drops);
     }

@@ -1,7 +1,7 @@
 //! Which decoded events reach a sink: the delivery gate as a sans-IO state machine, in the shape of
-//! `ha-carp`'s `Carp` (`handle_*(now, …)` in, [`DeliveryGate::poll_action`] out; no channels, no
+//! `ha-carp`'s `Carp` (`handle_*(…)` in, [`DeliveryGate::poll_action`] out; no channels, no
 //! threads). The daemon feeds it the receiver's events and the election's role, and sends what it
-//! is told to.
+//! is told to. No decision here depends on time, so unlike `Carp` it takes no clock.
 //!
 //! The rules:
 //! - A node delivers only while active. A standby counts what it skipped.
@@ -17,7 +17,6 @@
 //! - Events for a channel this RED does not have raise an alarm once per channel.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::time::Instant;
 
 use connectors::config::ChannelKind;
 use connectors::sink::{SinkEvent, StreamAbort};
@@ -42,8 +41,6 @@ pub struct GateCounts {
     pub shadowed: u64,
     /// Channels events arrived for that this RED does not have.
     pub unknown_channels: BTreeSet<u16>,
-    /// When this node last became active.
-    pub active_since: Option<Instant>,
 }
 
 /// The delivery gate of one red-rx.
@@ -64,31 +61,24 @@ pub struct DeliveryGate {
 impl DeliveryGate {
     /// `kinds`: the configured channels. `shadow`: whether there is a pair. A node starts as
     /// `active` when it has no election, as standby otherwise.
-    pub fn new(now: Instant, kinds: HashMap<u16, ChannelKind>, shadow: bool, active: bool) -> DeliveryGate {
-        let mut counts = GateCounts::default();
-        if active {
-            counts.active_since = Some(now);
-        }
+    pub fn new(kinds: HashMap<u16, ChannelKind>, shadow: bool, active: bool) -> DeliveryGate {
         DeliveryGate {
             kinds,
             shadow,
             active,
             delivering: HashSet::new(),
             began_before_active: HashSet::new(),
-            counts,
+            counts: GateCounts::default(),
             actions: VecDeque::new(),
         }
     }
 
     /// The node's role is now `active` (or standby).
-    pub fn handle_role(&mut self, now: Instant, active: bool) {
+    pub fn handle_role(&mut self, active: bool) {
         if active == self.active {
             return;
         }
         self.active = active;
-        if active {
-            self.counts.active_since = Some(now);
-        }
         if self.shadow {
             let mut files: Vec<u16> = self.kinds.iter().filter(|(_, kind)| is_files(**kind)).map(|(n, _)| *n).collect();
             files.sort_unstable();
@@ -107,7 +97,7 @@ impl DeliveryGate {
     }
 
     /// A decoded event for `channel`.
-    pub fn handle_event(&mut self, _now: Instant, channel: u16, event: SinkEvent) {
+    pub fn handle_event(&mut self, channel: u16, event: SinkEvent) {
         let Some(kind) = self.kinds.get(&channel).copied() else {
             if self.counts.unknown_channels.insert(channel) {
                 self.actions.push_back(GateAction::UnknownChannel(channel));
@@ -185,10 +175,9 @@ mod tests {
     const UDP: u16 = 2;
     const FILES: u16 = 3;
 
-    fn gate(shadow: bool, active: bool) -> (DeliveryGate, Instant) {
+    fn gate(shadow: bool, active: bool) -> DeliveryGate {
         let kinds = HashMap::from([(TCP, ChannelKind::Tcp), (UDP, ChannelKind::Udp), (FILES, ChannelKind::Files)]);
-        let now = Instant::now();
-        (DeliveryGate::new(now, kinds, shadow, active), now)
+        DeliveryGate::new(kinds, shadow, active)
     }
 
     fn open(stream: u64) -> SinkEvent {
@@ -230,123 +219,122 @@ mod tests {
 
     #[test]
     fn an_active_node_delivers_a_whole_stream() {
-        let (mut gate, now) = gate(false, true);
+        let mut gate = gate(false, true);
         for event in [open(7), data(7), end(7)] {
-            gate.handle_event(now, TCP, event);
+            gate.handle_event(TCP, event);
         }
         assert_eq!(drained(&mut gate), ["1 open 7", "1 data 7", "1 end 7"]);
     }
 
     #[test]
     fn a_standby_delivers_nothing_and_counts_what_it_skipped() {
-        let (mut gate, now) = gate(false, false);
-        gate.handle_event(now, TCP, open(7));
-        gate.handle_event(now, TCP, data(7));
-        gate.handle_event(now, UDP, SinkEvent::Datagram(Bytes::from_static(b"d")));
-        gate.handle_event(now, FILES, open(8));
-        gate.handle_event(now, TCP, end(7));
+        let mut gate = gate(false, false);
+        gate.handle_event(TCP, open(7));
+        gate.handle_event(TCP, data(7));
+        gate.handle_event(UDP, SinkEvent::Datagram(Bytes::from_static(b"d")));
+        gate.handle_event(FILES, open(8));
+        gate.handle_event(TCP, end(7));
         assert_eq!(drained(&mut gate), Vec::<String>::new());
         assert_eq!(gate.counts().standby_skipped, 3, "two opens and a datagram");
     }
 
     #[test]
     fn a_takeover_mid_stream_does_not_deliver_the_stream_from_its_middle() {
-        let (mut gate, now) = gate(false, false);
-        gate.handle_event(now, TCP, open(7));
-        gate.handle_role(now, true);
-        gate.handle_event(now, TCP, data(7));
-        gate.handle_event(now, TCP, data(7));
-        gate.handle_event(now, TCP, end(7));
+        let mut gate = gate(false, false);
+        gate.handle_event(TCP, open(7));
+        gate.handle_role(true);
+        gate.handle_event(TCP, data(7));
+        gate.handle_event(TCP, data(7));
+        gate.handle_event(TCP, end(7));
         // Named once; a later stream is delivered whole.
-        gate.handle_event(now, TCP, open(9));
+        gate.handle_event(TCP, open(9));
         assert_eq!(drained(&mut gate), ["began before active 1/7", "1 open 9"]);
-        assert_eq!(gate.counts().active_since, Some(now));
     }
 
     #[test]
     fn becoming_standby_resets_every_stream_being_delivered() {
-        let (mut gate, now) = gate(false, true);
-        gate.handle_event(now, TCP, open(7));
-        gate.handle_event(now, TCP, open(8));
-        gate.handle_event(now, TCP, end(8));
+        let mut gate = gate(false, true);
+        gate.handle_event(TCP, open(7));
+        gate.handle_event(TCP, open(8));
+        gate.handle_event(TCP, end(8));
         drained(&mut gate);
-        gate.handle_role(now, false);
+        gate.handle_role(false);
         assert_eq!(drained(&mut gate), ["1 broken 7 became_standby"]);
         // The stream's own end, decoded later, is not handed over a second time.
-        gate.handle_event(now, TCP, end(7));
+        gate.handle_event(TCP, end(7));
         assert_eq!(drained(&mut gate), Vec::<String>::new());
     }
 
     #[test]
     fn with_a_pair_a_standby_decodes_files_in_shadow_and_hears_its_role() {
-        let (mut gate, now) = gate(true, false);
-        gate.handle_event(now, FILES, open(4));
-        gate.handle_event(now, FILES, data(4));
-        gate.handle_event(now, TCP, open(5));
+        let mut gate = gate(true, false);
+        gate.handle_event(FILES, open(4));
+        gate.handle_event(FILES, data(4));
+        gate.handle_event(TCP, open(5));
         assert_eq!(drained(&mut gate), ["3 open 4", "3 data 4"]);
         assert_eq!(gate.counts().shadowed, 1);
         // The takeover mid-file: the sink is told, and the rest of the file flows as before.
-        gate.handle_role(now, true);
-        gate.handle_event(now, FILES, end(4));
+        gate.handle_role(true);
+        gate.handle_event(FILES, end(4));
         assert_eq!(drained(&mut gate), ["3 role active=true", "3 end 4"]);
     }
 
     #[test]
     fn with_a_pair_the_active_tells_files_sinks_when_it_becomes_standby() {
-        let (mut gate, now) = gate(true, true);
-        gate.handle_event(now, FILES, open(4));
-        gate.handle_event(now, TCP, open(5));
+        let mut gate = gate(true, true);
+        gate.handle_event(FILES, open(4));
+        gate.handle_event(TCP, open(5));
         drained(&mut gate);
-        gate.handle_role(now, false);
+        gate.handle_role(false);
         assert_eq!(drained(&mut gate), ["3 role active=false", "1 broken 5 became_standby"]);
     }
 
     #[test]
     fn without_a_pair_a_standby_files_sink_gets_nothing() {
-        let (mut gate, now) = gate(false, false);
-        gate.handle_event(now, FILES, open(4));
-        gate.handle_event(now, FILES, end(4));
-        gate.handle_role(now, true);
+        let mut gate = gate(false, false);
+        gate.handle_event(FILES, open(4));
+        gate.handle_event(FILES, end(4));
+        gate.handle_role(true);
         assert_eq!(drained(&mut gate), Vec::<String>::new(), "no role events without a pair");
     }
 
     #[test]
     fn a_file_named_by_the_manifest_is_reported_only_by_the_active() {
         let never = |stream| SinkEvent::NeverArrived { stream, name: "a.dat".into(), size: 3, file_id: [1; 16] };
-        let (mut gate, now) = gate(false, false);
-        gate.handle_event(now, FILES, never(2));
-        gate.handle_role(now, true);
-        gate.handle_event(now, FILES, never(3));
+        let mut gate = gate(false, false);
+        gate.handle_event(FILES, never(2));
+        gate.handle_role(true);
+        gate.handle_event(FILES, never(3));
         assert_eq!(drained(&mut gate), ["3 never arrived 3"]);
     }
 
     #[test]
     fn datagrams_flow_only_while_active() {
-        let (mut gate, now) = gate(false, true);
-        gate.handle_event(now, UDP, SinkEvent::Datagram(Bytes::from_static(b"1")));
-        gate.handle_role(now, false);
-        gate.handle_event(now, UDP, SinkEvent::Datagram(Bytes::from_static(b"2")));
+        let mut gate = gate(false, true);
+        gate.handle_event(UDP, SinkEvent::Datagram(Bytes::from_static(b"1")));
+        gate.handle_role(false);
+        gate.handle_event(UDP, SinkEvent::Datagram(Bytes::from_static(b"2")));
         assert_eq!(drained(&mut gate), ["2 datagram"]);
         assert_eq!(gate.counts().standby_skipped, 1);
     }
 
     #[test]
     fn an_unknown_channel_raises_its_alarm_once() {
-        let (mut gate, now) = gate(false, true);
-        gate.handle_event(now, 9, open(1));
-        gate.handle_event(now, 9, data(1));
-        gate.handle_event(now, 10, open(1));
+        let mut gate = gate(false, true);
+        gate.handle_event(9, open(1));
+        gate.handle_event(9, data(1));
+        gate.handle_event(10, open(1));
         assert_eq!(drained(&mut gate), ["unknown 9", "unknown 10"]);
         assert_eq!(gate.counts().unknown_channels, BTreeSet::from([9, 10]));
     }
 
     #[test]
     fn a_broken_stream_reaches_its_sink_once_with_its_reason() {
-        let (mut gate, now) = gate(false, true);
-        gate.handle_event(now, TCP, open(7));
+        let mut gate = gate(false, true);
+        gate.handle_event(TCP, open(7));
         let broken = || SinkEvent::Broken { stream: 7, reason: StreamAbort::Broken(BreakReason::MissedOpen) };
-        gate.handle_event(now, TCP, broken());
-        gate.handle_event(now, TCP, broken());
+        gate.handle_event(TCP, broken());
+        gate.handle_event(TCP, broken());
         assert_eq!(drained(&mut gate), ["1 open 7", "1 broken 7 missed_open"]);
     }
 }
