@@ -99,17 +99,14 @@ impl Pool {
         if ok {
             member.failures.store(0, Ordering::SeqCst);
             if !member.up.swap(true, Ordering::SeqCst) {
-                info!(channel = self.channel, destination = %member.addr, "destination up");
+                info!(destination = %member.addr, "destination up");
             }
         } else {
             let failures = member.failures.fetch_add(1, Ordering::SeqCst) + 1;
             if failures >= self.health.failures && member.up.swap(false, Ordering::SeqCst) {
-                warn!(channel = self.channel, destination = %member.addr, reason = %detail, "destination down");
+                warn!(destination = %member.addr, reason = %detail, "destination down");
                 if !self.any_up() {
-                    warn!(
-                        channel = self.channel,
-                        "no destination up: streams of this channel are aborted until one returns"
-                    );
+                    warn!("no destination up: streams of this channel are aborted until one returns");
                 }
             }
         }
@@ -137,6 +134,7 @@ impl Pool {
     }
 
     /// Checks every destination each interval until `shutdown`.
+    #[tracing::instrument(name = "channel", skip_all, fields(number = self.channel))]
     pub async fn run_health_checks(self: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
         if self.health.kind == HealthKind::None {
             return;

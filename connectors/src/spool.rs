@@ -21,7 +21,7 @@ use diode_proto::{AbortReason, StreamMeta};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch, Notify};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::ledger::sync_parent;
 use crate::replication::Replication;
@@ -392,80 +392,95 @@ pub async fn run_spool_sender(
     events: mpsc::Sender<SourceEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut next_stream = 1u64;
-    let mut content_failures: HashMap<String, u32> = HashMap::new();
+    let mut sender = SpoolSender { channel, spool, repeat, events, next_stream: 1, content_failures: HashMap::new() };
     loop {
-        let entries = spool.list();
-        content_failures.retain(|id, _| entries.iter().any(|e| &e.id == id));
+        let entries = sender.spool.list();
+        sender.content_failures.retain(|id, _| entries.iter().any(|e| &e.id == id));
         for entry in &entries {
             if *shutdown.borrow() {
                 return;
             }
-            if let Ok(mut busy) = spool.busy.lock() {
+            if let Ok(mut busy) = sender.spool.busy.lock() {
                 if !busy.insert(entry.id.clone()) {
                     continue;
                 }
             }
-            let mut sent_all = true;
-            for copy in 0..repeat.max(1) {
-                let stream = next_stream;
-                next_stream += 1;
-                match send_one(&spool, entry, stream, &events, &mut shutdown).await {
-                    Ok(()) => {
-                        spool.stats.sent.fetch_add(1, Ordering::Relaxed);
-                        spool.stats.sent_bytes.fetch_add(entry.size, Ordering::Relaxed);
-                        info!(stream, id = %entry.id, name = %entry.name, size = entry.size, copy = copy + 1, "file sent");
-                    }
-                    Err(SendFailure::Stopped) => {
-                        sent_all = false;
-                        break;
-                    }
-                    Err(SendFailure::Content(reason)) => {
-                        spool.stats.failed.fetch_add(1, Ordering::Relaxed);
-                        sent_all = false;
-                        let tries = content_failures.entry(entry.id.clone()).or_insert(0);
-                        *tries += 1;
-                        if *tries < MAX_CONTENT_TRIES {
-                            spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
-                            warn!(stream, id = %entry.id, name = %entry.name, %reason, "file not sent: will retry");
-                            break;
-                        }
-                        let reason = format!("not sent after {MAX_CONTENT_TRIES} tries: {reason}");
-                        match spool.reject(entry, &reason) {
-                            Ok(target) => {
-                                warn!(id = %entry.id, name = %entry.name, %reason, rejected = %target.display(), "file rejected")
-                            }
-                            Err(error) => {
-                                warn!(id = %entry.id, name = %entry.name, %reason, %error, "file rejected but could not be moved")
-                            }
-                        }
-                        content_failures.remove(&entry.id);
-                        break;
-                    }
-                }
-            }
-            if let Ok(mut busy) = spool.busy.lock() {
-                busy.remove(&entry.id);
-            }
-            if sent_all {
-                spool.stats.note(&entry.id, &entry.name, entry.size, "sent", None);
-                if let Err(error) = spool.finish(entry) {
-                    warn!(id = %entry.id, %error, "cannot finish a sent spool entry");
-                }
-                if let Some((_, replicator)) = spool.replication.get() {
-                    replicator.sent(channel, &entry.id);
-                    if spool.without_copy.lock().is_ok_and(|mut ids| ids.remove(&entry.id)) {
-                        replicator.sent_without_copy();
-                    }
-                }
-            }
+            let span = tracing::info_span!("file", id = %entry.id, name = %entry.name);
+            sender.send_entry(entry, &mut shutdown).instrument(span).await;
         }
         // Sleep until something is added; the timeout retries failed entries and picks up entries
         // another process (the pair replication) put in the folder.
         tokio::select! {
-            _ = spool.added.notified() => {}
+            _ = sender.spool.added.notified() => {}
             _ = tokio::time::sleep(Duration::from_secs(if entries.is_empty() { 1 } else { 5 })) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// One term's sending of a spool: the stream ids it has used and the entries whose content failed.
+struct SpoolSender {
+    channel: u16,
+    spool: Spool,
+    repeat: u32,
+    events: mpsc::Sender<SourceEvent>,
+    next_stream: u64,
+    content_failures: HashMap<String, u32>,
+}
+
+impl SpoolSender {
+    /// Sends `entry` (marked busy by the caller) `repeat` times; a fully sent entry leaves the spool
+    /// and is told to the standby, one whose content keeps failing is rejected.
+    async fn send_entry(&mut self, entry: &SpoolEntry, shutdown: &mut watch::Receiver<bool>) {
+        let spool = &self.spool;
+        let mut sent_all = true;
+        for copy in 0..self.repeat.max(1) {
+            let stream = self.next_stream;
+            self.next_stream += 1;
+            match send_one(spool, entry, stream, &self.events, shutdown).await {
+                Ok(()) => {
+                    spool.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    spool.stats.sent_bytes.fetch_add(entry.size, Ordering::Relaxed);
+                    info!(stream, size = entry.size, copy = copy + 1, "file sent");
+                }
+                Err(SendFailure::Stopped) => {
+                    sent_all = false;
+                    break;
+                }
+                Err(SendFailure::Content(reason)) => {
+                    spool.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    sent_all = false;
+                    let tries = self.content_failures.entry(entry.id.clone()).or_insert(0);
+                    *tries += 1;
+                    if *tries < MAX_CONTENT_TRIES {
+                        spool.stats.note(&entry.id, &entry.name, entry.size, "retrying", Some(reason.clone()));
+                        warn!(stream, %reason, "file not sent: will retry");
+                        break;
+                    }
+                    let reason = format!("not sent after {MAX_CONTENT_TRIES} tries: {reason}");
+                    match spool.reject(entry, &reason) {
+                        Ok(target) => warn!(%reason, rejected = %target.display(), "file rejected"),
+                        Err(error) => warn!(%reason, %error, "file rejected but could not be moved"),
+                    }
+                    self.content_failures.remove(&entry.id);
+                    break;
+                }
+            }
+        }
+        if let Ok(mut busy) = spool.busy.lock() {
+            busy.remove(&entry.id);
+        }
+        if sent_all {
+            spool.stats.note(&entry.id, &entry.name, entry.size, "sent", None);
+            if let Err(error) = spool.finish(entry) {
+                warn!(%error, "cannot finish a sent spool entry");
+            }
+            if let Some((_, replicator)) = spool.replication.get() {
+                replicator.sent(self.channel, &entry.id);
+                if spool.without_copy.lock().is_ok_and(|mut ids| ids.remove(&entry.id)) {
+                    replicator.sent_without_copy();
+                }
+            }
         }
     }
 }

@@ -126,6 +126,7 @@ async fn post_upload(
 }
 
 /// Streams one upload to the spool, syncs it and commits it; only then is it accepted.
+#[tracing::instrument(name = "upload", skip_all, fields(channel = state.channel, name = %name, %peer))]
 async fn accept(
     state: &Upload,
     name: &str,
@@ -140,7 +141,7 @@ async fn accept(
         Ok(done) => done,
         Err(refusal) => {
             let _ = tokio::fs::remove_file(&partial).await;
-            warn!(channel = state.channel, name = %name.as_text(), %peer, reason = %refusal.1, "upload refused");
+            warn!(reason = %refusal.1, "upload refused");
             return Err(refusal);
         }
     };
@@ -156,7 +157,7 @@ async fn accept(
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(storage_refusal("cannot commit the upload", &error));
     }
-    info!(channel = state.channel, id = %entry.id, name = %entry.name, size, %peer, "upload accepted for transfer");
+    info!(id = %entry.id, size, "upload accepted for transfer");
     Ok(json!({
         "id": entry.id,
         "name": entry.name,

@@ -3,6 +3,7 @@
 //! CPU and memory of both daemons, and the raw loopback UDP rate of the same machine in the same run so
 //! figures can be read as ratios.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
@@ -115,7 +116,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Runs one benchmark.
-pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
+pub fn run(options: &BenchOptions) -> LabResult<BenchReport> {
     let net = loopback_net();
     let sink_ip = Lab::ip(net, 4);
     let sink = TcpSink::start(SocketAddr::from((sink_ip, 0)))?;
@@ -146,11 +147,11 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let hash = expected_hash(&pattern, options.bytes);
     let mut lab = Lab::start(net, &link, std::slice::from_ref(&channel), None)?;
     let started = Instant::now();
-    let mut source = TcpStream::connect(channel.listen).map_err(|e| format!("bench source cannot connect: {e}"))?;
+    let mut source = TcpStream::connect(channel.listen).at("bench source cannot connect")?;
     let mut left = options.bytes;
     while left > 0 {
         let take = left.min(pattern.len() as u64) as usize;
-        source.write_all(&pattern[..take]).map_err(|e| format!("bench source: {e}"))?;
+        source.write_all(&pattern[..take]).at("bench source")?;
         left -= take as u64;
     }
     drop(source);
@@ -180,7 +181,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     std::thread::sleep(Duration::from_millis(1100));
     let red = lab.red_status();
     lab.stop();
-    let record = record.ok_or_else(|| format!("the stream did not arrive within {:?}", deadline - started))?;
+    let record = record
+        .ok_or_else(|| LabError::unexpected(format!("the stream did not arrive within {:?}", deadline - started)))?;
     let intact = record.clean && record.len == options.bytes && record.hash == hash;
     Ok(BenchReport {
         throughput_gbps: record.len as f64 * 8.0 / elapsed.as_secs_f64() / 1e9,
@@ -195,14 +197,14 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
 
 /// The loopback UDP rate of this machine right now: one sender, one receiver, datagrams of the MTU's
 /// payload, for `duration`. The yardstick the diode's figures are divided by.
-pub fn raw_udp_gbps(mtu: usize, duration: Duration) -> Result<f64, String> {
-    let receiver = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+pub fn raw_udp_gbps(mtu: usize, duration: Duration) -> LabResult<f64> {
+    let receiver = UdpSocket::bind("127.0.0.1:0").at("binding the bench receiver")?;
     let _ = socket2::SockRef::from(&receiver).set_recv_buffer_size(8 << 20);
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).map_err(|e| e.to_string())?;
-    let target = receiver.local_addr().map_err(|e| e.to_string())?;
+    receiver.set_read_timeout(Some(Duration::from_millis(200))).at("bench receiver timeout")?;
+    let target = receiver.local_addr().at("bench receiver address")?;
     let payload = vec![0x5au8; mtu - 28];
-    let sender = std::thread::spawn(move || -> Result<(), String> {
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let sender = std::thread::spawn(move || -> LabResult<()> {
+        let socket = UdpSocket::bind("127.0.0.1:0").at("binding the bench sender")?;
         let end = Instant::now() + duration;
         while Instant::now() < end {
             for _ in 0..64 {
@@ -220,7 +222,7 @@ pub fn raw_udp_gbps(mtu: usize, duration: Duration) -> Result<f64, String> {
         bytes += n as u64;
         last = Instant::now();
     }
-    sender.join().map_err(|_| "UDP sender panicked".to_string())??;
+    sender.join().map_err(|_| LabError::Panicked("UDP bench sender"))??;
     Ok(bytes as f64 * 8.0 / last.duration_since(started).as_secs_f64().max(1e-3) / 1e9)
 }
 
@@ -237,7 +239,7 @@ pub struct SweepRow {
 }
 
 /// Runs the table over MTU × repair × loss and renders BENCHMARKS.md.
-pub fn sweep(bytes: u64, rate_gbps: f64) -> Result<(Vec<SweepRow>, String), String> {
+pub fn sweep(bytes: u64, rate_gbps: f64) -> LabResult<(Vec<SweepRow>, String)> {
     let mut rows = Vec::new();
     for mtu in [1500, 9000] {
         let raw_gbps = raw_udp_gbps(mtu, Duration::from_secs(2))?;

@@ -4,6 +4,7 @@
 //! running executable. `cargo test` and `cargo run` only build the binaries of the package they run,
 //! so when a binary is missing or older than its sources the lab asks cargo to build it, once.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -19,16 +20,16 @@ pub struct Binaries {
 }
 
 /// The profile directory (`target/<profile>`) the current executable belongs to.
-fn profile_dir() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot locate this executable: {e}"))?;
-    let parent = exe.parent().ok_or("executable has no directory")?;
+fn profile_dir() -> LabResult<PathBuf> {
+    let exe = std::env::current_exe().at("cannot locate this executable")?;
+    let parent = exe.parent().ok_or_else(|| LabError::unexpected("executable has no directory"))?;
     // Test executables live in target/<profile>/deps; binaries in target/<profile>.
     Ok(if parent.ends_with("deps") { parent.parent().unwrap_or(parent).to_path_buf() } else { parent.to_path_buf() })
 }
 
-fn build(profile_dir: &Path) -> Result<(), String> {
+fn build(profile_dir: &Path) -> LabResult<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let target_dir = profile_dir.parent().ok_or("profile directory has no parent")?;
+    let target_dir = profile_dir.parent().ok_or_else(|| LabError::unexpected("profile directory has no parent"))?;
     let mut command = Command::new(cargo);
     command
         .args(["build", "-q", "-p", "blue-tx", "-p", "red-rx", "-p", "hw", "-p", "tests", "--bins", "--target-dir"])
@@ -37,18 +38,17 @@ fn build(profile_dir: &Path) -> Result<(), String> {
         command.arg("--release");
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status =
-        command.current_dir(workspace).status().map_err(|e| format!("cannot run cargo to build the daemons: {e}"))?;
+    let status = command.current_dir(workspace).status().at("cannot run cargo to build the daemons")?;
     if !status.success() {
-        return Err(format!("building blue-tx, red-rx and fiber-sim failed ({status})"));
+        return Err(LabError::command("cargo build of blue-tx, red-rx and fiber-sim", status));
     }
     Ok(())
 }
 
 /// The binaries, built first if needed (once per process). Binaries that exist are used even when
 /// cargo cannot be run, so an installed lab works without a toolchain.
-pub fn binaries() -> Result<Binaries, String> {
-    static BUILT: OnceLock<Result<Binaries, String>> = OnceLock::new();
+pub fn binaries() -> LabResult<Binaries> {
+    static BUILT: OnceLock<LabResult<Binaries>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let dir = profile_dir()?;
@@ -61,18 +61,24 @@ pub fn binaries() -> Result<Binaries, String> {
             };
             for path in [&found.blue_tx, &found.red_rx, &found.fiber_sim, &found.diode_lab] {
                 if !path.exists() {
-                    let why = built.clone().err().unwrap_or_else(|| "the build did not produce it".into());
-                    return Err(format!("{} is missing: {why}", path.display()));
+                    let why = match &built {
+                        Err(error) => error.to_string(),
+                        Ok(()) => "the build did not produce it".to_string(),
+                    };
+                    return Err(LabError::command("cargo build", format!("{} is missing: {why}", path.display())));
                 }
             }
             Ok(found)
         })
-        .clone()
+        .as_ref()
+        .cloned()
+        // The first caller's error, told again to each later one (io errors cannot be cloned).
+        .map_err(|error| LabError::command("cargo build", error))
 }
 
 /// An Argon2 hash of `secret`, made by the daemon's own `hash-secret` command (`program` is blue-tx
 /// or red-rx), as an operator makes one for `[management]`.
-pub fn hash_secret(program: &Path, secret: &str) -> Result<String, String> {
+pub fn hash_secret(program: &Path, secret: &str) -> LabResult<String> {
     use std::io::Write;
     use std::process::Stdio;
     let mut child = Command::new(program)
@@ -80,13 +86,13 @@ pub fn hash_secret(program: &Path, secret: &str) -> Result<String, String> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("{}: {e}", program.display()))?;
+        .doing(|| program.display().to_string())?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(format!("{secret}\n").as_bytes()).map_err(|e| e.to_string())?;
+        stdin.write_all(format!("{secret}\n").as_bytes()).at("writing the secret to hash-secret")?;
     }
-    let output = child.wait_with_output().map_err(|e| e.to_string())?;
+    let output = child.wait_with_output().at("waiting for hash-secret")?;
     if !output.status.success() {
-        return Err(format!("hash-secret failed: {}", output.status));
+        return Err(LabError::command(format!("{} hash-secret", program.display()), output.status));
     }
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }

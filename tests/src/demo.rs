@@ -10,6 +10,7 @@
 //! and byte-identical across both REDs' folders, every upload byte for byte (downloaded through RED's
 //! VIP where the active RED delivered it), every UDP loss counted.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::net::{SocketAddr, UdpSocket};
@@ -210,7 +211,7 @@ struct Load {
     /// Dropped files and uploads: name → (content, when it was handed over).
     files: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
     uploads: Mutex<BTreeMap<String, (Vec<u8>, Instant)>>,
-    upload_errors: Mutex<Vec<String>>,
+    upload_errors: Mutex<Vec<LabError>>,
     udp_sent: AtomicU64,
     /// Logical streams finished (delivered intact, or given up after three attempts), attempts resent.
     streams_done: AtomicUsize,
@@ -222,7 +223,7 @@ struct Load {
 }
 
 /// Runs the demo.
-pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
+pub fn run(options: &DemoOptions) -> LabResult<DemoReport> {
     // Building the daemons (when cargo finds them out of date) is not part of the demo's time.
     crate::bins::binaries()?;
     let started = Instant::now();
@@ -258,9 +259,9 @@ pub fn run(options: &DemoOptions) -> Result<DemoReport, String> {
         std::thread::sleep(Duration::from_millis(250));
     }
     for thread in threads {
-        thread.join().map_err(|_| "a load thread panicked".to_string())?;
+        thread.join().map_err(|_| LabError::Panicked("demo load"))?;
     }
-    if let Some(error) = load.upload_errors.lock().ok().and_then(|e| e.first().cloned()) {
+    if let Some(error) = load.upload_errors.lock().ok().and_then(|mut e| e.drain(..).next()) {
         return Err(error);
     }
 
@@ -370,10 +371,11 @@ fn unbounded_metric_labels(lab: &PairsLab) -> Vec<String> {
         let scraped = crate::http::request(api, "GET", "/metrics", &[("Authorization", &auth)], b"")
             .and_then(|answer| match answer.status {
                 200 => crate::metrics::parse(&String::from_utf8_lossy(&answer.body)),
-                status => Err(format!("status {status}")),
+                status => Err(LabError::unexpected(format!("status {status}"))),
             })
             .and_then(|samples| {
-                let config = std::fs::read_to_string(&node.config).map_err(|e| e.to_string())?;
+                let config =
+                    std::fs::read_to_string(&node.config).doing(|| format!("reading {}", node.config.display()))?;
                 Ok(crate::metrics::unbounded(&samples, fixed, &crate::metrics::configured_values(&config)?))
             });
         match scraped {
@@ -391,15 +393,17 @@ fn fail_over(
     progress: &Progress,
     load: &Load,
     options: &DemoOptions,
-) -> Result<Failover, String> {
-    let victim = lab.active(side).ok_or_else(|| format!("no single active {side} node before the failover"))?;
+) -> LabResult<Failover> {
+    let victim = lab
+        .active(side)
+        .ok_or_else(|| LabError::unexpected(format!("no single active {side} node before the failover")))?;
     let survivor = 1 - victim;
     let killed = lab.nodes(side)[victim].name.clone();
     progress.say(&format!("kill -9 {killed} (the active {side} node)"));
     let at = Instant::now();
     lab.nodes_mut(side)[victim].kill();
     if !lab.wait_active(side, survivor, Duration::from_secs(10)) {
-        return Err(format!("{side}: the standby did not take over:\n{}", lab.logs()));
+        return Err(LabError::unexpected(format!("{side}: the standby did not take over:\n{}", lab.logs())));
     }
     let takeover_ms = elapsed_ms(at);
     let took_over = lab.nodes(side)[survivor].name.clone();
@@ -558,7 +562,7 @@ fn send_retrying(target: SocketAddr, id: u64, size: usize) -> Option<(u64, [u8; 
 
 /// Uploads one file (PUT, or a one-part multipart form), retrying while the VIP moves; an upload is
 /// done once BLUE answered 201 (it is then in the spools of both BLUE nodes).
-fn upload(target: SocketAddr, name: &str, bytes: &[u8], multipart_form: bool) -> Result<(), String> {
+fn upload(target: SocketAddr, name: &str, bytes: &[u8], multipart_form: bool) -> LabResult<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -571,11 +575,11 @@ fn upload(target: SocketAddr, name: &str, bytes: &[u8], multipart_form: bool) ->
         match answer {
             Ok(answer) if answer.status == 201 => return Ok(()),
             Ok(answer) => last = format!("answered {}: {}", answer.status, String::from_utf8_lossy(&answer.body)),
-            Err(error) => last = error,
+            Err(error) => last = error.to_string(),
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Err(format!("vault upload of {name} failed: {last}"))
+    Err(LabError::unexpected(format!("vault upload of {name} failed: {last}")))
 }
 
 /// Compares the REDs' folders with what was handed over.
@@ -705,11 +709,7 @@ pub fn mixed_sizes(count: usize, max: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Sends `sizes` as concurrent streams (at most `parallel` at once). Returns id → (length, hash).
-pub fn send_streams(
-    addr: SocketAddr,
-    sizes: &[usize],
-    parallel: usize,
-) -> Result<HashMap<u64, (u64, [u8; 32])>, String> {
+pub fn send_streams(addr: SocketAddr, sizes: &[usize], parallel: usize) -> LabResult<HashMap<u64, (u64, [u8; 32])>> {
     let queue = Arc::new(Mutex::new(sizes.iter().copied().enumerate().collect::<Vec<_>>()));
     let results = Arc::new(Mutex::new(HashMap::new()));
     let errors = Arc::new(Mutex::new(Vec::new()));
@@ -737,7 +737,7 @@ pub fn send_streams(
     for worker in workers {
         let _ = worker.join();
     }
-    if let Some(error) = errors.lock().ok().and_then(|e| e.first().cloned()) {
+    if let Some(error) = errors.lock().ok().and_then(|mut e| e.drain(..).next()) {
         return Err(error);
     }
     let sent = results.lock().map(|r| r.clone()).unwrap_or_default();

@@ -8,6 +8,7 @@
 //! compared byte for byte with what was dropped: a file is lost when neither RED has it intact, and
 //! duplicated when both have it or one has it twice.
 
+use crate::error::{LabError, LabResult};
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -179,9 +180,9 @@ fn send_paced(target: SocketAddr, id: u64, len: usize) -> Option<[u8; 32]> {
 }
 
 /// Runs the trials on a fresh lab and reports.
-pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
+pub fn run(options: &FailoverOptions) -> LabResult<FailoverReport> {
     if options.side != "blue" && options.side != "red" {
-        return Err(format!("--side {}: give blue or red", options.side));
+        return Err(LabError::unexpected(format!("--side {}: give blue or red", options.side)));
     }
     // Light uniform loss only: each RED hears the active BLUE on one fiber (the cross-connect), and a
     // file lost to a burst beyond the FEC budget would say nothing about failover.
@@ -194,20 +195,28 @@ pub fn run(options: &FailoverOptions) -> Result<FailoverReport, String> {
     let mut failure = None;
     for trial in 0..options.trials {
         if !lab.wait_redundant(side, Duration::from_secs(30)) {
-            failure =
-                Some(format!("trial {}: the {side} pair did not become redundant again:\n{}", trial + 1, lab.logs()));
+            failure = Some(LabError::unexpected(format!(
+                "trial {}: the {side} pair did not become redundant again:\n{}",
+                trial + 1,
+                lab.logs()
+            )));
             break;
         }
         std::thread::sleep(Duration::from_millis(300 + rng.below(900)));
         let Some(victim) = lab.active(side) else {
-            failure = Some(format!("trial {}: no single active {side} node", trial + 1));
+            failure = Some(LabError::unexpected(format!("trial {}: no single active {side} node", trial + 1)));
             break;
         };
         let survivor = 1 - victim;
         let killed = Instant::now();
         lab.nodes_mut(side)[victim].kill();
         if !lab.wait_active(side, survivor, Duration::from_secs(10)) {
-            failure = Some(format!("trial {}: {side}{} did not take over:\n{}", trial + 1, survivor + 1, lab.logs()));
+            failure = Some(LabError::unexpected(format!(
+                "trial {}: {side}{} did not take over:\n{}",
+                trial + 1,
+                survivor + 1,
+                lab.logs()
+            )));
             break;
         }
         takeovers.push(elapsed_ms(killed));

@@ -1,6 +1,7 @@
 //! Files on both sides of the lab: deterministic content to drop, what an output folder shows, and the
 //! files counters of a daemon's status.
 
+use crate::error::{IoContext, LabResult};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,11 +15,11 @@ pub fn file_content(id: u64, len: usize) -> Vec<u8> {
 }
 
 /// Writes a file, creating its folders.
-pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_file(path: &Path, bytes: &[u8]) -> LabResult<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).doing(|| parent.display().to_string())?;
     }
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, bytes).doing(|| path.display().to_string())
 }
 
 /// Every visible file under `folder` (the diode's dot folders and part files skipped): its path

@@ -10,6 +10,7 @@
 //!           b2 ─────────────── f2 ──► r1           VIP-blue 198.18.1.100, VIP-red 198.18.2.100
 //! ```
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -67,7 +68,7 @@ fn fiber_addr(n: u8, end: u8) -> String {
 }
 
 impl Ha {
-    fn build() -> Result<Ha, String> {
+    fn build() -> LabResult<Ha> {
         let bins = binaries()?;
         let lab_exe = bins.diode_lab.clone();
         let mut topology = Topology::new()?;
@@ -118,7 +119,7 @@ impl Ha {
                 index + 1
             );
             let path = dir.path().join(format!("{short}.toml"));
-            std::fs::write(&path, config).map_err(|e| e.to_string())?;
+            std::fs::write(&path, config).doing(|| format!("writing {}", path.display()))?;
             nodes.push(Node { short, side: "blue", config: path, status, process: None });
         }
         let red_fibers = [[(1, 7001), (4, 7002)], [(3, 7001), (2, 7002)]];
@@ -142,7 +143,7 @@ impl Ha {
                 index + 1
             );
             let path = dir.path().join(format!("{short}.toml"));
-            std::fs::write(&path, config).map_err(|e| e.to_string())?;
+            std::fs::write(&path, config).doing(|| format!("writing {}", path.display()))?;
             nodes.push(Node { short, side: "red", config: path, status, process: None });
         }
         let sink_file = dir.path().join("dst.json");
@@ -161,13 +162,13 @@ impl Ha {
         Ok(ha)
     }
 
-    fn spawn_in(&self, short: &str, name: &str, program: &Path, args: &[String]) -> Result<Proc, String> {
+    fn spawn_in(&self, short: &str, name: &str, program: &Path, args: &[String]) -> LabResult<Proc> {
         let mut full = vec!["netns".to_string(), "exec".into(), self.topology.ns(short), program.display().to_string()];
         full.extend_from_slice(args);
         Proc::spawn(name, Path::new("ip"), &full, &self.dir.path().join(format!("{name}.log")))
     }
 
-    fn start_node(&mut self, index: usize) -> Result<(), String> {
+    fn start_node(&mut self, index: usize) -> LabResult<()> {
         let node = &self.nodes[index];
         // A status file left by a dead process must not be read as the new one's.
         let _ = std::fs::remove_file(&node.status);
@@ -202,7 +203,7 @@ impl Ha {
     }
 
     /// An appliance dies: its daemon is killed and its data link and fibers go dark, as in a power cut.
-    fn power_off(&mut self, index: usize) -> Result<(), String> {
+    fn power_off(&mut self, index: usize) -> LabResult<()> {
         if let Some(mut process) = self.nodes[index].process.take() {
             process.kill();
         }
@@ -215,7 +216,7 @@ impl Ha {
     }
 
     /// The appliance comes back: links up, the stale VIP gone (a rebooted box has none), daemon started.
-    fn power_on(&mut self, index: usize) -> Result<(), String> {
+    fn power_on(&mut self, index: usize) -> LabResult<()> {
         let short = self.nodes[index].short;
         let vip = if self.nodes[index].side == "blue" { BLUE_VIP } else { RED_VIP };
         let _ = ip(&["-n", &self.topology.ns(short), "addr", "del", &format!("{vip}/24"), "dev", "data"]);
@@ -229,19 +230,19 @@ impl Ha {
     /// intact. Returns the time from the call to delivery. A stream accepted in the instant a node
     /// restarts its transmission (after a healed split brain) is aborted — the client sees a reset,
     /// the destination never a partial stream — so, like a real client, this one sends again.
-    fn deliver(&mut self, limit: Duration) -> Result<Duration, String> {
+    fn deliver(&mut self, limit: Duration) -> LabResult<Duration> {
         let start = Instant::now();
         let mut last_error = String::new();
         for _ in 0..3 {
             match self.deliver_once(limit.saturating_sub(start.elapsed())) {
                 Ok(_) => return Ok(start.elapsed()),
-                Err(error) => last_error = error,
+                Err(error) => last_error = error.to_string(),
             }
         }
-        Err(last_error)
+        Err(LabError::unexpected(last_error))
     }
 
-    fn deliver_once(&mut self, limit: Duration) -> Result<Duration, String> {
+    fn deliver_once(&mut self, limit: Duration) -> LabResult<Duration> {
         let id = self.next_id;
         self.next_id += 1;
         let start = Instant::now();
@@ -251,12 +252,12 @@ impl Ha {
             .args(["ns-send", "--to", &format!("{BLUE_VIP}:5001"), "--id", &id.to_string(), "--bytes", "30000"])
             .args(["--timeout-ms", &limit.as_millis().to_string()])
             .output()
-            .map_err(|e| e.to_string())?;
+            .at("running ns-send in the client namespace")?;
         if !output.status.success() {
-            return Err(format!(
+            return Err(LabError::unexpected(format!(
                 "client could not send stream {id}: {}",
                 String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            )));
         }
         let expected = hex::encode(blake3::hash(&stream_content(id, 30_000)).as_bytes());
         // Delivery takes milliseconds once the stream is accepted; still missing after 3 s, it was aborted.
@@ -270,21 +271,21 @@ impl Ha {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("stream {id} did not reach the destination within {limit:?}"))
+        Err(LabError::unexpected(format!("stream {id} did not reach the destination within {limit:?}")))
     }
 
-    fn control(&self, index: usize, action: &str) -> Result<String, String> {
+    fn control(&self, index: usize, action: &str) -> LabResult<String> {
         let node = &self.nodes[index];
         let program = if node.side == "blue" { &self.bins.blue_tx } else { &self.bins.red_rx };
         let output = Command::new(program)
             .args(["ha", action, "--config"])
             .arg(&node.config)
             .output()
-            .map_err(|e| e.to_string())?;
+            .doing(|| format!("running ha {action}"))?;
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
         } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+            Err(LabError::unexpected(String::from_utf8_lossy(&output.stderr).trim()))
         }
     }
 
@@ -311,93 +312,108 @@ impl Ha {
     }
 }
 
-const UCARP_MISSING: &str = "ucarp is not installed (apt-get install ucarp)";
-
-fn scenario(name: &str, result: Result<(Option<u64>, String), String>) -> Scenario {
+fn scenario(name: &str, result: LabResult<(Option<u64>, String)>) -> Scenario {
     match result {
         Ok((takeover_ms, detail)) => Scenario { name: name.into(), ok: true, skipped: false, takeover_ms, detail },
-        Err(detail) if detail == UCARP_MISSING => {
-            Scenario { name: name.into(), ok: false, skipped: true, takeover_ms: None, detail }
-        }
-        Err(detail) => Scenario { name: name.into(), ok: false, skipped: false, takeover_ms: None, detail },
+        Err(error) => Scenario {
+            name: name.into(),
+            ok: false,
+            skipped: matches!(error, LabError::Missing { .. }),
+            takeover_ms: None,
+            detail: error.to_string(),
+        },
     }
 }
 
-fn election(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn election(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     ha.wait(Duration::from_secs(10), |h| h.actives("blue") == vec![0] && h.actives("red") == vec![2]).ok_or_else(
         || {
-            format!(
+            LabError::unexpected(format!(
                 "expected b1 and r1 active (lower skew), got blue {:?} red {:?}",
                 ha.actives("blue"),
                 ha.actives("red")
-            )
+            ))
         },
     )?;
     let delivered = ha.deliver(Duration::from_secs(10))?;
     Ok((None, format!("b1 and r1 elected; first stream delivered in {} ms", delivered.as_millis())))
 }
 
-fn kill_trials(ha: &mut Ha, trials: u32) -> Result<(Option<u64>, String), String> {
+fn kill_trials(ha: &mut Ha, trials: u32) -> LabResult<(Option<u64>, String)> {
     let mut worst = 0u64;
     let mut all = Vec::new();
     for _ in 0..trials {
-        let active = *ha.actives("blue").first().ok_or("no active BLUE before the kill")?;
+        let active =
+            *ha.actives("blue").first().ok_or_else(|| LabError::unexpected("no active BLUE before the kill"))?;
         let standby = 1 - active;
         let killed_at = Instant::now();
         ha.power_off(active)?;
         let taken = ha.wait(Duration::from_secs(5), |h| h.role(standby) == "active");
-        let takeover = taken.ok_or_else(|| format!("node {} did not take over", ha.nodes[standby].short))?;
+        let takeover =
+            taken.ok_or_else(|| LabError::unexpected(format!("node {} did not take over", ha.nodes[standby].short)))?;
         ha.deliver(Duration::from_secs(10))?;
         let gap = killed_at.elapsed();
         worst = worst.max(takeover.as_millis() as u64);
         all.push(format!("{}/{}", takeover.as_millis(), gap.as_millis()));
         ha.power_on(active)?;
         ha.wait(Duration::from_secs(5), |h| h.role(active) == "standby")
-            .ok_or("the restarted node did not come back as standby")?;
+            .ok_or_else(|| LabError::unexpected("the restarted node did not come back as standby"))?;
     }
     if worst > 1000 {
-        return Err(format!("takeover took {worst} ms (> 1000): {}", all.join(", ")));
+        return Err(LabError::unexpected(format!("takeover took {worst} ms (> 1000): {}", all.join(", "))));
     }
     Ok((Some(worst), format!("takeover/service-gap ms per trial: {}", all.join(", "))))
 }
 
-fn demote_promote_preempt(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn demote_promote_preempt(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     // Start from settled nodes: no fault or demotion left from the previous scenario's restarts.
     let settled = |h: &Ha| (0..2).all(|i| h.status(i)["ha"]["demotion"] == 0);
-    ha.wait(Duration::from_secs(5), settled).ok_or("the BLUE nodes did not settle without demotion")?;
-    let active = *ha.actives("blue").first().ok_or("no active BLUE")?;
+    ha.wait(Duration::from_secs(5), settled)
+        .ok_or_else(|| LabError::unexpected("the BLUE nodes did not settle without demotion"))?;
+    let active = *ha.actives("blue").first().ok_or_else(|| LabError::unexpected("no active BLUE"))?;
     let other = 1 - active;
     let start = Instant::now();
     ha.control(active, "demote")?;
-    ha.wait(Duration::from_secs(3), |h| h.actives("blue") == vec![other]).ok_or("demote did not move the VIP")?;
+    ha.wait(Duration::from_secs(3), |h| h.actives("blue") == vec![other])
+        .ok_or_else(|| LabError::unexpected("demote did not move the VIP"))?;
     let handover = start.elapsed().as_millis() as u64;
     ha.deliver(Duration::from_secs(10))?;
     // Promote the demoted node. Whatever the command answers (refused when the active one is
     // preferred), the preferred node — b1, skew 0 — must be the only active one afterwards.
     let promoted = ha.control(active, "promote");
-    ha.wait(Duration::from_secs(3), |h| h.actives("blue") == vec![0])
-        .ok_or_else(|| format!("after promote ({promoted:?}) the active BLUE is {:?}, not b1", ha.actives("blue")))?;
+    ha.wait(Duration::from_secs(3), |h| h.actives("blue") == vec![0]).ok_or_else(|| {
+        LabError::unexpected(format!(
+            "after promote ({promoted:?}) the active BLUE is {:?}, not b1",
+            ha.actives("blue")
+        ))
+    })?;
     std::thread::sleep(Duration::from_millis(1200));
     if ha.actives("blue") != vec![0] {
-        return Err(format!("after promote ({promoted:?}) the roles did not settle: {:?}", ha.actives("blue")));
+        return Err(LabError::unexpected(format!(
+            "after promote ({promoted:?}) the roles did not settle: {:?}",
+            ha.actives("blue")
+        )));
     }
     // Preemption (the RED pair preempts): kill r1, r2 takes over; r1 returns and takes back the VIP.
-    ha.wait(Duration::from_secs(5), |h| h.actives("red") == vec![2]).ok_or("r1 is not the active RED")?;
+    ha.wait(Duration::from_secs(5), |h| h.actives("red") == vec![2])
+        .ok_or_else(|| LabError::unexpected("r1 is not the active RED"))?;
     ha.power_off(2)?;
-    ha.wait(Duration::from_secs(5), |h| h.actives("red") == vec![3]).ok_or("r2 did not take over")?;
+    ha.wait(Duration::from_secs(5), |h| h.actives("red") == vec![3])
+        .ok_or_else(|| LabError::unexpected("r2 did not take over"))?;
     ha.power_on(2)?;
-    ha.wait(Duration::from_secs(10), |h| h.actives("red") == vec![2]).ok_or("r1 did not preempt back")?;
+    ha.wait(Duration::from_secs(10), |h| h.actives("red") == vec![2])
+        .ok_or_else(|| LabError::unexpected("r1 did not preempt back"))?;
     ha.deliver(Duration::from_secs(10))?;
     Ok((Some(handover), format!("demote handed over in {handover} ms; promote {promoted:?}; r1 preempted back")))
 }
 
-fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn authentication(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     let before = ha.actives("blue");
     let ignored = |h: &Ha, reason: &str| {
         (0..2).map(|i| h.status(i)["ha"]["adverts_ignored"][reason].as_u64().unwrap_or(0)).sum::<u64>()
     };
     let (hmac_before, replay_before, ttl_before) = (ignored(ha, "hmac"), ignored(ha, "replay"), ignored(ha, "ttl"));
-    let run = |args: &[&str]| -> Result<(), String> {
+    let run = |args: &[&str]| -> LabResult<()> {
         let output = Command::new("ip")
             .args(["netns", "exec", &ha.topology.ns("cl")])
             .arg(&ha.lab_exe)
@@ -405,11 +421,11 @@ fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
             .args(["--source", CLIENT, "--vhid", "9", "--vip", BLUE_VIP])
             .args(args)
             .output()
-            .map_err(|e| e.to_string())?;
+            .at("running ns-advert in the client namespace")?;
         if output.status.success() {
             Ok(())
         } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+            Err(LabError::unexpected(String::from_utf8_lossy(&output.stderr).trim()))
         }
     };
     run(&["--key", "not-the-secret", "--count", "10"])?;
@@ -421,12 +437,12 @@ fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     let (hmac, replay) = (ignored(ha, "hmac") - hmac_before, ignored(ha, "replay") - replay_before);
     let ttl = ignored(ha, "ttl") - ttl_before;
     if ha.actives("blue") != before {
-        return Err(format!("roles changed from {before:?} to {:?}", ha.actives("blue")));
+        return Err(LabError::unexpected(format!("roles changed from {before:?} to {:?}", ha.actives("blue"))));
     }
     if hmac < 10 || replay < 10 || ttl < 10 {
-        return Err(format!(
+        return Err(LabError::unexpected(format!(
             "ignored {hmac} wrong-key, {replay} replayed and {ttl} wrong-TTL adverts, expected at least 10 each"
-        ));
+        )));
     }
     Ok((
         None,
@@ -434,35 +450,32 @@ fn authentication(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     ))
 }
 
-fn partition(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn partition(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     // Cut b2's cable to the BLUE switch (its data interface): both sides believe they are alone.
-    let active = *ha.actives("blue").first().ok_or("no active BLUE")?;
+    let active = *ha.actives("blue").first().ok_or_else(|| LabError::unexpected("no active BLUE"))?;
     let standby = 1 - active;
     ha.topology.set_link(ha.nodes[standby].short, "data", false)?;
     ha.wait(Duration::from_secs(5), |h| h.role(standby) == "active")
-        .ok_or("the partitioned standby did not claim the VIP")?;
+        .ok_or_else(|| LabError::unexpected("the partitioned standby did not claim the VIP"))?;
     let healed = Instant::now();
     ha.topology.set_link(ha.nodes[standby].short, "data", true)?;
     let resolved = ha
         .wait(Duration::from_secs(5), |h| h.actives("blue").len() == 1)
-        .ok_or("split brain not resolved after healing")?;
+        .ok_or_else(|| LabError::unexpected("split brain not resolved after healing"))?;
     ha.deliver(Duration::from_secs(10))?;
     let ms = healed.elapsed().min(resolved).as_millis() as u64;
     if ms > 400 {
-        return Err(format!("split brain resolved in {ms} ms, more than one 200 ms interval plus margin"));
+        return Err(LabError::unexpected(format!(
+            "split brain resolved in {ms} ms, more than one 200 ms interval plus margin"
+        )));
     }
     Ok((Some(ms), format!("split brain while partitioned; one master {ms} ms after healing")))
 }
 
 /// Cuts `interfaces` of the active node of `side` and waits until the peer has taken over; the
 /// links come back afterwards. Returns the time from the cut to the takeover.
-fn cut_active_fibers(
-    ha: &mut Ha,
-    side: &str,
-    interfaces: &[&str],
-    limit: Duration,
-) -> Result<(String, Duration), String> {
-    let active = *ha.actives(side).first().ok_or_else(|| format!("no active {side} node"))?;
+fn cut_active_fibers(ha: &mut Ha, side: &str, interfaces: &[&str], limit: Duration) -> LabResult<(String, Duration)> {
+    let active = *ha.actives(side).first().ok_or_else(|| LabError::unexpected(format!("no active {side} node")))?;
     let other = if active % 2 == 0 { active + 1 } else { active - 1 };
     let short = ha.nodes[active].short;
     for interface in interfaces {
@@ -472,12 +485,13 @@ fn cut_active_fibers(
     for interface in interfaces {
         ha.topology.set_link(short, interface, true)?;
     }
-    let moved = moved.ok_or_else(|| format!("{short} did not hand over after its fibers went dark"))?;
+    let moved =
+        moved.ok_or_else(|| LabError::unexpected(format!("{short} did not hand over after its fibers went dark")))?;
     ha.deliver(Duration::from_secs(10))?;
     Ok((short.to_string(), moved))
 }
 
-fn red_blind(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn red_blind(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     let (short, moved) = cut_active_fibers(ha, "red", &["f1", "f2"], Duration::from_secs(8))?;
     Ok((
         Some(moved.as_millis() as u64),
@@ -485,7 +499,7 @@ fn red_blind(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     ))
 }
 
-fn blue_fiber_down(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
+fn blue_fiber_down(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
     let (short, moved) = cut_active_fibers(ha, "blue", &["f1"], Duration::from_secs(5))?;
     Ok((
         Some(moved.as_millis() as u64),
@@ -493,8 +507,8 @@ fn blue_fiber_down(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     ))
 }
 
-fn ucarp_interop(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
-    let ucarp = which("ucarp").ok_or(UCARP_MISSING)?;
+fn ucarp_interop(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
+    let ucarp = which("ucarp").ok_or(LabError::Missing { program: "ucarp", install: "apt-get install ucarp" })?;
     // ucarp speaks whole seconds: b1 runs at a 1 s interval for this scenario, b2 is ucarp (same
     // vhid, security text and VIP, skew 20).
     for index in [0, 1] {
@@ -502,15 +516,15 @@ fn ucarp_interop(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
             process.stop(Duration::from_secs(5));
         }
     }
-    let config = std::fs::read_to_string(&ha.nodes[0].config).map_err(|e| e.to_string())?;
+    let config = std::fs::read_to_string(&ha.nodes[0].config).at("reading the first BLUE's configuration")?;
     std::fs::write(&ha.nodes[0].config, config.replace("interval_ms = 200", "interval_ms = 1000"))
-        .map_err(|e| e.to_string())?;
+        .at("writing the first BLUE's configuration")?;
     let up = ha.dir.path().join("vip-up.sh");
     let down = ha.dir.path().join("vip-down.sh");
-    std::fs::write(&up, format!("#!/bin/sh\nip addr add {BLUE_VIP}/24 dev \"$1\"\n")).map_err(|e| e.to_string())?;
-    std::fs::write(&down, format!("#!/bin/sh\nip addr del {BLUE_VIP}/24 dev \"$1\"\n")).map_err(|e| e.to_string())?;
+    std::fs::write(&up, format!("#!/bin/sh\nip addr add {BLUE_VIP}/24 dev \"$1\"\n")).at("writing vip-up.sh")?;
+    std::fs::write(&down, format!("#!/bin/sh\nip addr del {BLUE_VIP}/24 dev \"$1\"\n")).at("writing vip-down.sh")?;
     for script in [&up, &down] {
-        Command::new("chmod").arg("+x").arg(script).status().map_err(|e| e.to_string())?;
+        Command::new("chmod").arg("+x").arg(script).status().at("chmod +x on the ucarp scripts")?;
     }
     let args: Vec<String> =
         ["-i", "data", "-s", "198.18.1.12", "-v", "9", "-p", SECRET, "-a", BLUE_VIP, "-b", "1", "-k", "20"]
@@ -524,7 +538,8 @@ fn ucarp_interop(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
     let _ = ip(&["-n", &ha.topology.ns("b1"), "addr", "del", &format!("{BLUE_VIP}/24"), "dev", "data"]);
     // 1. ucarp alone becomes master; our node joins and stays backup (no preemption on either side).
     let mut ucarp_proc = ha.spawn_in("b2", "ucarp", &ucarp, &args)?;
-    ha.wait(Duration::from_secs(8), |h| has_vip("b2", h)).ok_or("ucarp did not become master")?;
+    ha.wait(Duration::from_secs(8), |h| has_vip("b2", h))
+        .ok_or_else(|| LabError::unexpected("ucarp did not become master"))?;
     ha.start_node(0)?;
     // Longer than our master-down time (3 s), so a node deaf to ucarp would have claimed the VIP.
     std::thread::sleep(Duration::from_secs(5));
@@ -534,29 +549,31 @@ fn ucarp_interop(ha: &mut Ha) -> Result<(Option<u64>, String), String> {
         || has_vip("b1", ha)
         || heard["adverts_accepted"].as_u64().unwrap_or(0) < 3
     {
-        return Err(format!(
+        return Err(LabError::unexpected(format!(
             "expected ucarp master and our node backup hearing it, got our role '{}', election {heard}",
             ha.role(0)
-        ));
+        )));
     }
     // 2. ucarp's appliance dies: our node takes over.
     ucarp_proc.kill();
     let _ = ip(&["-n", &ha.topology.ns("b2"), "addr", "del", &format!("{BLUE_VIP}/24"), "dev", "data"]);
-    let ours =
-        ha.wait(Duration::from_secs(8), |h| h.role(0) == "active").ok_or("our node did not take over from ucarp")?;
+    let ours = ha
+        .wait(Duration::from_secs(8), |h| h.role(0) == "active")
+        .ok_or_else(|| LabError::unexpected("our node did not take over from ucarp"))?;
     ha.deliver(Duration::from_secs(10))?;
     // 3. ucarp returns as backup; our node's appliance dies: ucarp takes over.
     let mut ucarp_proc = ha.spawn_in("b2", "ucarp", &ucarp, &args)?;
     std::thread::sleep(Duration::from_secs(5));
     if has_vip("b2", ha) || ha.role(0) != "active" {
-        return Err("ucarp did not come back as backup under our master".into());
+        return Err(LabError::unexpected("ucarp did not come back as backup under our master"));
     }
     ha.power_off(0)?;
-    let theirs =
-        ha.wait(Duration::from_secs(8), |h| has_vip("b2", h)).ok_or("ucarp did not take over from our node")?;
+    let theirs = ha
+        .wait(Duration::from_secs(8), |h| has_vip("b2", h))
+        .ok_or_else(|| LabError::unexpected("ucarp did not take over from our node"))?;
     ucarp_proc.stop(Duration::from_secs(3));
     ha.power_on(0)?;
-    std::fs::write(&ha.nodes[0].config, config).map_err(|e| e.to_string())?;
+    std::fs::write(&ha.nodes[0].config, config).at("restoring the first BLUE's configuration")?;
     Ok((
         Some(ours.as_millis().max(theirs.as_millis()) as u64),
         format!(
@@ -576,7 +593,7 @@ fn which(program: &str) -> Option<PathBuf> {
 
 /// Builds the topology, runs every scenario, tears everything down. The report's `ok` is true only
 /// when every scenario passed and no namespace was left behind.
-pub fn run(kill_trials_count: u32) -> Result<serde_json::Value, String> {
+pub fn run(kill_trials_count: u32) -> LabResult<serde_json::Value> {
     let (scenarios, prefix, logs) = {
         let mut ha = Ha::build()?;
         let mut scenarios = vec![scenario("election at start with priorities", election(&mut ha))];

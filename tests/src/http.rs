@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the tests and the demo: one request per connection, the whole answer read
 //! (the vault answers carry a Content-Length).
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -24,14 +25,8 @@ impl Answer {
 }
 
 /// Sends one request and reads the answer.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Result<Answer, String> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| format!("{addr}: {e}"))?;
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> LabResult<Answer> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).doing(|| format!("{addr}"))?;
     exchange(stream, addr, method, path, headers, body)
 }
 
@@ -44,11 +39,11 @@ pub fn request_from(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Answer, String> {
+) -> LabResult<Answer> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
-        .map_err(|e| e.to_string())?;
-    socket.bind(&SocketAddr::new(source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
-    socket.connect_timeout(&addr.into(), Duration::from_secs(5)).map_err(|e| format!("{addr}: {e}"))?;
+        .at("opening a TCP socket")?;
+    socket.bind(&SocketAddr::new(source, 0).into()).doing(|| format!("bind {source}"))?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5)).doing(|| format!("{addr}"))?;
     exchange(socket.into(), addr, method, path, headers, body)
 }
 
@@ -59,15 +54,15 @@ fn exchange(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> Result<Answer, String> {
-    stream.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+) -> LabResult<Answer> {
+    stream.set_read_timeout(Some(Duration::from_secs(60))).at("setting the read timeout")?;
     let mut head =
         format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     for (name, value) in headers {
         head += &format!("{name}: {value}\r\n");
     }
     head += "\r\n";
-    stream.write_all(head.as_bytes()).map_err(|e| e.to_string())?;
+    stream.write_all(head.as_bytes()).at("sending the request head")?;
     // A server may answer (413) before the whole body is sent and close: that is an answer, not an error.
     let _ = stream.write_all(body);
     // Read the head, then exactly Content-Length bytes: some servers keep the connection open.
@@ -89,22 +84,25 @@ fn exchange(
             Ok(n) => raw.extend_from_slice(&buffer[..n]),
             // A signal that reached this thread mid-read is no answer: read on.
             Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(error) => return Err(format!("reading the answer: {error}")),
+            Err(error) => return Err(LabError::unexpected(format!("reading the answer: {error}"))),
         }
     }
     parse(&raw)
 }
 
-fn parse(raw: &[u8]) -> Result<Answer, String> {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers in the answer")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "answer headers are not UTF-8")?;
+fn parse(raw: &[u8]) -> LabResult<Answer> {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| LabError::unexpected("no end of headers in the answer"))?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| LabError::unexpected("answer headers are not UTF-8"))?;
     let mut lines = head.split("\r\n");
-    let status_line = lines.next().ok_or("empty answer")?;
+    let status_line = lines.next().ok_or_else(|| LabError::unexpected("empty answer"))?;
     let status = status_line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line '{status_line}'"))?;
+        .ok_or_else(|| LabError::unexpected(format!("bad status line '{status_line}'")))?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))

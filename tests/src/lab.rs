@@ -5,6 +5,7 @@
 //! collide on ports, and cleans up its processes (by PID, SIGTERM then SIGKILL) and its temporary
 //! folder when dropped, whether the run succeeded, failed or panicked.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -21,9 +22,9 @@ use crate::bins::{binaries, Binaries};
 static INTERRUPT_CLEANUP: Mutex<(Vec<u32>, Vec<PathBuf>)> = Mutex::new((Vec::new(), Vec::new()));
 
 /// On SIGINT or SIGTERM: stop every process the lab started (by PID), remove its folders, exit 130.
-pub fn install_interrupt_cleanup() -> Result<(), String> {
+pub fn install_interrupt_cleanup() -> LabResult<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
+        .at("cannot handle signals")?;
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             let (pids, dirs) = INTERRUPT_CLEANUP.lock().map(|g| g.clone()).unwrap_or_default();
@@ -75,25 +76,25 @@ pub struct Proc {
 }
 
 impl Proc {
-    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Proc, String> {
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path) -> LabResult<Proc> {
         // Appended, so a restarted process adds to its predecessor's log instead of erasing it.
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
-            .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+            .doing(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .map_err(|e| format!("cannot start {name} ({}): {e}", program.display()))?;
+            .doing(|| format!("cannot start {name} ({})", program.display()))?;
         track_pid(child.id(), true);
         Ok(Proc { name: name.to_string(), child: Some(child) })
     }
 
     /// Runs a daemon (`blue-tx` or `red-rx`) with `config`, logging beside it (`x.toml` → `x.log`).
-    pub fn run_daemon(program: &Path, config: &Path) -> Result<Proc, String> {
+    pub fn run_daemon(program: &Path, config: &Path) -> LabResult<Proc> {
         let name = config.file_stem().map_or_else(|| "daemon".into(), |s| s.to_string_lossy().to_string());
         Proc::spawn(
             &name,
@@ -161,11 +162,11 @@ impl Drop for Proc {
 pub struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(prefix: &str) -> Result<TempDir, String> {
+    pub fn new(prefix: &str) -> LabResult<TempDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let unique = format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        std::fs::create_dir_all(&path).doing(|| format!("cannot create {}", path.display()))?;
         track_dir(&path, true);
         Ok(TempDir(path))
     }
@@ -228,11 +229,11 @@ fn try_lock_exclusive(file: &std::fs::File) -> bool {
 /// A free port on `ip` for TCP or UDP (the same port is then free for both on loopback in practice).
 /// The kernel may offer a port it just offered again once the probe closed, so the ports this process
 /// already handed out are skipped: two listeners of one lab never get the same one.
-pub fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
+pub fn free_port(ip: Ipv4Addr) -> LabResult<u16> {
     static HANDED_OUT: Mutex<Vec<(Ipv4Addr, u16)>> = Mutex::new(Vec::new());
     for _ in 0..100 {
-        let tcp = TcpListener::bind((ip, 0)).map_err(|e| format!("cannot bind {ip}: {e}"))?;
-        let port = tcp.local_addr().map_err(|e| e.to_string())?.port();
+        let tcp = TcpListener::bind((ip, 0)).doing(|| format!("cannot bind {ip}"))?;
+        let port = tcp.local_addr().doing(|| format!("address of a listener on {ip}"))?.port();
         drop(tcp);
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !handed_out.contains(&(ip, port)) {
@@ -240,7 +241,7 @@ pub fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
             return Ok(port);
         }
     }
-    Err(format!("no fresh free port on {ip}"))
+    Err(LabError::unexpected(format!("no fresh free port on {ip}")))
 }
 
 /// One stream as the TCP sink received it.
@@ -265,10 +266,10 @@ pub struct TcpSink {
 impl TcpSink {
     /// Listens on `addr`; with port 0 the kernel picks a free one at the bind itself, which no other
     /// socket can take in between (`addr` then holds the port it chose).
-    pub fn start(addr: SocketAddr) -> Result<TcpSink, String> {
-        let listener = TcpListener::bind(addr).map_err(|e| format!("TCP sink cannot listen on {addr}: {e}"))?;
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    pub fn start(addr: SocketAddr) -> LabResult<TcpSink> {
+        let listener = TcpListener::bind(addr).doing(|| format!("TCP sink cannot listen on {addr}"))?;
+        let addr = listener.local_addr().doing(|| format!("TCP sink address on {addr}"))?;
+        listener.set_nonblocking(true).at("TCP sink non-blocking")?;
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (sink_received, sink_stop) = (Arc::clone(&received), Arc::clone(&stop));
@@ -354,21 +355,23 @@ pub fn stream_content(id: u64, len: usize) -> Vec<u8> {
 }
 
 /// Sends one stream to a TCP source and closes it cleanly. Returns its length and BLAKE3.
-pub fn send_stream(addr: SocketAddr, id: u64, len: usize) -> Result<(u64, [u8; 32]), String> {
+pub fn send_stream(addr: SocketAddr, id: u64, len: usize) -> LabResult<(u64, [u8; 32])> {
     let content = stream_content(id, len);
     let mut connection = connect_retry(addr, Duration::from_secs(10))?;
-    connection.write_all(&content).map_err(|e| format!("stream {id}: write: {e}"))?;
-    connection.shutdown(Shutdown::Write).map_err(|e| format!("stream {id}: shutdown: {e}"))?;
+    connection.write_all(&content).doing(|| format!("stream {id}: write"))?;
+    connection.shutdown(Shutdown::Write).doing(|| format!("stream {id}: shutdown"))?;
     Ok((content.len() as u64, *blake3::hash(&content).as_bytes()))
 }
 
 /// Connects, retrying while the listener is not up yet.
-pub fn connect_retry(addr: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
+pub fn connect_retry(addr: SocketAddr, limit: Duration) -> LabResult<TcpStream> {
     let deadline = Instant::now() + limit;
     loop {
         match TcpStream::connect(addr) {
             Ok(connection) => return Ok(connection),
-            Err(error) if Instant::now() >= deadline => return Err(format!("cannot connect to {addr}: {error}")),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(LabError::unexpected(format!("cannot connect to {addr}: {error}")))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
@@ -384,19 +387,18 @@ pub struct UdpSink {
 
 impl UdpSink {
     /// Receives on `addr`; with `group`, joins that multicast group on 127.0.0.1 (loopback).
-    pub fn start(addr: SocketAddr, group: Option<Ipv4Addr>) -> Result<UdpSink, String> {
+    pub fn start(addr: SocketAddr, group: Option<Ipv4Addr>) -> LabResult<UdpSink> {
         let socket = match group {
             Some(group) => {
-                let socket =
-                    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).map_err(|e| format!("UDP sink: {e}"))?;
+                let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, addr.port())).at("UDP sink")?;
                 socket
                     .join_multicast_v4(&group, &Ipv4Addr::LOCALHOST)
-                    .map_err(|e| format!("UDP sink cannot join {group}: {e}"))?;
+                    .doing(|| format!("UDP sink cannot join {group}"))?;
                 socket
             }
-            None => UdpSocket::bind(addr).map_err(|e| format!("UDP sink cannot bind {addr}: {e}"))?,
+            None => UdpSocket::bind(addr).doing(|| format!("UDP sink cannot bind {addr}"))?,
         };
-        socket.set_read_timeout(Some(Duration::from_millis(20))).map_err(|e| e.to_string())?;
+        socket.set_read_timeout(Some(Duration::from_millis(20))).at("UDP sink read timeout")?;
         // RED releases a decoded block's datagrams at once: a destination with the default buffer would
         // drop some of them, and the lab must count only the diode's losses.
         // A shortfall (not root) only makes the lab's own losses possible, which the tests would show.
@@ -511,7 +513,7 @@ impl Lab {
         link: &LinkPlan,
         channels: &[ChannelPlan],
         red_channels_override: Option<&[ChannelPlan]>,
-    ) -> Result<Lab, String> {
+    ) -> LabResult<Lab> {
         Lab::start_with(net, link, channels, red_channels_override, &LabExtra::default())
     }
 
@@ -522,7 +524,7 @@ impl Lab {
         channels: &[ChannelPlan],
         red_channels_override: Option<&[ChannelPlan]>,
         extra: &LabExtra,
-    ) -> Result<Lab, String> {
+    ) -> LabResult<Lab> {
         let bins = binaries()?;
         let dir = TempDir::new("diode-lab")?;
         let blue_ip = Lab::ip(net, 1);
@@ -599,8 +601,8 @@ impl Lab {
         red_toml += &extra.red;
         let blue_config = dir.path().join("blue.toml");
         let red_config = dir.path().join("red.toml");
-        std::fs::write(&blue_config, blue_toml).map_err(|e| e.to_string())?;
-        std::fs::write(&red_config, red_toml).map_err(|e| e.to_string())?;
+        std::fs::write(&blue_config, blue_toml).doing(|| format!("writing {}", blue_config.display()))?;
+        std::fs::write(&red_config, red_toml).doing(|| format!("writing {}", red_config.display()))?;
         let red = Proc::run_daemon(&bins.red_rx, &red_config)?;
         let blue = Proc::run_daemon(&bins.blue_tx, &blue_config)?;
         let lab = Lab { dir, net, blue, red, fibers, blue_status, red_status, bins };
@@ -609,15 +611,15 @@ impl Lab {
         Ok(lab)
     }
 
-    fn wait_for_status(&self, limit: Duration) -> Result<(), String> {
+    fn wait_for_status(&self, limit: Duration) -> LabResult<()> {
         let deadline = Instant::now() + limit;
         while !(self.blue_status.exists() && self.red_status.exists()) {
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(LabError::unexpected(format!(
                     "daemons did not start within {limit:?}:\nblue: {}\nred: {}",
                     self.log("blue.log"),
                     self.log("red.log")
-                ));
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -676,12 +678,7 @@ pub fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// A vault channel (number 3): uploads on this lab's BLUE address, downloads (deletes allowed) on its
 /// RED address; returns the plan and the download address.
-pub fn vault_channel(
-    net: [u8; 3],
-    spool: &Path,
-    out: &Path,
-    blue_extra: &str,
-) -> Result<(ChannelPlan, SocketAddr), String> {
+pub fn vault_channel(net: [u8; 3], spool: &Path, out: &Path, blue_extra: &str) -> LabResult<(ChannelPlan, SocketAddr)> {
     let blue_ip = Lab::ip(net, 1);
     let red_ip = Lab::ip(net, 2);
     let download = SocketAddr::from((red_ip, free_port(red_ip)?));

@@ -13,6 +13,7 @@
 pub mod bench;
 pub mod bins;
 pub mod demo;
+pub mod error;
 pub mod failover;
 pub mod folders;
 pub mod ha_lab;

@@ -3,6 +3,7 @@
 //! configuration (its name, channel names, fiber numbers and addresses), never from traffic. A label
 //! that carried a sequence number or a file name would grow a monitoring system's series without end.
 
+use crate::error::{LabError, LabResult};
 use std::collections::{BTreeMap, BTreeSet};
 
 use chassis::management::LabelValues;
@@ -15,12 +16,12 @@ pub struct Sample {
 }
 
 /// The samples of an OpenMetrics text exposition (comments and `# EOF` skipped).
-pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
+pub fn parse(text: &str) -> LabResult<Vec<Sample>> {
     let mut samples = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (metric, rest) = match line.find(['{', ' ']) {
             Some(at) => line.split_at(at),
-            None => return Err(format!("a sample line without a value: {line:?}")),
+            None => return Err(LabError::unexpected(format!("a sample line without a value: {line:?}"))),
         };
         let mut labels = BTreeMap::new();
         if let Some(body) = rest.strip_prefix('{') {
@@ -28,7 +29,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
             loop {
                 let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
                 if chars.next() != Some('"') {
-                    return Err(format!("a label without a quoted value: {line:?}"));
+                    return Err(LabError::unexpected(format!("a label without a quoted value: {line:?}")));
                 }
                 let mut value = String::new();
                 loop {
@@ -36,11 +37,11 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
                         Some('\\') => match chars.next() {
                             Some('n') => value.push('\n'),
                             Some(c) => value.push(c),
-                            None => return Err(format!("a label value cut short: {line:?}")),
+                            None => return Err(LabError::unexpected(format!("a label value cut short: {line:?}"))),
                         },
                         Some('"') => break,
                         Some(c) => value.push(c),
-                        None => return Err(format!("a label value cut short: {line:?}")),
+                        None => return Err(LabError::unexpected(format!("a label value cut short: {line:?}"))),
                     }
                 }
                 labels.insert(name.trim_start_matches(',').to_string(), value);
@@ -51,7 +52,7 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
                     }
                     Some(',') => {}
                     Some('}') => break,
-                    _ => return Err(format!("labels not closed: {line:?}")),
+                    _ => return Err(LabError::unexpected(format!("labels not closed: {line:?}"))),
                 }
             }
         }
@@ -62,8 +63,9 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
 
 /// The label values a node's configuration gives: `node` (its name), `channel` (channel names),
 /// `listen` (its fibers' addresses) and `fiber` (their numbers, from 1).
-pub fn configured_values(config_text: &str) -> Result<BTreeMap<String, BTreeSet<String>>, String> {
-    let config: toml::Table = config_text.parse().map_err(|e| format!("the node's configuration: {e}"))?;
+pub fn configured_values(config_text: &str) -> LabResult<BTreeMap<String, BTreeSet<String>>> {
+    let config: toml::Table =
+        config_text.parse().map_err(|e| LabError::unexpected(format!("the node's configuration: {e}")))?;
     let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut add = |label: &str, value: String| {
         values.entry(label.to_string()).or_default().insert(value);

@@ -3,14 +3,18 @@
 //! namespaces. Every namespace is deleted when the [`Topology`] is dropped, whether the run
 //! succeeded, failed or panicked, so nothing is left behind.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Runs `ip` with `args`; the error names the command and what `ip` said.
-pub fn ip(args: &[&str]) -> Result<String, String> {
-    let output = Command::new("ip").args(args).output().map_err(|e| format!("cannot run ip: {e}"))?;
+pub fn ip(args: &[&str]) -> LabResult<String> {
+    let output = Command::new("ip").args(args).output().at("cannot run ip")?;
     if !output.status.success() {
-        return Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(LabError::command(
+            format!("ip {}", args.join(" ")),
+            String::from_utf8_lossy(&output.stderr).trim(),
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).to_string())
 }
@@ -29,10 +33,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    pub fn new() -> Result<Topology, String> {
+    pub fn new() -> LabResult<Topology> {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         if !is_root() {
-            return Err("network namespaces need root".into());
+            return Err(LabError::unexpected("network namespaces need root"));
         }
         let prefix = format!("dd{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst));
         Ok(Topology { prefix, namespaces: Vec::new(), links: 0 })
@@ -44,7 +48,7 @@ impl Topology {
     }
 
     /// Creates namespace `short` with its loopback up.
-    pub fn add_namespace(&mut self, short: &str) -> Result<String, String> {
+    pub fn add_namespace(&mut self, short: &str) -> LabResult<String> {
         let name = self.ns(short);
         let _ = ip(&["netns", "del", &name]);
         ip(&["netns", "add", &name])?;
@@ -54,7 +58,7 @@ impl Topology {
     }
 
     /// A switch: a bridge `br0` inside namespace `short`.
-    pub fn add_switch(&mut self, short: &str) -> Result<String, String> {
+    pub fn add_switch(&mut self, short: &str) -> LabResult<String> {
         let name = self.add_namespace(short)?;
         ip(&["-n", &name, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &name, "link", "set", "br0", "up"])?;
@@ -63,7 +67,7 @@ impl Topology {
 
     /// Cables `host`'s interface `interface` (with `address`, e.g. "198.18.1.11/24") to `switch`.
     /// Returns the switch-side port name (to cut the cable later).
-    pub fn plug(&mut self, host: &str, interface: &str, address: &str, switch: &str) -> Result<String, String> {
+    pub fn plug(&mut self, host: &str, interface: &str, address: &str, switch: &str) -> LabResult<String> {
         self.links += 1;
         let port = format!("p{}", self.links);
         let (host_ns, switch_ns) = (self.ns(host), self.ns(switch));
@@ -76,7 +80,7 @@ impl Topology {
     }
 
     /// A point-to-point cable (a fiber): `a`'s `a_if` ↔ `b`'s `b_if`, with /30 addresses.
-    pub fn wire(&mut self, a: &str, a_if: &str, a_addr: &str, b: &str, b_if: &str, b_addr: &str) -> Result<(), String> {
+    pub fn wire(&mut self, a: &str, a_if: &str, a_addr: &str, b: &str, b_if: &str, b_addr: &str) -> LabResult<()> {
         let (a_ns, b_ns) = (self.ns(a), self.ns(b));
         ip(&["-n", &a_ns, "link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", &b_ns])?;
         ip(&["-n", &a_ns, "addr", "add", a_addr, "dev", a_if])?;
@@ -87,7 +91,7 @@ impl Topology {
     }
 
     /// Sets an interface of namespace `short` up or down (pulling a cable).
-    pub fn set_link(&self, short: &str, interface: &str, up: bool) -> Result<(), String> {
+    pub fn set_link(&self, short: &str, interface: &str, up: bool) -> LabResult<()> {
         ip(&["-n", &self.ns(short), "link", "set", interface, if up { "up" } else { "down" }]).map(|_| ())
     }
 

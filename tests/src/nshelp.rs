@@ -2,6 +2,7 @@
 //! a destination that records what it receives, a client that sends one stream through the VIP, and
 //! an advert injector for the authentication scenarios.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::lab::{send_stream, TcpSink};
 
 /// Runs a TCP sink on `listen` and rewrites `out` with its records every 100 ms, until killed.
-pub fn sink(listen: SocketAddr, out: &Path) -> Result<(), String> {
+pub fn sink(listen: SocketAddr, out: &Path) -> LabResult<()> {
     let sink = TcpSink::start(listen)?;
     loop {
         let records: Vec<serde_json::Value> = sink
@@ -23,15 +24,16 @@ pub fn sink(listen: SocketAddr, out: &Path) -> Result<(), String> {
             })
             .unwrap_or_default();
         let temporary = out.with_extension("tmp");
-        std::fs::write(&temporary, serde_json::to_vec(&records).unwrap_or_default()).map_err(|e| e.to_string())?;
-        std::fs::rename(&temporary, out).map_err(|e| e.to_string())?;
+        std::fs::write(&temporary, serde_json::to_vec(&records).unwrap_or_default())
+            .doing(|| format!("writing {}", temporary.display()))?;
+        std::fs::rename(&temporary, out).doing(|| format!("renaming to {}", out.display()))?;
         std::thread::sleep(Duration::from_millis(100));
     }
 }
 
 /// Sends stream `id` of `bytes` to `to`, retrying the connection until `timeout`. Prints one JSON
 /// object: how long until the connection was accepted, and the stream's length and hash.
-pub fn send(to: SocketAddr, id: u64, bytes: usize, timeout: Duration) -> Result<(), String> {
+pub fn send(to: SocketAddr, id: u64, bytes: usize, timeout: Duration) -> LabResult<()> {
     let start = Instant::now();
     loop {
         match send_stream(to, id, bytes) {
@@ -58,29 +60,28 @@ pub fn advert(
     replay: bool,
     count: u32,
     ttl: u32,
-) -> Result<(), String> {
+) -> LabResult<()> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).map_err(|e| e.to_string())?;
+    let socket = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(112))).at("opening a raw VRRP socket")?;
     let group = Ipv4Addr::new(224, 0, 0, 18);
-    socket.join_multicast_v4(&group, &source).map_err(|e| e.to_string())?;
-    socket.set_multicast_if_v4(&source).map_err(|e| e.to_string())?;
-    socket.set_multicast_ttl_v4(ttl).map_err(|e| e.to_string())?;
-    socket.set_read_timeout(Some(Duration::from_secs(3))).map_err(|e| e.to_string())?;
+    socket.join_multicast_v4(&group, &source).doing(|| format!("joining {group}"))?;
+    socket.set_multicast_if_v4(&source).at("setting the multicast interface")?;
+    socket.set_multicast_ttl_v4(ttl).at("setting the multicast TTL")?;
+    socket.set_read_timeout(Some(Duration::from_secs(3))).at("setting the read timeout")?;
     let bytes: Vec<u8> = if replay {
         let mut buffer = [0u8; 256];
-        let len =
-            std::io::Read::read(&mut &socket, &mut buffer).map_err(|e| format!("no advert heard to replay: {e}"))?;
+        let len = std::io::Read::read(&mut &socket, &mut buffer).at("no advert heard to replay")?;
         let header = usize::from(buffer[0] & 0x0f) * 4;
         buffer[header..len].to_vec()
     } else {
         let key = ha_carp::advert::AdvertKey::new(key.unwrap_or("wrong").as_bytes(), vhid, vip.octets())
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| LabError::unexpected(format!("advert key: {e}")))?;
         // The most attractive advert possible: if it were accepted it would win every election.
         ha_carp::advert::Advert { vhid, advbase: 0, advskew: 1, demote: 0, counter: u64::MAX / 2 }.emit(&key).to_vec()
     };
     let target = SocketAddr::from((group, 0));
     for _ in 0..count {
-        socket.send_to(&bytes, &target.into()).map_err(|e| e.to_string())?;
+        socket.send_to(&bytes, &target.into()).doing(|| format!("sending the advert to {target}"))?;
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())

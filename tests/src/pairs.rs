@@ -7,6 +7,7 @@
 //! downloads from RED's). Each RED delivers into its own folders: a file delivered by both would
 //! show in both, which is what the checks look for.
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,7 +33,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn start(&mut self) -> Result<(), String> {
+    pub fn start(&mut self) -> LabResult<()> {
         self.proc = Some(Proc::run_daemon(&self.program, &self.config)?);
         Ok(())
     }
@@ -127,7 +128,7 @@ fn ip(net: [u8; 3], host: u8) -> Ipv4Addr {
 impl PairsLab {
     /// Writes the six configurations, starts the fiber-sims and the four daemons (node 1 of each pair
     /// first, so it becomes the active one), and returns once both pairs have an active node.
-    pub fn start(net: [u8; 3], options: &PairsOptions) -> Result<PairsLab, String> {
+    pub fn start(net: [u8; 3], options: &PairsOptions) -> LabResult<PairsLab> {
         let bins = binaries()?;
         let dir = TempDir::new("pairs-lab")?;
         let blue_ips = [ip(net, 1), ip(net, 2)];
@@ -144,7 +145,7 @@ impl PairsLab {
         let vault_upload = SocketAddr::from((blue_vip, free_port(blue_vip)?));
         let vault_download = SocketAddr::from((red_vip, free_port(red_vip)?));
         let drop_folder = dir.path().join("drop");
-        std::fs::create_dir_all(&drop_folder).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&drop_folder).doing(|| format!("cannot create {}", drop_folder.display()))?;
 
         // Fiber ports: RED n listens on one port per BLUE (its fiber from BLUE1 and from BLUE2).
         let red_ports =
@@ -176,7 +177,7 @@ impl PairsLab {
             fibers.push(Proc::spawn(&name, &bins.fiber_sim, &args, &dir.path().join(format!("{name}.log")))?);
         }
 
-        let advert_ports = |ips: [Ipv4Addr; 2]| -> Result<[SocketAddr; 2], String> {
+        let advert_ports = |ips: [Ipv4Addr; 2]| -> LabResult<[SocketAddr; 2]> {
             Ok([SocketAddr::from((ips[0], free_port(ips[0])?)), SocketAddr::from((ips[1], free_port(ips[1])?))])
         };
         let (blue_adverts, red_adverts) = (advert_ports(blue_ips)?, advert_ports(red_ips)?);
@@ -196,13 +197,14 @@ impl PairsLab {
         };
 
         let mut credentials = None;
-        let mut management = |host: u8| -> Result<(String, Option<SocketAddr>), String> {
+        let mut management = |host: u8| -> LabResult<(String, Option<SocketAddr>)> {
             if !options.management {
                 return Ok((String::new(), None));
             }
             let (user, password) = credentials
                 .get_or_insert_with(|| ("operator".to_string(), connectors::spool::new_file_id()[..16].to_string()));
-            let hash = chassis::management::hash_secret(password).map_err(|e| e.to_string())?;
+            let hash = chassis::management::hash_secret(password)
+                .map_err(|e| LabError::unexpected(format!("hashing the lab password: {e}")))?;
             let listen = SocketAddr::from((ip(net, host), free_port(ip(net, host))?));
             Ok((
                 format!("\n[management]\nlisten = \"{listen}\"\nusername = \"{user}\"\npassword_hash = \"{hash}\"\n"),
@@ -290,13 +292,16 @@ impl PairsLab {
         }
         for side in ["red", "blue"] {
             if !lab.wait_active(side, 0, Duration::from_secs(20)) {
-                return Err(format!("{side}1 did not become active:\n{}", lab.nodes(side)[0].log_tail(20)));
+                return Err(LabError::unexpected(format!(
+                    "{side}1 did not become active:\n{}",
+                    lab.nodes(side)[0].log_tail(20)
+                )));
             }
             lab.nodes_mut(side)[1].start()?;
         }
         for side in ["red", "blue"] {
             if !lab.wait_redundant(side, Duration::from_secs(30)) {
-                return Err(format!("the {side} pair did not become redundant:\n{}", lab.logs()));
+                return Err(LabError::unexpected(format!("the {side} pair did not become redundant:\n{}", lab.logs())));
             }
         }
         Ok(lab)
@@ -368,10 +373,10 @@ fn write_node(
     toml: &str,
     program: &Path,
     management: Option<SocketAddr>,
-) -> Result<Node, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+) -> LabResult<Node> {
+    std::fs::create_dir_all(dir).doing(|| dir.display().to_string())?;
     let config = dir.join(format!("{name}.toml"));
-    std::fs::write(&config, toml).map_err(|e| format!("{}: {e}", config.display()))?;
+    std::fs::write(&config, toml).doing(|| config.display().to_string())?;
     Ok(Node {
         name: name.to_string(),
         side,

@@ -1,6 +1,7 @@
 //! The test's own side of the fiber: a red-rx started alone, and a raw sender built from the protocol
 //! code that sends what a faulty or hostile BLUE could (any names, any sizes, old sessions, floods).
 
+use crate::error::{IoContext, LabError, LabResult};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ pub struct LoneRed {
 
 impl LoneRed {
     /// Starts red-rx with `sections` (channels, receiver limits) after its node and fibers.
-    pub fn start(dir: &Path, sections: &str) -> Result<LoneRed, String> {
+    pub fn start(dir: &Path, sections: &str) -> LabResult<LoneRed> {
         let bins = binaries()?;
         let net = loopback_net();
         let ip = Lab::ip(net, 2);
@@ -34,13 +35,16 @@ impl LoneRed {
         }
         toml += sections;
         let config = dir.join("red.toml");
-        std::fs::write(&config, toml).map_err(|e| e.to_string())?;
+        std::fs::write(&config, toml).doing(|| format!("writing {}", config.display()))?;
         let log = config.with_extension("log");
         let red = Proc::run_daemon(&bins.red_rx, &config)?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !status.exists() {
             if Instant::now() > deadline {
-                return Err(format!("red-rx did not start: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+                return Err(LabError::unexpected(format!(
+                    "red-rx did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -79,17 +83,17 @@ pub struct RawSender {
 
 impl RawSender {
     /// A sender with a legacy (random, unstamped) session id and no link key.
-    pub fn new(to: &[SocketAddr], session: u64, epoch: u32) -> Result<RawSender, String> {
+    pub fn new(to: &[SocketAddr], session: u64, epoch: u32) -> LabResult<RawSender> {
         RawSender::with(to, session, false, epoch, LinkAuth::none())
     }
 
     /// A sender as blue-tx makes them: the session id stamped with `start_unix_ms`.
-    pub fn stamped(to: &[SocketAddr], start_unix_ms: u64, epoch: u32, auth: LinkAuth) -> Result<RawSender, String> {
+    pub fn stamped(to: &[SocketAddr], start_unix_ms: u64, epoch: u32, auth: LinkAuth) -> LabResult<RawSender> {
         let session = diode_proto::header::stamped_session(start_unix_ms, 0x5eed);
         RawSender::with(to, session, true, epoch, auth)
     }
 
-    fn with(to: &[SocketAddr], session: u64, stamped: bool, epoch: u32, auth: LinkAuth) -> Result<RawSender, String> {
+    fn with(to: &[SocketAddr], session: u64, stamped: bool, epoch: u32, auth: LinkAuth) -> LabResult<RawSender> {
         let sender = Sender::new(SenderConfig {
             session,
             stamped,
@@ -100,7 +104,7 @@ impl RawSender {
             config_fingerprint: [0; 16],
             beacon_interval_ms: 100,
         });
-        let socket = UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let socket = UdpSocket::bind("127.0.0.1:0").at("binding the raw sender")?;
         Ok(RawSender { sender, socket, to: to.to_vec(), sent: 0, recorded: None })
     }
 
@@ -144,7 +148,7 @@ impl RawSender {
     }
 
     /// Queues one whole file on `channel` (flush to send it).
-    pub fn file(&mut self, channel: u16, stream: u64, name: &str, bytes: &[u8], id: u8) -> Result<(), String> {
+    pub fn file(&mut self, channel: u16, stream: u64, name: &str, bytes: &[u8], id: u8) -> LabResult<()> {
         let builder = self.sender.channel(channel);
         let meta = StreamMeta {
             name: name.to_string(),
@@ -152,18 +156,18 @@ impl RawSender {
             file_id: Some([id; 16]),
             ..StreamMeta::default()
         };
-        builder.open(stream, meta).map_err(|e| e.to_string())?;
-        builder.data(stream, bytes).map_err(|e| e.to_string())?;
-        builder.end(stream).map(|_| ()).map_err(|e| e.to_string())
+        builder.open(stream, meta)?;
+        builder.data(stream, bytes)?;
+        builder.end(stream)?;
+        Ok(())
     }
 
     /// Queues one whole TCP-like stream on `channel` (no name, no size, no file id).
-    pub fn stream(&mut self, channel: u16, stream: u64, bytes: &[u8]) -> Result<(), String> {
+    pub fn stream(&mut self, channel: u16, stream: u64, bytes: &[u8]) -> LabResult<()> {
         let builder = self.sender.channel(channel);
-        builder
-            .open(stream, StreamMeta { peer: "203.0.113.9:4000".into(), ..StreamMeta::default() })
-            .map_err(|e| e.to_string())?;
-        builder.data(stream, bytes).map_err(|e| e.to_string())?;
-        builder.end(stream).map(|_| ()).map_err(|e| e.to_string())
+        builder.open(stream, StreamMeta { peer: "203.0.113.9:4000".into(), ..StreamMeta::default() })?;
+        builder.data(stream, bytes)?;
+        builder.end(stream)?;
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! One process, sender to receiver through a seeded lossy link: streams, files and datagrams of several
 //! channels, with uniform loss and one burst, verified byte for byte at the end.
 
+use crate::error::LabResult;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -75,8 +76,8 @@ const FILES: u16 = 2;
 const UDP: u16 = 3;
 
 /// Runs the plan and reports what arrived.
-pub fn run(plan: &Plan) -> Result<Report, String> {
-    plan.fec.validate().map_err(|e| e.to_string())?;
+pub fn run(plan: &Plan) -> LabResult<Report> {
+    plan.fec.validate()?;
     let started = Instant::now();
     let mut rng = Rng(plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut sender = Sender::new(SenderConfig {
@@ -93,11 +94,11 @@ pub fn run(plan: &Plan) -> Result<Report, String> {
 
     let stream = rng.fill(plan.stream_bytes);
     let tcp = sender.channel(TCP);
-    tcp.open(1, StreamMeta { peer: "127.0.0.1:40000".into(), ..StreamMeta::default() }).map_err(|e| e.to_string())?;
+    tcp.open(1, StreamMeta { peer: "127.0.0.1:40000".into(), ..StreamMeta::default() })?;
     for chunk in stream.chunks(64 * 1024) {
-        tcp.data(1, chunk).map_err(|e| e.to_string())?;
+        tcp.data(1, chunk)?;
     }
-    tcp.end(1).map_err(|e| e.to_string())?;
+    tcp.end(1)?;
     expected.insert((TCP, 1), stream);
 
     for id in 0..plan.files as u64 {
@@ -105,16 +106,16 @@ pub fn run(plan: &Plan) -> Result<Report, String> {
         let content = rng.fill(len);
         let meta = StreamMeta { name: format!("drop/{id:03}.bin"), size: Some(len as u64), ..StreamMeta::default() };
         let files = sender.channel(FILES);
-        files.open(id, meta).map_err(|e| e.to_string())?;
-        files.data(id, &content).map_err(|e| e.to_string())?;
-        files.end(id).map_err(|e| e.to_string())?;
+        files.open(id, meta)?;
+        files.data(id, &content)?;
+        files.end(id)?;
         expected.insert((FILES, id), content);
     }
     let mut udp_sent = Vec::new();
     for _ in 0..plan.datagrams {
         let len = 1 + (rng.next() % 1400) as usize;
         let payload = rng.fill(len);
-        sender.channel(UDP).datagram(&payload).map_err(|e| e.to_string())?;
+        sender.channel(UDP).datagram(&payload)?;
         udp_sent.push(payload);
     }
     sender.flush();

@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tests::bins::binaries;
+use tests::error::{IoContext, LabError, LabResult};
 use tests::http::{base64_decode, basic_auth, request, request_from, Answer};
 use tests::lab::{free_port, loopback_net, wait_for, Lab, Proc, TempDir};
 
@@ -465,7 +466,7 @@ fn the_dashboard_in_a_browser_logs_in_shows_the_role_and_demotes() {
 }
 
 /// Asks `python3` (on every machine the project runs on) for one HTTPS request that trusts only `ca`.
-fn https_status(addr: SocketAddr, ca: &Path, auth: &str) -> Result<u16, String> {
+fn https_status(addr: SocketAddr, ca: &Path, auth: &str) -> LabResult<u16> {
     let script = r#"
 import ssl, sys
 import socket
@@ -478,11 +479,12 @@ print(tls.recv(64).decode().split(" ")[1])
     let output = Command::new("python3")
         .args(["-c", script, &addr.ip().to_string(), &addr.port().to_string(), &ca.display().to_string(), auth])
         .output()
-        .map_err(|e| e.to_string())?;
+        .at("running python3")?;
     if !output.status.success() {
-        return Err(String::from_utf8_lossy(&output.stderr).to_string());
+        return Err(LabError::command("python3 https client", String::from_utf8_lossy(&output.stderr)));
     }
-    String::from_utf8_lossy(&output.stdout).trim().parse().map_err(|_| "no status".to_string())
+    let answer = String::from_utf8_lossy(&output.stdout);
+    answer.trim().parse().map_err(|_| LabError::unexpected(format!("no HTTP status in {answer:?}")))
 }
 
 #[test]
@@ -507,12 +509,12 @@ fn with_a_certificate_the_management_api_speaks_only_tls() {
     let _blue = Proc::run_daemon(&bins.blue_tx, &dir.path().join("blue.toml")).unwrap();
     let auth = basic(USER, PASSWORD);
     assert!(
-        wait_for(Duration::from_secs(20), || https_status(api, &cert_path, &auth) == Ok(200)),
+        wait_for(Duration::from_secs(20), || https_status(api, &cert_path, &auth).ok() == Some(200)),
         "HTTPS with the certificate: {:?}\n{}",
         https_status(api, &cert_path, &auth),
         std::fs::read_to_string(dir.path().join("blue.log")).unwrap_or_default()
     );
-    assert_eq!(https_status(api, &cert_path, &basic(USER, "wrong")), Ok(401));
+    assert_eq!(https_status(api, &cert_path, &basic(USER, "wrong")).ok(), Some(401));
     // Plain HTTP gets no answer: the server expects a TLS handshake.
     let plain = request(api, "GET", "/api/v1/status", &[("Authorization", &auth)], b"");
     assert!(plain.is_err() || plain.is_ok_and(|a| a.status != 200), "no plain-HTTP access");

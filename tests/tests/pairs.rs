@@ -28,7 +28,7 @@ fn killing_either_active_node_loses_and_duplicates_no_file() {
     }
 }
 
-fn get(lab: &PairsLab, api: SocketAddr, path: &str) -> Result<Answer, String> {
+fn get(lab: &PairsLab, api: SocketAddr, path: &str) -> tests::error::LabResult<Answer> {
     let (user, password) = lab.credentials.clone().unwrap();
     request(api, "GET", path, &[("Authorization", &basic_auth(&user, &password))], b"")
 }

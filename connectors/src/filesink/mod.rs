@@ -190,15 +190,20 @@ impl FileSink {
 
     pub fn handle(&mut self, event: SinkEvent) {
         match event {
-            SinkEvent::Open { stream, meta, session, epoch } => self.open_stream(stream, meta, session, epoch),
+            SinkEvent::Open { stream, meta, session, epoch } => {
+                let _file = file_span(stream, &meta.name).entered();
+                self.open_stream(stream, meta, session, epoch)
+            }
             SinkEvent::Data { stream, data } => self.write(stream, &data),
             SinkEvent::End { stream, total_len, hash } => {
                 if let Some(incoming) = self.streams.remove(&stream) {
+                    let _file = file_span(stream, &incoming.meta.name).entered();
                     self.finish(stream, incoming, total_len, hash);
                 }
             }
             SinkEvent::Broken { stream, reason, .. } => {
                 if let Some(incoming) = self.streams.remove(&stream) {
+                    let _file = file_span(stream, &incoming.meta.name).entered();
                     self.fail(
                         stream,
                         incoming,
@@ -206,7 +211,10 @@ impl FileSink {
                     );
                 }
             }
-            SinkEvent::NeverArrived { stream, name, size, file_id } => self.never_arrived(stream, &name, size, file_id),
+            SinkEvent::NeverArrived { stream, name, size, file_id } => {
+                let _file = file_span(stream, &name).entered();
+                self.never_arrived(stream, &name, size, file_id)
+            }
             SinkEvent::Datagram(_) => {}
             SinkEvent::Role { active } => self.set_role(active),
             SinkEvent::PeerDelivered { entry, reply } => self.peer_delivered(entry, Some(reply)),
@@ -221,11 +229,11 @@ impl FileSink {
     fn never_arrived(&mut self, stream: u64, name: &str, size: u64, file_id: [u8; 16]) {
         let id = hex::encode(file_id);
         if self.ledger.contains(&id) {
-            debug!(stream, %name, "a copy of this file never arrived, but the file is delivered");
+            debug!("a copy of this file never arrived, but the file is delivered");
             return;
         }
         if !self.active {
-            info!(stream, %name, size, "standby: every block of this file was lost here; the active delivers it if it has it");
+            info!(size, "standby: every block of this file was lost here; the active delivers it if it has it");
             return;
         }
         let failure = Failure::new(
@@ -255,6 +263,7 @@ impl FileSink {
                 continue;
             }
             self.stats.shadow_delivered.fetch_add(1, Ordering::Relaxed);
+            let _file = file_span(ready.entry.stream, &ready.name).entered();
             self.deliver(ready);
         }
     }
@@ -319,11 +328,12 @@ impl FileSink {
                     None => false,
                 },
             };
+            let _file = file_span(ready.entry.stream, &ready.name).entered();
             if finish {
-                info!(name = %ready.name, "finishing a delivery announced before a restart");
+                info!("finishing a delivery announced before a restart");
                 self.deliver(ready);
             } else {
-                info!(name = %ready.name, "dropping a delivery the peer did not count on");
+                info!("dropping a delivery the peer did not count on");
                 let _ = std::fs::remove_file(&ready.part);
                 let _ = std::fs::remove_file(ready_note(&ready.part));
             }
@@ -376,7 +386,7 @@ impl FileSink {
                 Err(error) => State::Failed(Failure::io("cannot create the part file", &error)),
             }
         };
-        debug!(stream, name = %meta.name, "file opened");
+        debug!("file opened");
         self.streams.insert(stream, Incoming { meta, session, epoch, target, state });
     }
 
@@ -408,7 +418,7 @@ impl FileSink {
     fn finish(&mut self, stream: u64, incoming: Incoming, total_len: u64, hash: [u8; 32]) {
         let key = Self::ledger_key(&incoming.meta, incoming.session, incoming.epoch, stream);
         let (file, part, hasher, written) = match incoming.state {
-            State::Duplicate => return self.duplicate(stream, &incoming.meta),
+            State::Duplicate => return self.duplicate(&incoming.meta),
             State::Failed(ref failure) => {
                 let failure = failure.clone();
                 return self.fail(stream, incoming, failure);
@@ -440,7 +450,7 @@ impl FileSink {
         if self.ledger.contains(&key) {
             // Another copy of the same file finished first.
             let _ = std::fs::remove_file(&part);
-            return self.duplicate(stream, &incoming.meta);
+            return self.duplicate(&incoming.meta);
         }
         let entry = LedgerEntry {
             id: key,
@@ -464,11 +474,10 @@ impl FileSink {
     /// Places a verified file and records it. With a pair the standby hears of it first, and the
     /// announcement stays on disk until the file is in place.
     fn deliver(&mut self, mut ready: Ready) {
-        let stream = ready.entry.stream;
         if self.ledger.contains(&ready.entry.id) {
             let _ = std::fs::remove_file(&ready.part);
             let meta = StreamMeta { name: ready.name.clone(), size: Some(ready.entry.size), ..StreamMeta::default() };
-            return self.duplicate(stream, &meta);
+            return self.duplicate(&meta);
         }
         let target = match sanitize(&ready.name) {
             Ok(target) => target,
@@ -520,7 +529,7 @@ impl FileSink {
             path: Some(placed.clone()),
             at: unix_now(),
         });
-        info!(stream, path = %placed, size, "file delivered");
+        info!(path = %placed, size, "file delivered");
     }
 
     fn fail_ready(&mut self, ready: Ready, failure: Failure) {
@@ -568,7 +577,7 @@ impl FileSink {
         Err(Failure::new(FileFailure::PathConflict, "1000 files already have this name"))
     }
 
-    fn duplicate(&mut self, stream: u64, meta: &StreamMeta) {
+    fn duplicate(&mut self, meta: &StreamMeta) {
         self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
         self.stats.note(Transfer {
             name: meta.name.clone(),
@@ -578,7 +587,7 @@ impl FileSink {
             path: None,
             at: unix_now(),
         });
-        info!(stream, name = %meta.name, "file already delivered: not delivered again");
+        info!("file already delivered: not delivered again");
     }
 
     fn fail(&mut self, stream: u64, incoming: Incoming, failure: Failure) {
@@ -606,7 +615,7 @@ impl FileSink {
         let mut kept = None;
         let again = file.file_id.as_ref().is_some_and(|id| self.quarantined_ids.contains(id));
         if again {
-            info!(name = %file.name, "this file is already in quarantine: this copy is not kept");
+            info!("this file is already in quarantine: this copy is not kept");
         } else if self.config.on_failure == OnFailure::Quarantine {
             if let Some(id) = &file.file_id {
                 if self.quarantined_ids.len() == QUARANTINED_IDS {
@@ -638,7 +647,7 @@ impl FileSink {
             path: kept.clone(),
             at: unix_now(),
         });
-        warn!(stream = file.stream, name = %file.name, reason = %failure.reason, quarantined = ?kept, "file not delivered");
+        warn!(reason = %failure.reason, quarantined = ?kept, "file not delivered");
     }
 
     /// Moves what arrived (if anything) and a reason file to the quarantine folder. The content is kept
@@ -705,6 +714,11 @@ pub(super) fn same_content(path: &Path, len: u64, hash: &[u8; 32]) -> bool {
         }
     }
     hasher.finalize().as_bytes() == hash
+}
+
+/// The span of one file's transfer: every line logged while handling it names the stream and the file.
+fn file_span(stream: u64, name: &str) -> tracing::Span {
+    tracing::info_span!("file", stream, name = %name)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -323,7 +323,7 @@ fn failover(side: String, trials: usize, seed: u64, json: bool) -> ExitCode {
     }
 }
 
-fn helper(result: Result<(), String>) -> ExitCode {
+fn helper(result: tests::error::LabResult<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
