@@ -405,7 +405,8 @@ pub async fn run_spool_sender(
                     continue;
                 }
             }
-            let span = tracing::info_span!("file", id = %entry.id, name = %entry.name);
+            // Escaped: a dropped file's name may hold any byte but '/' and NUL.
+            let span = tracing::info_span!("file", id = %entry.id, name = ?entry.name);
             sender.send_entry(entry, &mut shutdown).instrument(span).await;
         }
         // Sleep until something is added; the timeout retries failed entries and picks up entries

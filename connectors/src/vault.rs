@@ -126,7 +126,8 @@ async fn post_upload(
 }
 
 /// Streams one upload to the spool, syncs it and commits it; only then is it accepted.
-#[tracing::instrument(name = "upload", skip_all, fields(channel = state.channel, name = %name, %peer))]
+// The client's name is recorded once sanitised: raw, it could put control characters in the log.
+#[tracing::instrument(name = "upload", skip_all, fields(channel = state.channel, name = tracing::field::Empty, %peer))]
 async fn accept(
     state: &Upload,
     name: &str,
@@ -134,6 +135,7 @@ async fn accept(
     mut chunks: impl ChunkSource,
 ) -> Result<serde_json::Value, Refusal> {
     let name = sanitize(name).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("name refused: {e}")))?;
+    tracing::Span::current().record("name", name.as_text());
     let mut entry = SpoolEntry::new(name.as_text(), 0, None, peer.to_string(), Finish::Delete);
     let partial = state.spool.partial_path(&entry.id);
     let result = write_partial(&partial, &mut chunks, state.max_file_size).await;

@@ -285,7 +285,7 @@ impl Ha {
         if output.status.success() {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
         } else {
-            Err(LabError::unexpected(String::from_utf8_lossy(&output.stderr).trim()))
+            Err(LabError::command(format!("ha {action}"), String::from_utf8_lossy(&output.stderr).trim()))
         }
     }
 
@@ -425,7 +425,7 @@ fn authentication(ha: &mut Ha) -> LabResult<(Option<u64>, String)> {
         if output.status.success() {
             Ok(())
         } else {
-            Err(LabError::unexpected(String::from_utf8_lossy(&output.stderr).trim()))
+            Err(LabError::command("diode-lab ns-advert", String::from_utf8_lossy(&output.stderr).trim()))
         }
     };
     run(&["--key", "not-the-secret", "--count", "10"])?;

@@ -717,8 +717,9 @@ pub(super) fn same_content(path: &Path, len: u64, hash: &[u8; 32]) -> bool {
 }
 
 /// The span of one file's transfer: every line logged while handling it names the stream and the file.
+/// The name is BLUE's, untrusted: logged escaped, so it cannot forge log lines.
 fn file_span(stream: u64, name: &str) -> tracing::Span {
-    tracing::info_span!("file", stream, name = %name)
+    tracing::info_span!("file", stream, name = ?name)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
