@@ -18,4 +18,5 @@ pub mod replication;
 pub mod sink;
 pub mod source;
 pub mod spool;
+pub mod store;
 pub mod vault;

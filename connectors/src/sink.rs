@@ -93,6 +93,12 @@ pub enum StreamAbort {
     DestinationFailed,
     #[error("this node became standby with the stream open")]
     BecameStandby,
+    #[error("the channel's spool is full")]
+    SpoolFull,
+    #[error("the channel's spool failed to write or read it")]
+    SpoolFailed,
+    #[error("it waited in the spool past max_age")]
+    Expired,
     #[error("{0}")]
     Broken(BreakReason),
 }
@@ -102,6 +108,9 @@ diode_proto::reasons!(StreamAbort patterns {
     StreamAbort::NoDestination => "no_destination",
     StreamAbort::DestinationFailed => "destination_failed",
     StreamAbort::BecameStandby => "became_standby",
+    StreamAbort::SpoolFull => "spool_full",
+    StreamAbort::SpoolFailed => "spool_failed",
+    StreamAbort::Expired => "expired",
 } wraps Broken(BreakReason));
 
 /// Why a datagram was not handed to a destination.
@@ -238,12 +247,12 @@ pub async fn run_tcp_sink(
 }
 
 /// Resets a connection: the destination sees an error, never a clean end.
-fn reset(connection: TcpStream) {
+pub(crate) fn reset(connection: TcpStream) {
     let _ = socket2::SockRef::from(&connection).set_linger(Some(Duration::ZERO));
     drop(connection);
 }
 
-async fn connect(pool: &Pool) -> Option<(TcpStream, SocketAddr)> {
+pub(crate) async fn connect(pool: &Pool) -> Option<(TcpStream, SocketAddr)> {
     let mut tried = Vec::new();
     while let Some(addr) = pool.pick_excluding(&tried) {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
