@@ -99,6 +99,8 @@ pub enum StreamAbort {
     SpoolFailed,
     #[error("it waited in the spool past max_age")]
     Expired,
+    #[error("the channel's sink fell behind decoding by more than its queue_bytes")]
+    SinkOverloaded,
     #[error("{0}")]
     Broken(BreakReason),
 }
@@ -111,6 +113,7 @@ diode_proto::reasons!(StreamAbort patterns {
     StreamAbort::SpoolFull => "spool_full",
     StreamAbort::SpoolFailed => "spool_failed",
     StreamAbort::Expired => "expired",
+    StreamAbort::SinkOverloaded => "sink_overloaded",
 } wraps Broken(BreakReason));
 
 /// Why a datagram was not handed to a destination.
@@ -120,6 +123,8 @@ pub enum DatagramDrop {
     SinkSocket,
     DestinationUnreachable,
     SendFailed,
+    /// The channel's sink fell behind decoding by more than its queue: the oldest waiting was dropped.
+    SinkOverloaded,
 }
 
 diode_proto::reasons!(DatagramDrop {
@@ -127,6 +132,7 @@ diode_proto::reasons!(DatagramDrop {
     SinkSocket => "sink_socket",
     DestinationUnreachable => "destination_unreachable",
     SendFailed => "send_failed",
+    SinkOverloaded => "sink_overloaded",
 });
 
 pub type StreamAbortCounts = AtomicReasonCounts<StreamAbort, { StreamAbort::LABELS.len() }>;

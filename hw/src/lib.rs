@@ -16,4 +16,4 @@ pub mod vip;
 pub use fiber::{BufferWarning, FiberError, FiberRx, FiberTx, RxConfig, TxConfig};
 pub use pacer::Pacer;
 pub use sim::{LinkSim, SimConfig, SimStats};
-pub use sys::{keep_freed_memory, raise_thread_priority, tighten_timer_slack, Gather};
+pub use sys::{keep_freed_memory, raise_thread_priority, tcp_send_state, tighten_timer_slack, Gather, TcpSendState};

@@ -1,5 +1,5 @@
 //! The few Linux calls that std and socket2 do not wrap: `sendmmsg` with UDP GSO, `recvmmsg` with
-//! UDP GRO, the `SO_RXQ_OVFL` drop counter, and the allocator's trim and mmap thresholds.
+//! UDP GRO, the `SO_RXQ_OVFL` drop counter, `TCP_INFO`, and the allocator's trim and mmap thresholds.
 //!
 //! With `diode_proto`'s GF(256) kernels, this is the only module of the workspace with `unsafe`.
 //! Every block builds the C structures on the stack from slices whose lifetimes outlive the call, and
@@ -373,4 +373,35 @@ mod tests {
         assert_eq!(inside.expect("lowering is always allowed"), before + 3);
         assert_eq!(own_nice(), before, "the other threads keep their priority");
     }
+}
+
+/// Where a TCP connection's sending side stands, from the kernel's `TCP_INFO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpSendState {
+    /// Bytes or our FIN are not acknowledged yet.
+    InFlight,
+    /// Our FIN was acknowledged, so every byte before it was: the peer's kernel has them all.
+    Acknowledged,
+    /// The connection is closed (after a reset, or both sides' FINs): ask the socket's error.
+    Closed,
+}
+
+/// Reads `TCP_INFO` of a connected TCP socket.
+pub fn tcp_send_state(fd: RawFd) -> io::Result<TcpSendState> {
+    // SAFETY: `tcp_info` is plain integers, for which all-zero is a valid value.
+    let mut info: libc::tcp_info = unsafe { zeroed() };
+    let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes (the structure's size) into `info`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&mut info as *mut libc::tcp_info).cast(), &mut len)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // linux/tcp.h: TCP_FIN_WAIT2 = 5, TCP_TIME_WAIT = 6, TCP_CLOSE = 7.
+    Ok(match info.tcpi_state {
+        5 | 6 => TcpSendState::Acknowledged,
+        7 => TcpSendState::Closed,
+        _ => TcpSendState::InFlight,
+    })
 }

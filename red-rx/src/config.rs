@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use connectors::config::{
-    check_identities, check_sink, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError, NodeConfig, SinkChannel,
+    check_identities, check_sink, check_spool, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError,
+    NodeConfig, SinkChannel,
 };
 use diode_proto::ReceiverConfig;
 use serde::Deserialize;
@@ -172,7 +173,13 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         );
     }
     check_identities(path, &config.channels)?;
-    let sinks = config.channels.iter().map(|c| check_sink(path, c)).collect::<Result<Vec<_>, _>>()?;
+    let state_dir = config.node.state_dir();
+    let mut sinks = Vec::new();
+    for channel in &config.channels {
+        let mut sink = check_sink(path, channel)?;
+        sink.spool = check_spool(path, channel, &state_dir)?;
+        sinks.push(sink);
+    }
     let receiver = ReceiverConfig {
         max_block_len: r.max_block_bytes,
         max_blocks_in_flight: r.max_blocks_in_flight,
@@ -276,5 +283,35 @@ mod tests {
         let asked = base.replace("peers =", "preempt = true\npeers =");
         assert_eq!(preempts(&format!("{asked}{pair}")).unwrap_err().field, "ha: preempt");
         assert_eq!(preempts(&asked), Ok(Some(true)));
+    }
+
+    #[test]
+    fn a_tcp_channel_spools_by_default_under_the_state_folder_and_its_fields_are_named() {
+        let state = std::env::temp_dir().join(format!("red-config-spool-{}", std::process::id()));
+        let base = format!(
+            "[node]\nname = \"red1\"\nstate_dir = \"{}\"\n[[fiber]]\nlisten = \"127.0.0.1:7001\"\n\
+             [[channel]]\nnumber = 3\nkind = \"tcp\"\nname = \"h\"\n[[channel.destination]]\naddress = \"127.0.0.1:6001\"\n",
+            state.display()
+        );
+        let spool = checked(&base).unwrap().sinks[0].spool.clone().expect("on by default");
+        assert_eq!(spool.folder, state.join("spool/channel-3"));
+        assert_eq!(spool.max_age, Duration::from_secs(86_400));
+        let off = checked(&format!("{base}[channel.spool]\nenabled = false\n")).unwrap();
+        assert!(off.sinks[0].spool.is_none(), "enabled = false turns it off");
+        let missing = checked(&format!("{base}[channel.spool]\nfolder = \"{}\"\n", state.join("nope").display()));
+        let error = missing.unwrap_err();
+        assert_eq!(error.field, "channel 3: spool: folder");
+        assert!(error.to_string().contains("does not exist"), "{error}");
+        let bad_age = checked(&format!("{base}[channel.spool]\nmax_age = \"3 weeks\"\n")).unwrap_err();
+        assert_eq!(bad_age.field, "channel 3: spool: max_age");
+        std::fs::write(&state, b"a file where the state folder should be").unwrap();
+        let blocked = checked(&base).unwrap_err();
+        assert_eq!(blocked.field, "node: state_dir");
+        assert!(blocked.to_string().contains("not a folder"), "{blocked}");
+        let _ = std::fs::remove_file(&state);
+        let udp = base.replace("kind = \"tcp\"", "kind = \"udp\"");
+        assert!(checked(&udp).unwrap().sinks[0].spool.is_none());
+        let asked = checked(&format!("{udp}[channel.spool]\nmax_bytes = 10000000\n")).unwrap_err();
+        assert_eq!(asked.field, "channel 3: spool");
     }
 }

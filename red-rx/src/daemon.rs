@@ -11,10 +11,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chassis::runtime::{write_json, DaemonError, RunEnd};
-use connectors::config::ChannelKind;
+use connectors::config::{ChannelKind, ConfigError};
 use connectors::filesink::{spawn_file_sink, FileSinkPair, FileSinkStats};
 use connectors::pool::Pool;
-use connectors::sink::{run_tcp_sink, run_udp_sink, SinkEvent, SinkStats, StreamAbort, StreamQueueLimits};
+use connectors::sink::{
+    run_tcp_sink, run_udp_sink, DatagramDrop, SinkEvent, SinkStats, StreamAbort, StreamQueueLimits,
+};
+use connectors::store::stream::{spawn_stream_spool, StreamSpool};
+use connectors::store::{SpoolFolder, SpoolStats};
 use connectors::vault::download_router;
 use diode_proto::{Event, Receiver};
 use ha_carp::driver::{HaHandle, Role};
@@ -23,9 +27,10 @@ use hw::fiber::{FiberRx, RxConfig, RxCounters};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{error, info, warn};
 
+use crate::backlog::{Backlog, Handoff, Overflow};
 use crate::config::Checked;
 use crate::gate::{DeliveryGate, GateAction};
-use crate::status::{Shared, SinkHandle, StatusView};
+use crate::status::{Shared, SinkHandle, SpoolHandle, StatusView};
 
 /// Runs the daemon until a stop signal. A standby that receives a new configuration from its active
 /// peer stops everything and starts again with it, in the same process.
@@ -60,19 +65,42 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     // The only long-lived senders to the sinks are the protocol thread's: when it ends, the sinks end.
     let mut senders = Vec::new();
     let mut sink_tasks = Vec::new();
-    let mut file_threads = Vec::new();
+    let mut sink_threads = Vec::new();
     let mut vaults = Vec::new();
     for sink in &checked.sinks {
         let channel = sink.config.number;
         let (events_tx, events_rx) = mpsc::channel(sink.config.queue);
         let stats = Arc::new(SinkStats::default());
+        let stats_of_sink = Arc::clone(&stats);
         let mut pool = None;
+        let mut spool = None;
         let mut files = None;
         match (sink.config.kind, &sink.files) {
             (ChannelKind::Tcp | ChannelKind::Udp, _) => {
                 let destinations = Pool::new(channel, &sink.destinations, sink.config.mode, sink.health.clone());
                 tokio::spawn(Arc::clone(&destinations).run_health_checks(shutdown_rx.clone()));
-                let task = if sink.config.kind == ChannelKind::Tcp {
+                let task = if let Some(config) = sink.spool.clone() {
+                    let folder = SpoolFolder::open(config).map_err(|e| {
+                        let field = format!("channel {channel}: spool: folder");
+                        DaemonError::Config(ConfigError::new(&checked.path, field, e.to_string()))
+                    })?;
+                    let stats = Arc::new(SpoolStats::default());
+                    spool = Some(SpoolHandle { stats: Arc::clone(&stats), config: folder.config.clone() });
+                    let spool = StreamSpool {
+                        channel,
+                        folder,
+                        pool: Arc::clone(&destinations),
+                        sink: Arc::clone(&stats_of_sink),
+                        stats,
+                    };
+                    let (writer, scheduler) =
+                        spawn_stream_spool(spool, events_rx, tokio::runtime::Handle::current(), shutdown_rx.clone())
+                            .map_err(|e| {
+                                DaemonError::io(format!("channel {channel}: cannot start the spool's writer"), e)
+                            })?;
+                    sink_threads.push(writer);
+                    scheduler
+                } else if sink.config.kind == ChannelKind::Tcp {
                     let limits = StreamQueueLimits { events: sink.config.queue, bytes: sink.config.queue_bytes };
                     tokio::spawn(run_tcp_sink(
                         channel,
@@ -108,7 +136,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
                     spawn_file_sink(config.clone(), events_rx, Arc::clone(&file_stats), pair).map_err(|e| {
                         DaemonError::io(format!("channel {channel}: output folder {}", config.folder.display()), e)
                     })?;
-                file_threads.push(thread);
+                sink_threads.push(thread);
                 if let Some(listen) = sink.vault_listen {
                     vaults.push((channel, listen, download_router(config.folder.clone(), sink.config.allow_delete)));
                 }
@@ -126,8 +154,9 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
             stats,
             pool,
             files,
+            spool,
         });
-        senders.push((channel, sink.config.kind, events_tx));
+        senders.push((channel, sink.config.kind, events_tx, Arc::clone(&stats_of_sink), sink.config.queue_bytes));
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -151,8 +180,11 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
 
     let shared =
         Arc::new(Mutex::new(Shared { fiber_harmful_drops: vec![0; checked.fibers.len()], ..Shared::default() }));
-    let routes: HashMap<u16, (ChannelKind, mpsc::Sender<SinkEvent>)> =
-        senders.into_iter().map(|(number, kind, events)| (number, (kind, events))).collect();
+    let kinds = senders.iter().map(|(number, kind, ..)| (*number, *kind)).collect();
+    let routes: HashMap<u16, Route> = senders
+        .into_iter()
+        .map(|(number, _, sender, stats, limit)| (number, Route { sender, backlog: Backlog::new(limit), stats }))
+        .collect();
     let reload = Arc::new(Notify::new());
     let (pair_stop, pair_stop_rx) = watch::channel(false);
     if let (Some(pair), Some(stats)) = (&checked.pair, &pair_stats) {
@@ -162,10 +194,9 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
     }
     let active = Arc::new(AtomicBool::new(ha.is_none()));
     let last_beacon = Arc::new(Mutex::new(None));
-    let kinds = routes.iter().map(|(number, (kind, _))| (*number, *kind)).collect();
     let dispatcher = Dispatcher {
         own_fingerprint: checked.fingerprint,
-        routes: routes.into_iter().map(|(number, (_, sender))| (number, sender)).collect(),
+        routes,
         gate: DeliveryGate::new(kinds, checked.pair.is_some(), ha.is_none()),
         local: Shared::default(),
         active: Arc::clone(&active),
@@ -254,7 +285,7 @@ async fn run_async(checked: Checked) -> Result<RunEnd, DaemonError> {
         let _ = task.await;
     }
     let _ = tokio::task::spawn_blocking(move || {
-        for thread in file_threads {
+        for thread in sink_threads {
             let _ = thread.join();
         }
     })
@@ -410,10 +441,48 @@ struct Protocol {
     dispatcher: Dispatcher,
 }
 
+/// A channel's way to its sink. Never waits: what the sink cannot take now waits in the backlog.
+struct Route {
+    sender: mpsc::Sender<SinkEvent>,
+    backlog: Backlog,
+    stats: Arc<SinkStats>,
+}
+
+impl Route {
+    fn try_send(sender: &mpsc::Sender<SinkEvent>) -> impl FnMut(SinkEvent) -> Handoff + '_ {
+        |event| match sender.try_send(event) {
+            Ok(()) => Handoff::Taken,
+            Err(mpsc::error::TrySendError::Full(event)) => Handoff::Full(event),
+            // Only at shutdown: nothing will take it.
+            Err(mpsc::error::TrySendError::Closed(_)) => Handoff::Taken,
+        }
+    }
+
+    fn deliver(&mut self, channel: u16, event: SinkEvent) {
+        for overflow in self.backlog.offer(event, &mut Self::try_send(&self.sender)) {
+            match overflow {
+                Overflow::StreamCut { stream, told } => {
+                    error!(channel, stream, waiting_bytes = self.backlog.bytes(), "ALARM the channel's sink fell behind decoding by its whole queue_bytes: stream broken (sink_overloaded)");
+                    if !told {
+                        self.stats.aborted.add(StreamAbort::SinkOverloaded);
+                    }
+                }
+                Overflow::DatagramDropped => {
+                    self.stats.datagrams_dropped.add(DatagramDrop::SinkOverloaded);
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        self.backlog.drain(&mut Self::try_send(&self.sender));
+    }
+}
+
 /// Hands receiver events to the sinks the delivery gate lets them through to (see [`crate::gate`]).
 struct Dispatcher {
     own_fingerprint: [u8; 16],
-    routes: HashMap<u16, mpsc::Sender<SinkEvent>>,
+    routes: HashMap<u16, Route>,
     gate: DeliveryGate,
     local: Shared,
     /// The election's role, as the HA task last set it.
@@ -437,14 +506,17 @@ impl Dispatcher {
     }
 
     fn carry_out(&mut self) {
+        for route in self.routes.values_mut() {
+            route.drain();
+        }
         while let Some(action) = self.gate.poll_action() {
             match action {
                 GateAction::Deliver { channel, event } => {
-                    // Blocks while the sink's queue is full: back-pressure reaches the receiver.
-                    let sent = self.routes.get(&channel).is_some_and(|sender| sender.blocking_send(event).is_ok());
-                    if !sent {
-                        warn!(channel, "sink gone: event dropped");
-                    }
+                    let Some(route) = self.routes.get_mut(&channel) else {
+                        warn!(channel, "no sink for the channel: event dropped");
+                        continue;
+                    };
+                    route.deliver(channel, event);
                 }
                 GateAction::UnknownChannel(channel) => {
                     error!(channel, "ALARM data for a channel this RED does not have: dropped");
@@ -468,6 +540,8 @@ fn protocol_loop(protocol: &Mutex<Protocol>, shared: &Mutex<Shared>, stop: &Atom
             dispatcher.sync_role();
             receiver.handle_timeout(Instant::now());
             dispatch(receiver, dispatcher);
+            // What waits for a full sink moves on even while no datagram arrives.
+            dispatcher.carry_out();
             if last_publish.elapsed() >= Duration::from_millis(200) {
                 publish(receiver, dispatcher, shared);
                 last_publish = Instant::now();

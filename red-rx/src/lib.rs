@@ -9,6 +9,7 @@
 //! management API shows and does, with the FEC advice; [`replicate`] is the pair channel: ledger
 //! replication to the standby and the configuration, while the standby decodes in shadow.
 
+mod backlog;
 pub mod config;
 pub mod daemon;
 pub mod gate;

@@ -7,6 +7,7 @@ use chassis::management::{allow, labels, Family, HaFuture, LabelValues, Managed,
 use connectors::config::{parse_toml, ChannelKind, ConfigError};
 use connectors::filesink::FileFailure;
 use connectors::sink::{DatagramDrop, StreamAbort};
+use connectors::store::SpoolDrop;
 use diode_proto::{DropReason, LossReason};
 use ha_carp::driver::demote_or_promote;
 use ha_carp::pair::PairError;
@@ -18,13 +19,13 @@ use crate::status::{RedSnapshot, Shared, StatusView};
 const MIN_SYMBOLS_FOR_ADVICE: u64 = 20_000;
 
 /// The alarms `/metrics` shows as `alarm{kind=...}`.
-const ALARMS: [&str; 3] = ["config_mismatch", "unknown_channel", "stale_session"];
+const ALARMS: [&str; 5] = ["config_mismatch", "unknown_channel", "stale_session", "spool_high", "spool_full"];
 
 /// Every value RED's `/metrics` labels can take where the code fixes them (see [`LabelValues`]).
 pub fn fixed_label_values() -> LabelValues {
     let mut values = LabelValues::new();
     allow(&mut values, "side", &["red"]);
-    allow(&mut values, "where", &["receiver", "sink", "files"]);
+    allow(&mut values, "where", &["receiver", "sink", "files", "spool"]);
     allow(&mut values, "kind", &ChannelKind::LABELS);
     allow(&mut values, "kind", &ALARMS);
     allow(&mut values, "reason", &DropReason::LABELS);
@@ -33,6 +34,7 @@ pub fn fixed_label_values() -> LabelValues {
     allow(&mut values, "reason", &DatagramDrop::LABELS);
     allow(&mut values, "reason", &FileFailure::LABELS);
     allow(&mut values, "reason", &PairError::LABELS);
+    allow(&mut values, "reason", &SpoolDrop::LABELS);
     values
 }
 
@@ -121,6 +123,7 @@ pub(crate) fn metric_families(snapshot: &RedSnapshot) -> Vec<Family> {
         .collect();
     let (mut aborted, mut sink_bytes, mut completed) = (Vec::new(), Vec::new(), Vec::new());
     let (mut files_delivered, mut files_duplicates) = (Vec::new(), Vec::new());
+    let mut spool: [Vec<Sample>; 6] = Default::default();
     for channel in &snapshot.channels {
         let name = channel.name.as_str();
         let at = |extra: &[(&str, &str)]| {
@@ -136,6 +139,16 @@ pub(crate) fn metric_families(snapshot: &RedSnapshot) -> Vec<Family> {
         drops.extend(channel.datagrams_dropped.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
             (labels(&[("node", node), ("where", "sink"), ("reason", reason), ("channel", name)]), n as f64)
         }));
+        if let Some(held) = &channel.spool {
+            let figures =
+                [held.bytes, held.items, held.oldest_age_s, held.peak_bytes, held.delivered_from_spool, held.repeats];
+            for (samples, value) in spool.iter_mut().zip(figures) {
+                samples.push((at(&[]), value as f64));
+            }
+            drops.extend(held.dropped.iter().filter(|(_, n)| *n > 0).map(|(reason, n)| {
+                (labels(&[("node", node), ("where", "spool"), ("reason", reason), ("channel", name)]), n as f64)
+            }));
+        }
         if let Some(files) = &channel.files {
             files_delivered.push((at(&[]), files.delivered as f64));
             files_duplicates.push((at(&[]), files.duplicates as f64));
@@ -150,6 +163,7 @@ pub(crate) fn metric_families(snapshot: &RedSnapshot) -> Vec<Family> {
         .filter(|(_, n)| *n > 0)
         .map(|(reason, n)| (labels(&[("node", node), ("reason", reason)]), n as f64))
         .collect();
+    let [bytes, items, oldest, peak, from_spool, repeats] = spool;
     let per_fiber = |value: &dyn Fn(&crate::status::FiberSnapshot) -> u64| {
         snapshot
             .fibers
@@ -210,6 +224,20 @@ pub(crate) fn metric_families(snapshot: &RedSnapshot) -> Vec<Family> {
             files_duplicates,
         ),
         Family::counter("drops", "Things not delivered, by where and why.", drops),
+        Family::gauge("spool_bytes", "Bytes waiting in a channel's spool for a destination.", bytes),
+        Family::gauge("spool_items", "Streams waiting in a channel's spool.", items),
+        Family::gauge("spool_oldest_age_seconds", "How long the oldest item of a spool has waited.", oldest),
+        Family::gauge("spool_peak_bytes", "The most a spool has held since start.", peak),
+        Family::counter(
+            "spool_delivered",
+            "Items delivered after waiting in the spool (a destination was down, slow or failed).",
+            from_spool,
+        ),
+        Family::counter(
+            "spool_repeats",
+            "Streams delivered again whole after a destination had taken part of them.",
+            repeats,
+        ),
         Family::gauge("ha_role", "0 init, 1 standby, 2 active.", vec![(base(), snapshot.role.gauge())]),
         Family::counter("ha_transitions", "Role changes.", vec![(base(), snapshot.transitions as f64)]),
         Family::gauge(

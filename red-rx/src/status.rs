@@ -13,6 +13,7 @@ use connectors::config::ChannelKind;
 use connectors::filesink::{FileFailure, FileSinkStats, Transfer};
 use connectors::pool::{DestinationStatus, Pool};
 use connectors::sink::{DatagramDrop, SinkStats, StreamAbort};
+use connectors::store::{SpoolConfig, SpoolDrop, SpoolStats};
 use diode_proto::{BreakCounts, LossCounts, Reason, ReasonCounts};
 use ha_carp::driver::{HaHandle, HaStatus, Role};
 use hw::fiber::RxCounters;
@@ -61,6 +62,13 @@ pub(crate) struct SinkHandle {
     pub(crate) pool: Option<Arc<Pool>>,
     /// Files and vault channels: their output folder's counters.
     pub(crate) files: Option<Arc<FileSinkStats>>,
+    /// Channels with a spool: what it holds, and the bounds its alarm is measured against.
+    pub(crate) spool: Option<SpoolHandle>,
+}
+
+pub(crate) struct SpoolHandle {
+    pub(crate) stats: Arc<SpoolStats>,
+    pub(crate) config: SpoolConfig,
 }
 
 /// What the status file and the management API read: shared with the running daemon.
@@ -119,7 +127,7 @@ pub(crate) struct RedSnapshot {
     pub(crate) pair: Option<serde_json::Value>,
     /// Raised or not, in the order of `manage::ALARMS` (the metrics' `alarm{kind}`).
     #[serde(skip)]
-    pub(crate) raised: [bool; 3],
+    pub(crate) raised: [bool; 5],
     #[serde(skip)]
     pub(crate) transitions: u64,
 }
@@ -166,6 +174,72 @@ pub(crate) struct ChannelSnapshot {
     pub(crate) datagrams_dropped: ReasonCounts<DatagramDrop, { DatagramDrop::LABELS.len() }>,
     pub(crate) destinations: Option<Vec<DestinationStatus>>,
     pub(crate) files: Option<FilesSnapshot>,
+    pub(crate) spool: Option<SpoolSnapshot>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SpoolSnapshot {
+    pub(crate) folder: String,
+    pub(crate) bytes: u64,
+    pub(crate) max_bytes: u64,
+    pub(crate) items: u64,
+    pub(crate) max_items: u64,
+    pub(crate) oldest_age_s: u64,
+    pub(crate) max_age_s: u64,
+    pub(crate) peak_bytes: u64,
+    pub(crate) delivered_from_spool: u64,
+    /// Streams delivered again whole after a destination had taken part of them.
+    pub(crate) repeats: u64,
+    #[serde(serialize_with = "nonzero")]
+    pub(crate) dropped: ReasonCounts<SpoolDrop, { SpoolDrop::LABELS.len() }>,
+    /// New data of the channel was refused in the last minute: the spool had no room (or its disk failed).
+    pub(crate) refusing: bool,
+}
+
+impl SpoolSnapshot {
+    fn read(handle: &SpoolHandle) -> SpoolSnapshot {
+        let (stats, config) = (&handle.stats, &handle.config);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let now_ms = connectors::store::unix_ms();
+        SpoolSnapshot {
+            folder: config.folder.display().to_string(),
+            bytes: load(&stats.bytes),
+            max_bytes: config.max_bytes,
+            items: load(&stats.items),
+            max_items: config.max_items as u64,
+            oldest_age_s: stats.oldest_age_s(now_ms),
+            max_age_s: config.max_age.as_secs(),
+            peak_bytes: load(&stats.peak_bytes),
+            delivered_from_spool: load(&stats.delivered_from_spool),
+            repeats: load(&stats.repeats),
+            dropped: stats.dropped.snapshot(),
+            refusing: stats.refusing(now_ms),
+        }
+    }
+
+    /// Why the spool needs an operator soon: past 80 % of a bound, or its oldest item past half of
+    /// `max_age` (the age at which it is dropped).
+    fn high(&self) -> Option<String> {
+        let percent = |used: u64, max: u64| used.saturating_mul(100) / max.max(1);
+        if percent(self.bytes, self.max_bytes) >= 80 {
+            return Some(format!(
+                "{}% of max_bytes ({} of {})",
+                percent(self.bytes, self.max_bytes),
+                self.bytes,
+                self.max_bytes
+            ));
+        }
+        if percent(self.items, self.max_items) >= 80 {
+            return Some(format!("{} of max_items {}", self.items, self.max_items));
+        }
+        if self.oldest_age_s >= self.max_age_s / 2 && self.items > 0 {
+            return Some(format!(
+                "the oldest item has waited {} s of the {} s max_age, after which it is dropped",
+                self.oldest_age_s, self.max_age_s
+            ));
+        }
+        None
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -224,6 +298,30 @@ fn read(
             "last_refused_ms_ago": now.saturating_duration_since(stale.last_refused).as_millis() as u64,
         }));
     }
+    let spools: Vec<Option<SpoolSnapshot>> = sinks.iter().map(|s| s.spool.as_ref().map(SpoolSnapshot::read)).collect();
+    let (mut spool_high, mut spool_full) = (false, false);
+    for (sink, spool) in sinks.iter().zip(&spools) {
+        let Some(spool) = spool else { continue };
+        if let Some(why) = spool.high() {
+            spool_high = true;
+            alarms.push(json!({
+                "kind": "spool_high",
+                "channel": sink.number,
+                "message": format!("channel {} ({}): its spool holds {why}: a destination has been away long", sink.number, sink.name),
+            }));
+        }
+        if spool.refusing {
+            spool_full = true;
+            alarms.push(json!({
+                "kind": "spool_full",
+                "channel": sink.number,
+                "message": format!(
+                    "channel {} ({}): the spool refused data in the last minute (streams_aborted: spool_full or spool_failed): it has no room until a destination takes what waits, or its disk fails",
+                    sink.number, sink.name
+                ),
+            }));
+        }
+    }
     let fiber_counters: Vec<RxCounters> =
         fibers.iter().map(|(_, c)| c.lock().map(|c| c.clone()).unwrap_or_default()).collect();
     let kernel_drops = fiber_counters.iter().map(|c| c.kernel_drops).sum::<u64>();
@@ -266,7 +364,8 @@ fn read(
         },
         channels: sinks
             .iter()
-            .map(|s| ChannelSnapshot {
+            .zip(spools)
+            .map(|(s, spool)| ChannelSnapshot {
                 number: s.number,
                 name: s.name.clone(),
                 kind: s.kind.as_str(),
@@ -290,12 +389,19 @@ fn read(
                     unreplicated: load(&f.unreplicated),
                     recent: f.recent.lock().map(|r| r.iter().rev().take(20).cloned().collect()).unwrap_or_default(),
                 }),
+                spool,
             })
             .collect(),
         warnings: warnings.to_vec(),
         redundancy: serde_json::Value::Null,
         pair: None,
-        raised: [shared.config_mismatch, !shared.unknown_channels.is_empty(), shared.stale_sender.is_some()],
+        raised: [
+            shared.config_mismatch,
+            !shared.unknown_channels.is_empty(),
+            shared.stale_sender.is_some(),
+            spool_high,
+            spool_full,
+        ],
         transitions: 0,
     }
 }
@@ -338,6 +444,7 @@ mod tests {
                 stats: tcp,
                 pool: None,
                 files: None,
+                spool: None,
             },
             SinkHandle {
                 number: 3,
@@ -346,6 +453,7 @@ mod tests {
                 stats: Arc::new(SinkStats::default()),
                 pool: None,
                 files: Some(files),
+                spool: None,
             },
         ];
         let snapshot = read(&checked, "running", &Mutex::new(shared), &sinks, &[], &[]);

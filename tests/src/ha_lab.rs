@@ -132,13 +132,14 @@ impl Ha {
                 .collect();
             let status = dir.path().join(format!("{short}.json"));
             let config = format!(
-                "[node]\nname = \"{short}\"\nstatus_file = \"{}\"\ncontrol_socket = \"{}\"\n\
+                "[node]\nname = \"{short}\"\nstatus_file = \"{}\"\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n\
                  [ha]\nvhid = 19\nvip = \"{RED_VIP}\"\nsecurity_text = \"{SECRET}\"\ninterval_ms = 200\nskew = {}\npreempt = true\n\
                  transport = \"carp\"\nsource = \"198.18.2.2{}\"\ninterface = \"data\"\nprefix = 24\n\
                  {fibers}[[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n\
                  [channel.health]\ninterval_ms = 300\ntimeout_ms = 300\n[[channel.destination]]\naddress = \"{DESTINATION}\"\n",
                 status.display(),
                 dir.path().join(format!("{short}.sock")).display(),
+                dir.path().join(format!("{short}-state")).display(),
                 index * 20,
                 index + 1
             );

@@ -585,8 +585,11 @@ impl Lab {
             blue_toml += &channel.blue_extra;
             blue_toml += "\n";
         }
-        let mut red_toml =
-            format!("[node]\nname = \"red1\"\nstatus_file = \"{}\"\n\n{red_fibers}\n", red_status.display());
+        let mut red_toml = format!(
+            "[node]\nname = \"red1\"\nstatus_file = \"{}\"\nstate_dir = \"{}\"\n\n{red_fibers}\n",
+            red_status.display(),
+            red_status.with_file_name("red-state").display()
+        );
         for channel in red_channels_override.unwrap_or(channels) {
             red_toml += &format!(
                 "[[channel]]\nnumber = {}\nkind = \"{}\"\nname = \"{}\"\n{}\n",
@@ -650,6 +653,13 @@ impl Lab {
 
     pub fn blue_status(&self) -> serde_json::Value {
         Lab::status(&self.blue_status)
+    }
+
+    /// Starts red-rx again on its configuration (after a kill or a stop) and waits for its status.
+    pub fn restart_red(&mut self) -> LabResult<()> {
+        let _ = std::fs::remove_file(&self.red_status);
+        self.red = Proc::run_daemon(&self.bins.red_rx, &self.dir.path().join("red.toml"))?;
+        self.wait_for_status(Duration::from_secs(20))
     }
 
     /// Stops everything in order (sources first: blue, then the fibers, then red) and reports

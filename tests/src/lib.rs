@@ -8,7 +8,8 @@
 //! roundtrip`). [`netns`] and [`ha_lab`] build the HA pairs in network namespaces (`diode-lab ha
 //! --netns`, root); [`nshelp`] are the small clients it runs inside them. [`rawwire`] starts a red-rx
 //! alone and sends it raw protocol datagrams, for the hostile-input tests. [`metrics`] reads a
-//! `/metrics` scrape and checks that every label value is bounded.
+//! `/metrics` scrape and checks that every label value is bounded. [`outage`] is `diode-lab outage`: the
+//! RED destinations go away mid-run and come back.
 
 pub mod bench;
 pub mod bins;
@@ -22,6 +23,7 @@ pub mod lab;
 pub mod metrics;
 pub mod netns;
 pub mod nshelp;
+pub mod outage;
 pub mod pairs;
 pub mod rawwire;
 pub mod roundtrip;

@@ -245,7 +245,7 @@ impl PairsLab {
             let (files, vault) = (node_dir.join("files"), node_dir.join("vault"));
             let (red_management, red_api) = management(31 + index as u8)?;
             let toml = format!(
-                "[node]\nname = \"{name}\"\nstatus_file = \"{status}\"\ncontrol_socket = \"{control}\"\n\n{ha}\n\
+                "[node]\nname = \"{name}\"\nstatus_file = \"{status}\"\ncontrol_socket = \"{control}\"\nstate_dir = \"{state}\"\n\n{ha}\n\
                  [[fiber]]\nlisten = \"{ip}:{p1}\"\n[[fiber]]\nlisten = \"{ip}:{p2}\"\n\n\
                  [[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n[[channel.destination]]\naddress = \"{tcp}\"\n\n\
                  [[channel]]\nnumber = 2\nkind = \"udp\"\nname = \"telemetry\"\nmulticast_interface = \"127.0.0.1\"\n[[channel.destination]]\naddress = \"{udp}\"\n\n\
@@ -253,6 +253,7 @@ impl PairsLab {
                  [[channel]]\nnumber = 4\nkind = \"vault\"\nname = \"uploads\"\nfolder = \"{vault}\"\nlisten = \"{vault_download}\"\n\n{extra}",
                 status = node_dir.join("status.json").display(),
                 control = node_dir.join("control.sock").display(),
+                state = node_dir.join("state").display(),
                 ha = ha(RED_VHID, red_vip, index, &red_adverts, &red_pair),
                 ip = red_ips[index],
                 p1 = red_ports[index][0],

@@ -29,7 +29,11 @@ impl LoneRed {
         let fibers: Vec<SocketAddr> =
             (0..2).map(|_| free_port(ip).map(|p| SocketAddr::from((ip, p)))).collect::<Result<_, _>>()?;
         let status = dir.join("red-status.json");
-        let mut toml = format!("[node]\nname = \"red1\"\nstatus_file = \"{}\"\n", status.display());
+        let mut toml = format!(
+            "[node]\nname = \"red1\"\nstatus_file = \"{}\"\nstate_dir = \"{}\"\n",
+            status.display(),
+            dir.join("red-state").display()
+        );
         for fiber in &fibers {
             toml += &format!("[[fiber]]\nlisten = \"{fiber}\"\n");
         }

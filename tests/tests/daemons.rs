@@ -218,11 +218,12 @@ fn destination_pool_fails_over_and_comes_back() {
 }
 
 #[test]
-fn a_stream_with_no_destination_up_is_aborted_with_that_reason() {
+fn without_its_spool_a_stream_with_no_destination_up_is_aborted_with_that_reason() {
     let _turn = heavy();
     let net = loopback_net();
     let dead = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
-    let channel = tcp_channel(net, vec![dead], "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n");
+    let red_extra = "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n[channel.spool]\nenabled = false\n";
+    let channel = tcp_channel(net, vec![dead], red_extra);
     let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
     send_stream(channel.listen, 1, 1000).unwrap();
     let aborted =
@@ -230,6 +231,69 @@ fn a_stream_with_no_destination_up_is_aborted_with_that_reason() {
     let red = lab.red_status();
     assert!(lab.stop());
     assert!(aborted, "{red}");
+}
+
+/// Every stream `sent` arrived whole, closed cleanly, at `sink` (repeats of a stream allowed).
+fn all_whole(sent: &HashMap<u64, (u64, [u8; 32])>, sink: &TcpSink) -> bool {
+    let received = sink.received.lock().unwrap().clone();
+    sent.iter()
+        .all(|(id, (len, hash))| received.iter().any(|r| r.id == *id && r.len == *len && r.hash == *hash && r.clean))
+}
+
+#[test]
+fn streams_sent_while_the_destination_is_down_wait_in_the_spool_and_arrive_whole_when_it_returns() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let sink_addr = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
+    let channel = tcp_channel(net, vec![sink_addr], "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n");
+    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let sent: HashMap<u64, (u64, [u8; 32])> =
+        (1..=3).map(|id| (id, send_stream(channel.listen, id, 300_000 * id as usize).unwrap())).collect();
+    let spooled = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"].as_u64() == Some(3);
+    assert!(wait_for(Duration::from_secs(10), || spooled(&lab)), "{}", lab.red_status());
+    std::thread::sleep(Duration::from_secs(2));
+    let sink = TcpSink::start(sink_addr).unwrap();
+    assert!(wait_for(Duration::from_secs(15), || all_whole(&sent, &sink)), "{:?}", sink.received.lock().unwrap());
+    let emptied = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"] == 0;
+    assert!(wait_for(Duration::from_secs(5), || emptied(&lab)), "{}", lab.red_status());
+    let red = lab.red_status();
+    assert!(lab.stop());
+    let spool = &red["channels"][0]["spool"];
+    assert_eq!(spool["delivered_from_spool"], 3, "{red}");
+    assert_eq!(spool["items"], 0, "{red}");
+    assert_eq!(red["channels"][0]["streams_aborted"], serde_json::json!({}), "{red}");
+}
+
+#[test]
+fn a_red_rx_killed_while_spooling_delivers_what_it_held_after_its_restart() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let sink_addr = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
+    let channel = tcp_channel(net, vec![sink_addr], "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n");
+    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let sent: HashMap<u64, (u64, [u8; 32])> =
+        (1..=4).map(|id| (id, send_stream(channel.listen, id, 1_000_000).unwrap())).collect();
+    let spooled = |lab: &Lab| {
+        let red = lab.red_status();
+        red["channels"][0]["spool"]["items"] == 4 && red["receiver"]["streams_ended"] == 4
+    };
+    assert!(wait_for(Duration::from_secs(10), || spooled(&lab)), "{}", lab.red_status());
+    // Complete on disk (each has its .done) before the kill: nothing of them may be lost.
+    std::thread::sleep(Duration::from_millis(500));
+    lab.red.kill();
+    let sink = TcpSink::start(sink_addr).unwrap();
+    lab.restart_red().unwrap();
+    assert!(wait_for(Duration::from_secs(15), || all_whole(&sent, &sink)), "{:?}", sink.received.lock().unwrap());
+    let emptied = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"] == 0;
+    assert!(wait_for(Duration::from_secs(5), || emptied(&lab)), "{}", lab.red_status());
+    let red = lab.red_status();
+    assert!(lab.stop());
+    let spool = &red["channels"][0]["spool"];
+    assert_eq!(spool["delivered_from_spool"], 4, "{red}");
+    assert_eq!(spool["dropped"], serde_json::json!({}), "{red}");
+    // Found at start, each is marked a possible repeat: the killed process may have sent part of it.
+    assert_eq!(spool["repeats"], 4, "{red}");
+    assert_eq!(sink.received.lock().unwrap().iter().filter(|r| r.len > 0).count(), 4, "no duplicate arrived");
 }
 
 #[test]

@@ -353,7 +353,11 @@ fn a_full_disk_on_red_quarantines_the_file_and_delivery_recovers() {
     let ip = Lab::ip(net, 2);
     let fibers: Vec<SocketAddr> = (0..2).map(|_| SocketAddr::from((ip, free_port(ip).unwrap()))).collect();
     let status = dir.path().join("red-status.json");
-    let mut toml = format!("[node]\nname = \"red1\"\nstatus_file = \"{}\"\n", status.display());
+    let mut toml = format!(
+        "[node]\nname = \"red1\"\nstatus_file = \"{}\"\nstate_dir = \"{}\"\n",
+        status.display(),
+        status.with_file_name("red-state").display()
+    );
     for fiber in &fibers {
         toml += &format!("[[fiber]]\nlisten = \"{fiber}\"\n");
     }

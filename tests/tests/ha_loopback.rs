@@ -41,9 +41,10 @@ fn start(net: [u8; 3]) -> Pair {
     let fibers = [free_port(red_ip).unwrap(), free_port(red_ip).unwrap()];
     let vip_listen = SocketAddr::from((vip, free_port(vip).unwrap()));
     let red_toml = format!(
-        "[node]\nname = \"red1\"\nstatus_file = \"{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n\
+        "[node]\nname = \"red1\"\nstatus_file = \"{}\"\nstate_dir = \"{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n\
          [[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n[[channel.destination]]\naddress = \"{}\"\n",
         dir.path().join("red.json").display(),
+        dir.path().join("red-state").display(),
         fibers[0],
         fibers[1],
         sink.addr

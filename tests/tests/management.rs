@@ -63,8 +63,9 @@ fn start() -> Pair {
     let fibers = [free_port(red_ip).unwrap(), free_port(red_ip).unwrap()];
     let red_api = SocketAddr::from((Lab::ip(net, 22), free_port(Lab::ip(net, 22)).unwrap()));
     let red_toml = format!(
-        "[node]\nname = \"red1\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n\
+        "[node]\nname = \"red1\"\nstate_dir = \"{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n[[fiber]]\nlisten = \"{red_ip}:{}\"\n\
          [[channel]]\nnumber = 1\nkind = \"tcp\"\nname = \"historian\"\n[[channel.destination]]\naddress = \"127.0.0.1:9\"\n{}",
+        dir.path().join("red-state").display(),
         fibers[0],
         fibers[1],
         management(red_api)

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 mod sink_checks;
 
-pub use sink_checks::{check_sink, CheckedSink};
+pub use sink_checks::{check_sink, check_spool, CheckedSink};
 
 /// A configuration problem: which file, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,6 +149,17 @@ pub struct NodeConfig {
     pub status_file: Option<std::path::PathBuf>,
     /// A Unix socket for local operator commands (`ha demote|promote|status`).
     pub control_socket: Option<std::path::PathBuf>,
+    /// Where this node keeps its own state (RED's spools by default); [`DEFAULT_STATE_DIR`] when absent,
+    /// the folder the systemd units' `StateDirectory=diode` gives.
+    pub state_dir: Option<std::path::PathBuf>,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/diode";
+
+impl NodeConfig {
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
 }
 
 /// What a channel carries.
@@ -449,6 +460,83 @@ pub struct SinkChannel {
     /// Vault only: whether clients may delete delivered files.
     #[serde(default)]
     pub allow_delete: bool,
+    /// TCP: the store-and-forward spool (on unless `enabled = false`).
+    pub spool: Option<SpoolSection>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_spool_max_bytes() -> u64 {
+    4 << 30
+}
+fn default_spool_max_items() -> usize {
+    100_000
+}
+fn default_spool_max_age() -> crate::store::DurationText {
+    crate::store::DurationText::Text("24h".into())
+}
+fn default_spool_sync_ms() -> u64 {
+    1000
+}
+/// Long-lived streams each hold a delivery for their life: a low limit would leave the ones behind
+/// them waiting for good.
+fn default_spool_parallel() -> usize {
+    64
+}
+fn default_spool_stall() -> crate::store::DurationText {
+    crate::store::DurationText::Seconds(15)
+}
+fn default_spool_replay_rate() -> u32 {
+    10_000
+}
+
+/// `[channel.spool]` on RED: what the channel keeps on disk while its destinations cannot take it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    /// `false` turns the spool off: streams go straight to their destination (the in-memory queue of
+    /// `queue_bytes`), and one whose destination is down or too slow is aborted.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Default `<node.state_dir>/spool/channel-<number>`, created at start.
+    pub folder: Option<PathBuf>,
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+    #[serde(default = "default_spool_max_items")]
+    pub max_items: usize,
+    /// How long an item may wait for a destination (`"90s"`, `"15m"`, `"24h"`, `"7d"`, or seconds).
+    #[serde(default = "default_spool_max_age")]
+    pub max_age: crate::store::DurationText,
+    /// How often what waits is synced to disk: a power loss can lose what arrived in this time.
+    #[serde(default = "default_spool_sync_ms")]
+    pub sync_ms: u64,
+    /// Streams delivered at once, each on its own connection.
+    #[serde(default = "default_spool_parallel")]
+    pub parallel: usize,
+    /// A destination that takes no byte for this long is given up on: the stream is delivered again
+    /// whole on a new connection.
+    #[serde(default = "default_spool_stall")]
+    pub stall: crate::store::DurationText,
+    /// UDP: datagrams per second replayed once a destination is back.
+    #[serde(default = "default_spool_replay_rate")]
+    pub replay_rate: u32,
+}
+
+impl Default for SpoolSection {
+    fn default() -> SpoolSection {
+        SpoolSection {
+            enabled: true,
+            folder: None,
+            max_bytes: default_spool_max_bytes(),
+            max_items: default_spool_max_items(),
+            max_age: default_spool_max_age(),
+            sync_ms: default_spool_sync_ms(),
+            parallel: default_spool_parallel(),
+            stall: default_spool_stall(),
+            replay_rate: default_spool_replay_rate(),
+        }
+    }
 }
 
 fn default_ledger_entries() -> usize {

@@ -19,6 +19,9 @@ pub struct CheckedSink {
     pub files: Option<crate::filesink::FileSinkConfig>,
     /// Vault channels: where the HTTP vault listens.
     pub vault_listen: Option<SocketAddr>,
+    /// TCP channels with their spool on (see [`check_spool`], which the daemon's check runs with the
+    /// node's state folder).
+    pub spool: Option<crate::store::SpoolConfig>,
 }
 
 pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, ConfigError> {
@@ -134,7 +137,15 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
         }
         _ => None,
     };
-    Ok(CheckedSink { config: channel.clone(), destinations, health, multicast_interface, files, vault_listen })
+    Ok(CheckedSink {
+        config: channel.clone(),
+        destinations,
+        health,
+        multicast_interface,
+        files,
+        vault_listen,
+        spool: None,
+    })
 }
 
 /// Why RED's own state at `state` could be written or read through a delivered name: inside the output
@@ -148,4 +159,79 @@ fn reachable_by_deliveries(folder: &Path, state: &Path) -> Option<String> {
             state.display()
         )
     })
+}
+
+/// The spool a TCP channel runs with (`None`: turned off, or a kind without one), its folder checked
+/// writable: an explicit `folder` must exist, the default one (under `state_dir`) is created at start.
+pub fn check_spool(
+    path: &Path,
+    channel: &SinkChannel,
+    state_dir: &Path,
+) -> Result<Option<crate::store::SpoolConfig>, ConfigError> {
+    let at = |name: &str| format!("channel {}: spool: {name}", channel.number);
+    if channel.kind != ChannelKind::Tcp {
+        if channel.spool.as_ref().is_some_and(|s| s.enabled) {
+            return Err(ConfigError::new(
+                path,
+                format!("channel {}: spool", channel.number),
+                format!(
+                    "this version spools tcp channels only (a {} channel {})",
+                    channel.kind.as_str(),
+                    if channel.kind == ChannelKind::Udp {
+                        "sends to its destination as datagrams arrive"
+                    } else {
+                        "keeps its files in its output folder"
+                    }
+                ),
+            ));
+        }
+        return Ok(None);
+    }
+    let section = channel.spool.clone().unwrap_or_default();
+    if !section.enabled {
+        return Ok(None);
+    }
+    let duration = |field: &str, text: &crate::store::DurationText| {
+        text.parse().map_err(|e| ConfigError::new(path, at(field), e.to_string()))
+    };
+    let max_age = duration("max_age", &section.max_age)?;
+    let stall = duration("stall", &section.stall)?;
+    if max_age.is_zero() {
+        return Err(ConfigError::new(path, at("max_age"), "must be at least 1 second"));
+    }
+    if stall.is_zero() {
+        return Err(ConfigError::new(path, at("stall"), "must be at least 1 second"));
+    }
+    if section.max_bytes < MIN_SINK_QUEUE_BYTES as u64 {
+        return Err(ConfigError::new(path, at("max_bytes"), format!("must be at least {MIN_SINK_QUEUE_BYTES}")));
+    }
+    for (field, value) in [
+        ("max_items", section.max_items as u64),
+        ("sync_ms", section.sync_ms),
+        ("parallel", section.parallel as u64),
+        ("replay_rate", u64::from(section.replay_rate)),
+    ] {
+        if value == 0 {
+            return Err(ConfigError::new(path, at(field), "must be at least 1"));
+        }
+    }
+    let (folder, field) = match &section.folder {
+        Some(folder) => (folder.clone(), at("folder")),
+        None => (state_dir.join("spool").join(format!("channel-{}", channel.number)), "node: state_dir".to_string()),
+    };
+    if !folder.is_absolute() {
+        return Err(ConfigError::new(path, field, format!("'{}' must be an absolute path", folder.display())));
+    }
+    crate::store::check_writable(&folder, section.folder.is_none())
+        .map_err(|problem| ConfigError::new(path, field, format!("spool folder: {problem}")))?;
+    Ok(Some(crate::store::SpoolConfig {
+        folder,
+        max_bytes: section.max_bytes,
+        max_items: section.max_items,
+        max_age,
+        sync_every: std::time::Duration::from_millis(section.sync_ms),
+        parallel: section.parallel,
+        stall,
+        replay_rate: section.replay_rate,
+    }))
 }

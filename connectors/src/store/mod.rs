@@ -84,7 +84,12 @@ pub struct SpoolStats {
     /// Largest `bytes` seen since start.
     pub peak_bytes: AtomicU64,
     pub dropped: SpoolDropCounts,
+    /// When data was last refused for want of room or a failing disk (ms since the Unix epoch, 0: never).
+    pub refused_at_ms: AtomicU64,
 }
+
+/// How long after its last refusal a spool still shows its "full" alarm.
+pub const REFUSAL_ALARM: Duration = Duration::from_secs(60);
 
 impl SpoolStats {
     pub fn add_bytes(&self, len: u64) {
@@ -94,6 +99,16 @@ impl SpoolStats {
 
     pub fn sub_bytes(&self, len: u64) {
         let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(len)));
+    }
+
+    pub fn refused(&self) {
+        self.refused_at_ms.store(unix_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether data was refused within [`REFUSAL_ALARM`] of `now_ms`.
+    pub fn refusing(&self, now_ms: u64) -> bool {
+        let at = self.refused_at_ms.load(Ordering::Relaxed);
+        at != 0 && now_ms.saturating_sub(at) < REFUSAL_ALARM.as_millis() as u64
     }
 
     /// Seconds the oldest waiting item has waited, at `now_ms`.
@@ -204,7 +219,7 @@ pub fn check_writable(folder: &Path, created_at_start: bool) -> Result<(), Folde
     }
 }
 
-pub(crate) fn unix_ms() -> u64 {
+pub fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -410,6 +410,7 @@ impl Writer {
 
     fn refuse(&mut self, stream: u64, abort: StreamAbort, reason: SpoolDrop, message: &str) {
         let shared = &self.shared.spool;
+        shared.stats.refused();
         shared.sink.aborted.add(abort);
         shared.stats.dropped.add(reason);
         if !self.full_alarm {
@@ -447,6 +448,7 @@ impl Writer {
             if let Some(item) = open {
                 error!(stream, written, detail = %detail, reason = reason.label(), "ALARM stream aborted: the spool cannot hold it");
                 self.full_alarm = true;
+                self.shared.spool.stats.refused();
                 self.drop_item(&item, abort, Some(reason));
             }
             return;
@@ -575,6 +577,10 @@ async fn run_scheduler(
             _ = shutdown.changed() => return,
             item = items.recv(), if writer_alive => match item {
                 Some(item) => {
+                    // Arriving while the channel waits for a destination: it is delivered from the spool.
+                    if retry_at.is_some() {
+                        item.waited.store(true, Ordering::Relaxed);
+                    }
                     queue.insert(item.seq, item);
                 }
                 None => writer_alive = false,
@@ -660,7 +666,8 @@ fn expire(shared: &Shared, queue: &mut BTreeMap<u64, Arc<Item>>, max_age: Durati
     });
 }
 
-const READ_CHUNK: usize = 256 * 1024;
+/// Per delivery running: with `parallel` of them, what reading back costs in memory.
+const READ_CHUNK: usize = 64 * 1024;
 
 /// One attempt at delivering `item`: connect, send it from its first byte, following the writer while
 /// it still arrives, and close cleanly only once every byte of the verified stream was written.
@@ -736,17 +743,14 @@ async fn deliver(shared: &Shared, item: &Item, mut shutdown: watch::Receiver<boo
         if state == State::Complete {
             // Verified whole and all written: close gracefully, so the destination reads every byte, then FIN.
             let _ = socket2::SockRef::from(&connection).set_linger(None);
-            match tokio::time::timeout(stall, connection.shutdown()).await {
-                Ok(Ok(())) => {
-                    item.live.store(false, Ordering::Relaxed);
-                    return Outcome::Delivered;
-                }
-                _ => {
-                    warn!(%destination, "destination failed at the end: the stream is delivered again whole");
-                    let _ = socket2::SockRef::from(&connection).set_linger(Some(Duration::ZERO));
-                    break Outcome::Retry;
-                }
+            let closed = tokio::time::timeout(stall, connection.shutdown()).await;
+            if matches!(closed, Ok(Ok(()))) && acknowledged(&mut connection, stall).await {
+                item.live.store(false, Ordering::Relaxed);
+                return Outcome::Delivered;
             }
+            warn!(%destination, sent, "the destination did not acknowledge the end of the stream: it is delivered again whole");
+            pool.report_failure(destination, "did not acknowledge the end of a stream");
+            break Outcome::Retry;
         }
         tokio::select! {
             changed = progress.changed() => if changed.is_err() { break Outcome::Gone },
@@ -759,6 +763,33 @@ async fn deliver(shared: &Shared, item: &Item, mut shutdown: watch::Receiver<boo
     }
     reset(connection);
     outcome
+}
+
+/// Waits (up to `stall`) until the destination's kernel acknowledged our FIN, and with it every byte
+/// before it. Written is not delivered: a destination that resets after taking part of a stream may
+/// leave the rest of it in our send buffer, and only its acknowledgement says the spool may forget it.
+async fn acknowledged(connection: &mut tokio::net::TcpStream, stall: Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let deadline = tokio::time::Instant::now() + stall;
+    let mut scratch = [0u8; 4096];
+    loop {
+        match hw::tcp_send_state(connection.as_raw_fd()) {
+            Ok(hw::TcpSendState::Acknowledged) => return true,
+            // Both sides' FINs (no error), or a reset (its error is pending).
+            Ok(hw::TcpSendState::Closed) => return matches!(connection.take_error(), Ok(None)),
+            Ok(hw::TcpSendState::InFlight) => {}
+            Err(_) => return false,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        // A destination may answer or close; reading also surfaces a reset at once.
+        match tokio::time::timeout(Duration::from_millis(5), connection.read(&mut scratch)).await {
+            Ok(Err(_)) => return false,
+            Ok(Ok(0)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
 }
 
 #[cfg(test)]

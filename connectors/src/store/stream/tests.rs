@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use diode_proto::StreamMeta;
@@ -111,10 +111,21 @@ type Seen = Vec<(Vec<u8>, bool)>;
 /// that many bytes, as a destination that dies mid-stream.
 fn destination(addr: SocketAddr, connections: usize, cut: Option<usize>) -> std::thread::JoinHandle<Seen> {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("{e}"));
+    // A delivery that never comes ends the helper (and fails the test's assertions) instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    listener.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
     std::thread::spawn(move || {
         let mut seen = Vec::new();
-        while seen.len() < connections {
-            let Ok((mut connection, _)) = listener.accept() else { break };
+        while seen.len() < connections && Instant::now() < deadline {
+            let mut connection = match listener.accept() {
+                Ok((connection, _)) => connection,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let _ = connection.set_nonblocking(false);
             let _ = connection.set_read_timeout(Some(Duration::from_secs(20)));
             let mut received = Vec::new();
             let mut buffer = vec![0u8; CHUNK];
