@@ -22,6 +22,8 @@ pub struct BenchOptions {
     pub mode: &'static str,
     /// Wire rate per fiber asked of blue-tx.
     pub rate_gbps: f64,
+    /// RED's TCP spool on (the default), or off (straight to the destination) for an A/B figure.
+    pub spool: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -128,7 +130,7 @@ pub fn run(options: &BenchOptions) -> LabResult<BenchReport> {
         listen: SocketAddr::from((listen_ip, free_port(listen_ip)?)),
         multicast_group: None,
         destinations: vec![sink.addr],
-        red_extra: String::new(),
+        red_extra: if options.spool { String::new() } else { "[channel.spool]\nenabled = false\n".into() },
         blue_extra: String::new(),
     };
     let lossy = options.loss_percent > 0.0 || options.burst.is_some();
@@ -254,6 +256,7 @@ pub fn sweep(bytes: u64, rate_gbps: f64) -> LabResult<(Vec<SweepRow>, String)> {
                     mode: "mirror",
                     // Two fiber-sim processes share the two cores with both daemons: ask what they carry.
                     rate_gbps: if loss > 0.0 { rate_gbps.min(LOSSY_RATE_GBPS) } else { rate_gbps },
+                    spool: true,
                 };
                 let report = run(&options)?;
                 rows.push(SweepRow { mtu, repair, loss, report, raw_gbps });

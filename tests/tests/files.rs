@@ -453,3 +453,82 @@ fn files_failed(status: &serde_json::Value, label: &str) -> u64 {
         .filter_map(|channel| channel["files"]["failed"][label].as_u64())
         .sum()
 }
+
+/// A TCP destination that accepts and never reads until `for_how_long` has passed, then drops what it
+/// held (its peer sees a reset) and closes: a server hung for that long.
+fn stalled_destination(addr: SocketAddr, for_how_long: Duration) -> std::thread::JoinHandle<usize> {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let until = Instant::now() + for_how_long;
+        let mut held = Vec::new();
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok((connection, _)) => held.push(connection),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        held.len()
+    })
+}
+
+#[test]
+fn a_tcp_destination_stalled_for_30_s_does_not_slow_a_files_channel() {
+    let _turn = heavy();
+    let net = loopback_net();
+    let folders = TempDir::new("files-stalled-tcp").unwrap();
+    let (drop, out) = (folders.path().join("drop"), folders.path().join("out"));
+    let tcp_ip = Lab::ip(net, 1);
+    let tcp_addr = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
+    let tcp = ChannelPlan {
+        number: 1,
+        kind: "tcp",
+        name: "historian".into(),
+        listen: SocketAddr::from((tcp_ip, free_port(tcp_ip).unwrap())),
+        multicast_group: None,
+        destinations: vec![tcp_addr],
+        red_extra: "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n[channel.spool]\nstall = 8\n".into(),
+        blue_extra: String::new(),
+    };
+    let files = files_channel(&drop, &out, "", "");
+    let mut lab = Lab::start(net, &LinkPlan::default(), &[tcp.clone(), files], None).unwrap();
+    let deliver = |first: usize, count: usize| {
+        let started = Instant::now();
+        for i in first..first + count {
+            write_file(&drop.join(format!("batch/file-{i:03}.bin")), &content(i as u64, 200_000));
+        }
+        let arrived = wait_for(Duration::from_secs(60), || {
+            files_status(&lab.red_status(), "delivered") >= (first + count) as u64
+        });
+        assert!(arrived, "files {first}.. did not arrive: {}", lab.red_status());
+        count as f64 / started.elapsed().as_secs_f64()
+    };
+    let baseline = deliver(0, 30);
+
+    let stalled = stalled_destination(tcp_addr, Duration::from_secs(30));
+    let stall_started = Instant::now();
+    let (len, hash) = tests::lab::send_stream(tcp.listen, 77, 60_000_000).unwrap();
+    let decoded = wait_for(Duration::from_secs(20), || lab.red_status()["channels"][0]["spool"]["bytes"] == len);
+    assert!(decoded, "{}", lab.red_status());
+    let during = deliver(30, 30);
+    assert!(stall_started.elapsed() < Duration::from_secs(30), "the files were measured while the destination hung");
+    // The same files, the same link: the hung destination may cost the files channel nothing it can
+    // see; a third is room for a busy machine, not for a channel waiting on another.
+    assert!(
+        during > baseline / 3.0,
+        "files per second: {baseline:.1} before, {during:.1} while TCP's destination hung"
+    );
+
+    let held = stalled.join().unwrap();
+    let sink = tests::lab::TcpSink::start(tcp_addr).unwrap();
+    let whole =
+        || sink.received.lock().unwrap().iter().any(|r| r.id == 77 && r.len == len && r.hash == hash && r.clean);
+    assert!(wait_for(Duration::from_secs(30), whole), "{:?}\n{}", sink.received.lock().unwrap(), lab.red_status());
+    let repeats =
+        wait_for(Duration::from_secs(5), || lab.red_status()["channels"][0]["spool"]["repeats"].as_u64() >= Some(1));
+    let red = lab.red_status();
+    assert!(lab.stop());
+    assert!(held >= 2, "the spool gave the hung destination up after `stall` and tried again ({held} connections)");
+    assert!(repeats, "the stream was delivered again whole after the hung connection took part of it: {red}");
+    assert_eq!(red["channels"][0]["streams_aborted"], serde_json::json!({}), "{red}");
+}

@@ -185,6 +185,9 @@ enum Command {
         rate: f64,
         #[arg(long)]
         sweep: bool,
+        /// Turn RED's TCP spool off (streams go straight to the sink), to compare with it on.
+        #[arg(long)]
+        no_spool: bool,
         #[arg(long)]
         json: bool,
     },
@@ -232,8 +235,8 @@ fn main() -> ExitCode {
         Command::NsSend { to, id, bytes, timeout_ms } => {
             helper(tests::nshelp::send(to, id, bytes, std::time::Duration::from_millis(timeout_ms)))
         }
-        Command::Bench { bytes, mtu, repair, loss, burst, fibers, rate, sweep, json } => {
-            bench(bytes, mtu, repair, loss, burst, &fibers, rate, sweep, json)
+        Command::Bench { bytes, mtu, repair, loss, burst, fibers, rate, sweep, no_spool, json } => {
+            bench(bytes, mtu, repair, loss, burst, &fibers, rate, sweep, no_spool, json)
         }
         Command::NsAdvert { source, vhid, vip, key, replay, count, ttl } => {
             helper(tests::nshelp::advert(source, vhid, vip, key.as_deref(), replay, count, ttl))
@@ -667,6 +670,7 @@ fn bench(
     fibers: &str,
     rate: f64,
     sweep: bool,
+    no_spool: bool,
     json: bool,
 ) -> ExitCode {
     if let Err(error) = tests::lab::install_interrupt_cleanup() {
@@ -699,6 +703,7 @@ fn bench(
         burst,
         mode,
         rate_gbps: rate,
+        spool: !no_spool,
     };
     match tests::bench::run(&options) {
         Ok(report) => {
