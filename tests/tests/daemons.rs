@@ -234,29 +234,42 @@ fn without_its_spool_a_stream_with_no_destination_up_is_aborted_with_that_reason
 }
 
 /// Every stream `sent` arrived whole, closed cleanly, at `sink` (repeats of a stream allowed).
-fn all_whole(sent: &HashMap<u64, (u64, [u8; 32])>, sink: &TcpSink) -> bool {
+fn all_whole(sent: &Sent, sink: &TcpSink) -> bool {
     let received = sink.received.lock().unwrap().clone();
     sent.iter()
         .all(|(id, (len, hash))| received.iter().any(|r| r.id == *id && r.len == *len && r.hash == *hash && r.clean))
 }
 
-#[test]
-fn streams_sent_while_the_destination_is_down_wait_in_the_spool_and_arrive_whole_when_it_returns() {
-    let _turn = heavy();
+/// Streams as their client sent them: id → (length, BLAKE3).
+type Sent = HashMap<u64, (u64, [u8; 32])>;
+
+/// A lab whose TCP destination is down, and the streams of `sizes` (by id) sent into it.
+fn spooling_lab(sizes: &[(u64, usize)]) -> (Lab, SocketAddr, Sent) {
     let net = loopback_net();
     let sink_addr = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
     let channel = tcp_channel(net, vec![sink_addr], "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n");
-    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
-    let sent: HashMap<u64, (u64, [u8; 32])> =
-        (1..=3).map(|id| (id, send_stream(channel.listen, id, 300_000 * id as usize).unwrap())).collect();
+    let lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
+    let sent = sizes.iter().map(|(id, len)| (*id, send_stream(channel.listen, *id, *len).unwrap())).collect();
+    (lab, sink_addr, sent)
+}
+
+/// Waits for every stream of `sent` to arrive whole at `sink` and the spool to be empty; RED's status then.
+fn delivered_and_emptied(lab: &Lab, sent: &Sent, sink: &TcpSink) -> serde_json::Value {
+    assert!(wait_for(Duration::from_secs(15), || all_whole(sent, sink)), "{:?}", sink.received.lock().unwrap());
+    let emptied = || lab.red_status()["channels"][0]["spool"]["items"] == 0;
+    assert!(wait_for(Duration::from_secs(5), emptied), "{}", lab.red_status());
+    lab.red_status()
+}
+
+#[test]
+fn streams_sent_while_the_destination_is_down_wait_in_the_spool_and_arrive_whole_when_it_returns() {
+    let _turn = heavy();
+    let (mut lab, sink_addr, sent) = spooling_lab(&[(1, 300_000), (2, 600_000), (3, 900_000)]);
     let spooled = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"].as_u64() == Some(3);
     assert!(wait_for(Duration::from_secs(10), || spooled(&lab)), "{}", lab.red_status());
     std::thread::sleep(Duration::from_secs(2));
     let sink = TcpSink::start(sink_addr).unwrap();
-    assert!(wait_for(Duration::from_secs(15), || all_whole(&sent, &sink)), "{:?}", sink.received.lock().unwrap());
-    let emptied = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"] == 0;
-    assert!(wait_for(Duration::from_secs(5), || emptied(&lab)), "{}", lab.red_status());
-    let red = lab.red_status();
+    let red = delivered_and_emptied(&lab, &sent, &sink);
     assert!(lab.stop());
     let spool = &red["channels"][0]["spool"];
     assert_eq!(spool["delivered_from_spool"], 3, "{red}");
@@ -267,12 +280,7 @@ fn streams_sent_while_the_destination_is_down_wait_in_the_spool_and_arrive_whole
 #[test]
 fn a_red_rx_killed_while_spooling_delivers_what_it_held_after_its_restart() {
     let _turn = heavy();
-    let net = loopback_net();
-    let sink_addr = SocketAddr::from((Lab::ip(net, 4), free_port(Lab::ip(net, 4)).unwrap()));
-    let channel = tcp_channel(net, vec![sink_addr], "[channel.health]\ninterval_ms = 200\ntimeout_ms = 200\n");
-    let mut lab = Lab::start(net, &LinkPlan::default(), std::slice::from_ref(&channel), None).unwrap();
-    let sent: HashMap<u64, (u64, [u8; 32])> =
-        (1..=4).map(|id| (id, send_stream(channel.listen, id, 1_000_000).unwrap())).collect();
+    let (mut lab, sink_addr, sent) = spooling_lab(&[(1, 1_000_000), (2, 1_000_000), (3, 1_000_000), (4, 1_000_000)]);
     let spooled = |lab: &Lab| {
         let red = lab.red_status();
         red["channels"][0]["spool"]["items"] == 4 && red["receiver"]["streams_ended"] == 4
@@ -283,10 +291,7 @@ fn a_red_rx_killed_while_spooling_delivers_what_it_held_after_its_restart() {
     lab.red.kill();
     let sink = TcpSink::start(sink_addr).unwrap();
     lab.restart_red().unwrap();
-    assert!(wait_for(Duration::from_secs(15), || all_whole(&sent, &sink)), "{:?}", sink.received.lock().unwrap());
-    let emptied = |lab: &Lab| lab.red_status()["channels"][0]["spool"]["items"] == 0;
-    assert!(wait_for(Duration::from_secs(5), || emptied(&lab)), "{}", lab.red_status());
-    let red = lab.red_status();
+    let red = delivered_and_emptied(&lab, &sent, &sink);
     assert!(lab.stop());
     let spool = &red["channels"][0]["spool"];
     assert_eq!(spool["delivered_from_spool"], 4, "{red}");
