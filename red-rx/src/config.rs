@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use connectors::config::{
-    check_identities, check_sink, check_spool, fingerprint, load_toml, parse_addr, CheckedSink, ConfigError,
-    NodeConfig, SinkChannel,
+    check_identities, check_sink, check_spool, check_spools_apart, fingerprint, load_toml, parse_addr, CheckedSink,
+    ConfigError, NodeConfig, SinkChannel,
 };
 use diode_proto::ReceiverConfig;
 use serde::Deserialize;
@@ -180,6 +180,7 @@ pub fn check(path: &Path, config: RedConfig) -> Result<Checked, ConfigError> {
         sink.spool = check_spool(path, channel, &state_dir)?;
         sinks.push(sink);
     }
+    check_spools_apart(path, &sinks)?;
     let receiver = ReceiverConfig {
         max_block_len: r.max_block_bytes,
         max_blocks_in_flight: r.max_blocks_in_flight,
@@ -309,6 +310,19 @@ mod tests {
         assert_eq!(blocked.field, "node: state_dir");
         assert!(blocked.to_string().contains("not a folder"), "{blocked}");
         let _ = std::fs::remove_file(&state);
+        // A spool where a files channel's deliveries land would let BLUE forge a stream.
+        let out = state.with_extension("out");
+        let files =
+            format!("[[channel]]\nnumber = 4\nkind = \"files\"\nname = \"f\"\nfolder = \"{}\"\n", out.display());
+        let inside = base.replace("[node]\nname", &format!("[node]\nstate_dir = \"{}\"\nname", out.display()));
+        let inside = inside.replacen(&format!("state_dir = \"{}\"\n", state.display()), "", 1);
+        let error = checked(&format!("{inside}{files}")).unwrap_err();
+        assert_eq!(error.field, "channel 3: spool: folder");
+        assert!(error.to_string().contains("output folder"), "{error}");
+        let hidden = format!("{base}[channel.spool]\nfolder = \"{}\"\n{files}", out.join(".spool").display());
+        std::fs::create_dir_all(out.join(".spool")).unwrap();
+        assert!(checked(&hidden).is_ok(), "under a '.' name no delivered file reaches it");
+        let _ = std::fs::remove_dir_all(&out);
         let udp = base.replace("kind = \"tcp\"", "kind = \"udp\"");
         assert!(checked(&udp).unwrap().sinks[0].spool.is_none());
         let asked = checked(&format!("{udp}[channel.spool]\nmax_bytes = 10000000\n")).unwrap_err();

@@ -19,6 +19,7 @@ use crate::error::{LabError, LabResult};
 use crate::lab::{
     free_port, loopback_net, send_stream, wait_for, ChannelPlan, Lab, LinkPlan, Received, TcpSink, UdpSink,
 };
+use crate::rawwire::proc_kb;
 
 /// What the destinations lose, and for how long.
 #[derive(Clone, Debug)]
@@ -114,16 +115,6 @@ impl OutageReport {
     }
 }
 
-fn rss_of(pid: Option<u32>) -> u64 {
-    let Some(pid) = pid else { return 0 };
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
     let net = loopback_net();
     let (blue_ip, sink_ip) = (Lab::ip(net, 1), Lab::ip(net, 4));
@@ -191,16 +182,7 @@ pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
         })
     });
 
-    let red_pid = lab.red.pid();
-    let mut rss_peak = rss_of(red_pid);
-    let sleep_watching = |limit: Duration, rss_peak: &mut u64| {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            *rss_peak = (*rss_peak).max(rss_of(red_pid));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    };
-    sleep_watching(LEAD, &mut rss_peak);
+    std::thread::sleep(LEAD);
     // The destinations go away: the TCP server stops listening, the UDP socket closes.
     if let Some(mut sink) = tcp_sink.take() {
         sink.shutdown();
@@ -210,13 +192,12 @@ pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
     if let Some(sink) = udp_sink.take() {
         udp_seen.extend(sink.received.lock().map(|r| r.clone()).unwrap_or_default());
     }
-    sleep_watching(Duration::from_secs(plan.seconds), &mut rss_peak);
+    std::thread::sleep(Duration::from_secs(plan.seconds));
     let tcp_sink = TcpSink::start(tcp_addr)?;
     let udp_sink = UdpSink::start(udp_addr, None)?;
     let returned = Instant::now();
     let mut drain_s = None;
     while returned.elapsed() < TAIL {
-        rss_peak = rss_peak.max(rss_of(red_pid));
         if drain_s.is_none() && lab.red_status()["channels"][0]["spool"]["items"] == 0 {
             drain_s = Some(returned.elapsed().as_secs_f64());
         }
@@ -226,13 +207,8 @@ pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
     let sent: HashMap<u64, (u64, [u8; 32])> = tcp_sender.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
     let udp_sent = udp_sender.map_or(0, |t| t.join().unwrap_or(0));
 
-    let mut peak_spool_bytes = 0;
     let drained = wait_for(Duration::from_secs(60 + plan.seconds), || {
-        let red = lab.red_status();
-        rss_peak = rss_peak.max(rss_of(red_pid));
-        let spool = &red["channels"][0]["spool"];
-        peak_spool_bytes = peak_spool_bytes.max(spool["peak_bytes"].as_u64().unwrap_or(0));
-        let empty = spool["items"] == 0;
+        let empty = lab.red_status()["channels"][0]["spool"]["items"] == 0;
         if empty && drain_s.is_none() {
             drain_s = Some(returned.elapsed().as_secs_f64());
         }
@@ -247,7 +223,13 @@ pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
     std::thread::sleep(Duration::from_secs(1));
     let red = lab.red_status();
     let logs = lab.log("red.log");
+    // The kernel's high-water mark covers the whole run, between any two samples too.
+    let rss_peak_kb = proc_kb(lab.red.pid().unwrap_or(0), "VmHWM:");
     lab.stop();
+    if !rss_peak_kb.is_finite() {
+        return Err(LabError::unexpected("cannot read red-rx's peak memory (VmHWM) from /proc"));
+    }
+    let rss_peak = (rss_peak_kb * 1024.0) as u64;
     if !drained {
         eprintln!("diode-lab outage: the spool did not empty or not every stream arrived within the deadline\n{logs}");
     }
@@ -278,7 +260,7 @@ pub fn run(plan: OutagePlan) -> LabResult<OutageReport> {
             partial_connections: partial,
             delivered_from_spool: spool["delivered_from_spool"].as_u64().unwrap_or(0),
             repeats: spool["repeats"].as_u64().unwrap_or(0),
-            peak_spool_bytes: peak_spool_bytes.max(spool["peak_bytes"].as_u64().unwrap_or(0)),
+            peak_spool_bytes: spool["peak_bytes"].as_u64().unwrap_or(0),
             drain_s,
         }
     });

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 mod sink_checks;
 
-pub use sink_checks::{check_sink, check_spool, CheckedSink};
+pub use sink_checks::{check_sink, check_spool, check_spools_apart, CheckedSink};
 
 /// A configuration problem: which file, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

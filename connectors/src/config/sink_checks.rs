@@ -148,6 +148,26 @@ pub fn check_sink(path: &Path, channel: &SinkChannel) -> Result<CheckedSink, Con
     })
 }
 
+/// Refuses a spool folder inside a files or vault channel's output folder where a delivered name could
+/// reach it: BLUE could then deliver a forged `<seq>.stream`, `.meta` and `.done`, which the next start
+/// would hand to a TCP destination.
+pub fn check_spools_apart(path: &Path, sinks: &[CheckedSink]) -> Result<(), ConfigError> {
+    for sink in sinks {
+        let Some(spool) = &sink.spool else { continue };
+        for files in sinks.iter().filter_map(|s| s.files.as_ref()) {
+            if let Some(reason) = reachable_by_deliveries(&files.folder, &spool.folder) {
+                let field = format!("channel {}: spool: folder", sink.config.number);
+                let reason = format!(
+                    "{reason} (channel {}'s output folder; the default is under node: state_dir)",
+                    files.channel
+                );
+                return Err(ConfigError::new(path, field, reason));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Why RED's own state at `state` could be written or read through a delivered name: inside the output
 /// folder it must sit under a component starting with '.', which no accepted name has.
 fn reachable_by_deliveries(folder: &Path, state: &Path) -> Option<String> {
